@@ -1,0 +1,31 @@
+"""Fixtures for tests and doctests: every test leaves process-global state as it found it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from reproducible_block import _root
+from reproducible_block._sources import registry
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_random_state() -> Iterator[None]:
+    """Restore every global generator, the library's root and its registered generators."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    torch_state = torch.get_rng_state()
+    root = _root.peek_root()
+    registered = registry.registered()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        _root.replace_root(root)
+        registry.restore_registered(registered)

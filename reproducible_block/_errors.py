@@ -1,0 +1,35 @@
+"""The library's exceptions: one small hierarchy that also subclasses the builtins.
+
+Catch :class:`ReproducibleBlockError` to catch everything the library raises on purpose, or
+the builtin (``TypeError``, ``ValueError``, ``RuntimeError``) as you would for any other library.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlockUsageError",
+    "NotSeededError",
+    "ReproducibleBlockError",
+    "ReproducibleBlockTypeError",
+    "ReproducibleBlockValueError",
+]
+
+
+class ReproducibleBlockError(Exception):
+    """Base class of every exception the library raises on purpose."""
+
+
+class ReproducibleBlockTypeError(ReproducibleBlockError, TypeError):
+    """An argument's type is not accepted (a float seed, a list key...)."""
+
+
+class ReproducibleBlockValueError(ReproducibleBlockError, ValueError):
+    """An argument's value is out of range (a negative seed, an empty key...)."""
+
+
+class NotSeededError(ReproducibleBlockError, RuntimeError):
+    """A block was entered before :func:`~reproducible_block.set_seed` gave it a root."""
+
+
+class BlockUsageError(ReproducibleBlockError, RuntimeError):
+    """A block was used in a way that would silently mix streams (out-of-order exit, ...)."""

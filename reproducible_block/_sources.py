@@ -1,0 +1,401 @@
+"""The registry of generator sources: one small class per random number generator.
+
+Each source knows how to ``capture`` its generator's state, ``install`` a state, ``seed`` it the
+way the usual recipe does (for :func:`set_seed`) and ``derive`` a fresh block state from a
+:class:`~numpy.random.SeedSequence`. Adding a kind of generator is adding one class here.
+
+Built-in sources, in order: ``"random"`` (Python), ``"numpy"`` (NumPy's legacy global
+``RandomState``), ``"torch"`` (torch's CPU default generator) and, where present, the accelerator:
+``"cuda"`` (every CUDA device) or the type ``torch.accelerator`` reports (``"xpu"``, ``"mps"``...).
+CUDA is never initialised by the library: until something else initialises it, its state is the
+seed queued for it (torch applies queued seeds lazily).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from ._derive import MT_WORDS, mt19937_key, registered_seed_sequence, torch_cpu_state
+from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+
+__all__ = [
+    "GeneratorSource",
+    "register_generator",
+    "registered_generators",
+    "registry",
+    "unregister_generator",
+]
+
+StateT = TypeVar("StateT")
+
+
+class GeneratorSource(ABC, Generic[StateT]):
+    """One random number generator that :func:`set_seed` and blocks manage."""
+
+    #: The stable name used in ``sources=``, in derivation and in saved states.
+    name: str
+
+    @abstractmethod
+    def capture(self) -> StateT:
+        """Return a copy of the generator's current state."""
+
+    @abstractmethod
+    def install(self, state: StateT) -> None:
+        """Put the generator in ``state`` (one returned by ``capture`` or ``derive``)."""
+
+    @abstractmethod
+    def seed(self, seed: int) -> None:
+        """Seed the generator for :func:`set_seed`, as the usual recipe would."""
+
+    @abstractmethod
+    def derive(self, sequence: np.random.SeedSequence) -> StateT:
+        """Return the fresh state a block installs, a pure function of ``sequence``."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+PythonState = tuple[Any, ...]
+
+
+class PythonRandomSource(GeneratorSource[PythonState]):
+    """Python's global ``random`` module."""
+
+    name = "random"
+
+    def capture(self) -> PythonState:
+        return random.getstate()
+
+    def install(self, state: PythonState) -> None:
+        random.setstate(state)
+
+    def seed(self, seed: int) -> None:
+        random.seed(seed)
+
+    def derive(self, sequence: np.random.SeedSequence) -> PythonState:
+        # Version 3 state: 624 key words then the position (624: twist before the next draw).
+        return (3, (*mt19937_key(sequence).tolist(), MT_WORDS), None)
+
+
+NumpyLegacyState = tuple[Any, ...]
+
+
+class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
+    """NumPy's legacy global ``RandomState`` behind ``np.random.*``, cached Gaussian included."""
+
+    name = "numpy"
+
+    def capture(self) -> NumpyLegacyState:
+        state = np.random.get_state(legacy=True)
+        if not isinstance(state, tuple):  # pragma: no cover - only if the global was replaced
+            raise BlockUsageError(
+                "np.random's global generator is not an MT19937 RandomState; "
+                "reproducible_block cannot manage it. Use np.random.seed(...) to reset it."
+            )
+        return state
+
+    def install(self, state: NumpyLegacyState) -> None:
+        np.random.set_state(state)
+
+    def seed(self, seed: int) -> None:
+        np.random.seed(seed)
+
+    def derive(self, sequence: np.random.SeedSequence) -> NumpyLegacyState:
+        # (name, key, position, has_gauss, cached_gaussian): no Gaussian cached in a fresh block.
+        return ("MT19937", mt19937_key(sequence), MT_WORDS, 0, 0.0)
+
+
+class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
+    """A ``torch.Generator``: torch's CPU default generator, or one a user registered."""
+
+    def __init__(self, generator: torch.Generator, name: str, *, registered: bool) -> None:
+        self.generator = generator
+        self.name = name
+        self._registered = registered
+
+    def capture(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def install(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    def seed(self, seed: int) -> None:
+        if self._registered:
+            self.install(self.derive(registered_seed_sequence(seed, self.name)))
+        else:
+            self.generator.manual_seed(seed)
+
+    def derive(self, sequence: np.random.SeedSequence) -> torch.Tensor:
+        if self.generator.device.type == "cpu":
+            return torch_cpu_state(sequence)
+        scratch = torch.Generator(device=self.generator.device)
+        scratch.manual_seed(int(sequence.generate_state(1, np.uint64)[0]))
+        return scratch.get_state()
+
+
+class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
+    """A user's ``np.random.Generator`` (any bit generator that takes a SeedSequence)."""
+
+    def __init__(self, generator: np.random.Generator, name: str) -> None:
+        self.generator = generator
+        self.name = name
+
+    def capture(self) -> Mapping[str, Any]:
+        return self.generator.bit_generator.state
+
+    def install(self, state: Mapping[str, Any]) -> None:
+        self.generator.bit_generator.state = state
+
+    def seed(self, seed: int) -> None:
+        self.install(self.derive(registered_seed_sequence(seed, self.name)))
+
+    def derive(self, sequence: np.random.SeedSequence) -> Mapping[str, Any]:
+        return type(self.generator.bit_generator)(sequence).state
+
+
+# A CUDA state is either the per-device state tensors (CUDA initialised) or the seed that is
+# queued for every device (CUDA not initialised yet: reading the state would initialise it).
+CudaState = tuple[torch.Tensor, ...] | int
+
+
+class CudaSource(GeneratorSource[CudaState]):
+    """Every CUDA device's default generator, without ever initialising CUDA itself."""
+
+    name = "cuda"
+
+    def __init__(self) -> None:
+        self._queued_seed = 0
+
+    def capture(self) -> CudaState:
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            return tuple(torch.cuda.get_rng_state_all())
+        return self._queued_seed
+
+    def install(self, state: CudaState) -> None:
+        if isinstance(state, int):
+            # Applied now if CUDA is initialised, else queued by torch and applied at its init.
+            torch.cuda.manual_seed_all(state)
+            self._queued_seed = state
+        else:
+            torch.cuda.set_rng_state_all(state)
+
+    def seed(self, seed: int) -> None:
+        self.install(seed)
+
+    def derive(self, sequence: np.random.SeedSequence) -> CudaState:
+        # One Philox seed for all devices, as torch.manual_seed does: model init on cuda:0 of
+        # one rank equals model init on cuda:1 of another.
+        return int(sequence.generate_state(1, np.uint64)[0])
+
+
+class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):
+    """The default generators of a non-CUDA accelerator that ``torch.accelerator`` reports."""
+
+    def __init__(self, device_type: str) -> None:
+        self.name = device_type
+        self._module: Any = torch.get_device_module(device_type)
+
+    def _count(self) -> int:
+        return int(torch.accelerator.device_count())
+
+    def capture(self) -> list[torch.Tensor]:
+        return [self._module.get_rng_state(i) for i in range(self._count())]
+
+    def install(self, state: list[torch.Tensor]) -> None:
+        for index, device_state in enumerate(state):
+            self._module.set_rng_state(device_state, index)
+
+    def seed(self, seed: int) -> None:
+        seed_all = getattr(self._module, "manual_seed_all", None) or self._module.manual_seed
+        seed_all(seed)
+
+    def derive(self, sequence: np.random.SeedSequence) -> list[torch.Tensor]:
+        seed = int(sequence.generate_state(1, np.uint64)[0])
+        saved = self.capture()
+        try:
+            self.seed(seed)
+            return self.capture()
+        finally:
+            self.install(saved)
+
+
+def _accelerator_source() -> GeneratorSource[Any] | None:
+    """The source for the accelerator torch can use, if any; never initialises CUDA."""
+    if torch.cuda.is_available():
+        return CudaSource()
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None or not accelerator.is_available():
+        return None
+    device = accelerator.current_accelerator()
+    if device is None:  # pragma: no cover - is_available() said there is one
+        return None
+    return AcceleratorSource(device.type)  # pragma: no cover - no such device here
+
+
+class SourceRegistry:
+    """The built-in sources plus the generators users registered, by name."""
+
+    def __init__(self) -> None:
+        self._builtin: tuple[GeneratorSource[Any], ...] | None = None
+        self._registered: dict[str, GeneratorSource[Any]] = {}
+        self._lock = threading.Lock()
+
+    def builtin(self) -> tuple[GeneratorSource[Any], ...]:
+        """The built-in sources, found once (availability of devices does not change)."""
+        if self._builtin is None:
+            with self._lock:
+                if self._builtin is None:
+                    sources: list[GeneratorSource[Any]] = [
+                        PythonRandomSource(),
+                        NumpyGlobalSource(),
+                        TorchGeneratorSource(torch.default_generator, "torch", registered=False),
+                    ]
+                    accelerator = _accelerator_source()
+                    if accelerator is not None:
+                        sources.append(accelerator)
+                    self._builtin = tuple(sources)
+        return self._builtin
+
+    def active(self) -> tuple[GeneratorSource[Any], ...]:
+        """Every managed source: built-in first, then registered in registration order."""
+        return self.builtin() + tuple(self._registered.values())
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(source.name for source in self.active())
+
+    def select(self, names: tuple[str, ...] | None) -> tuple[GeneratorSource[Any], ...]:
+        """The sources a block manages: all of them, or those named (in registry order)."""
+        active = self.active()
+        if names is None:
+            return active
+        known = {source.name for source in active}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ReproducibleBlockValueError(
+                f"sources={names!r} names {unknown!r}, which reproducible_block does not manage "
+                f"here; allowed: {sorted(known)!r}. Register your own generators with "
+                "register_generator(generator, name=...)."
+            )
+        return tuple(source for source in active if source.name in names)
+
+    def add(self, source: GeneratorSource[Any]) -> None:
+        if source.name in self.names():
+            raise ReproducibleBlockValueError(
+                f"a generator source named {source.name!r} is already managed; names in use: "
+                f"{list(self.names())!r}. Choose another name, or unregister_generator() first."
+            )
+        self._registered[source.name] = source
+
+    def remove(self, name: str) -> GeneratorSource[Any]:
+        if name not in self._registered:
+            raise ReproducibleBlockValueError(
+                f"no registered generator is named {name!r}; registered: "
+                f"{list(self._registered)!r} (built-in sources cannot be unregistered)."
+            )
+        return self._registered.pop(name)
+
+    def registered(self) -> dict[str, GeneratorSource[Any]]:
+        return dict(self._registered)
+
+    def restore_registered(self, registered: dict[str, GeneratorSource[Any]]) -> None:
+        """Put back a mapping from :meth:`registered` (used by test fixtures)."""
+        self._registered = dict(registered)
+
+
+registry = SourceRegistry()
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > 256:
+        raise ReproducibleBlockValueError(
+            f"name={name!r} is not allowed; a generator's name must be a non-empty str of at "
+            "most 256 characters, unique among managed sources (e.g. name='augment')."
+        )
+    return name
+
+
+def _make_source(generator: object, name: str) -> GeneratorSource[Any]:
+    if isinstance(generator, torch.Generator):
+        return TorchGeneratorSource(generator, name, registered=True)
+    if isinstance(generator, np.random.Generator):
+        return NumpyGeneratorSource(generator, name)
+    raise ReproducibleBlockTypeError(
+        f"register_generator() got {type(generator).__name__}; allowed: a torch.Generator or an "
+        "np.random.Generator. np.random's global functions are managed already."
+    )
+
+
+def register_generator(generator: torch.Generator | np.random.Generator, *, name: str) -> None:
+    """Manage a generator you own: :func:`set_seed` seeds it and blocks isolate it.
+
+    ``set_seed(s)`` seeds it from (``s``, ``name``), so two registered generators get different
+    streams and the order of registration does not matter. Inside a block it is in a state
+    derived from (root, key, ``name``) and gets its caller's state back on exit. A generator
+    registered after ``set_seed`` keeps its state until the next ``set_seed``.
+
+    >>> import torch
+    >>> from reproducible_block import ReproducibleBlock, register_generator, set_seed
+    >>> from reproducible_block import unregister_generator
+    >>> g = torch.Generator()
+    >>> register_generator(g, name="doc-augment")
+    >>> _ = set_seed(0)
+    >>> with ReproducibleBlock("aug"):
+    ...     first = torch.rand(2, generator=g)
+    >>> with ReproducibleBlock("aug"):
+    ...     again = torch.rand(2, generator=g)
+    >>> torch.equal(first, again)
+    True
+    >>> unregister_generator("doc-augment")
+    """
+    from ._activation import refuse_inside_block
+
+    checked = _check_name(name)
+    source = _make_source(generator, checked)
+    with refuse_inside_block("register_generator()"):
+        registry.add(source)
+
+
+def unregister_generator(name: str) -> None:
+    """Stop managing the generator registered under ``name``; its state is left as it is."""
+    from ._activation import refuse_inside_block
+
+    with refuse_inside_block("unregister_generator()"):
+        registry.remove(name)
+
+
+def registered_generators() -> tuple[str, ...]:
+    """The names of the generators registered with :func:`register_generator`."""
+    return tuple(registry.registered())
+
+
+def select_sources(names: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Validate a ``sources=`` argument's shape (names are checked on entry)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        checked = tuple(names)
+    except TypeError:
+        raise ReproducibleBlockTypeError(
+            f"sources={names!r} is not allowed; pass None (every managed source) or an iterable "
+            "of source names such as ('torch',) or ('random', 'numpy')."
+        ) from None
+    for name in checked:
+        if not isinstance(name, str):
+            raise ReproducibleBlockTypeError(
+                f"sources={checked!r} holds {name!r}; source names are str such as 'torch'."
+            )
+    if not checked:
+        raise ReproducibleBlockValueError(
+            "sources=() manages nothing; pass None for every source, or name at least one, "
+            "or use enabled=False to turn the block off."
+        )
+    return checked

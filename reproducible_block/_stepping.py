@@ -1,0 +1,109 @@
+"""Running generators, coroutines and async generators one step at a time inside a block.
+
+A decorated generator must keep its block's stream across ``yield`` (its own draws continue on
+each resume) while the caller, between two resumes, draws from the caller's stream. So every
+step switches in: restore the block's saved states (fresh ones on the first step), run the step,
+save the block's states, give the caller's back. The same holds for each resume of a coroutine
+after an ``await`` and for each step of an async generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Generator, Sequence
+from typing import Any, Protocol
+
+from ._activation import Frame, enter, exit_
+from ._sources import GeneratorSource
+
+__all__ = ["Stream", "run_async_generator", "run_coroutine", "run_generator"]
+
+
+class _Steppable(Protocol):
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, error: BaseException, /) -> Any: ...
+    def close(self) -> Any: ...
+
+
+class Stream:
+    """A block's stream that lives across steps: the states it had when it last stepped out."""
+
+    def __init__(
+        self, label: str, key_words: tuple[int, ...], sources: Sequence[GeneratorSource[Any]]
+    ) -> None:
+        self._label = label
+        self._key_words = key_words
+        self._sources = sources
+        self._states: list[Any] | None = None
+
+    def step_in(self) -> Frame:
+        return enter(self._label, self._key_words, self._sources, resume=self._states)
+
+    def step_out(self, frame: Frame) -> None:
+        self._states = exit_(frame, keep=True)
+
+
+def _drive(stream: Stream, target: _Steppable) -> Generator[Any, Any, Any]:
+    """Delegate to ``target`` like ``yield from``, switching to the block's stream each step."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        frame = stream.step_in()
+        try:
+            result = target.send(value) if error is None else target.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            stream.step_out(frame)
+        error = None
+        try:
+            value = yield result
+        except GeneratorExit:
+            frame = stream.step_in()
+            try:
+                target.close()
+            finally:
+                stream.step_out(frame)
+            raise
+        except BaseException as exc:
+            error = exc
+
+
+def run_generator(stream: Stream, generator: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """The decorated generator: ``generator`` driven inside the block's stream."""
+    return _drive(stream, generator)
+
+
+class _StepAwaitable:
+    def __init__(self, stream: Stream, target: _Steppable) -> None:
+        self._stream = stream
+        self._target = target
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _drive(self._stream, self._target)
+
+
+async def run_coroutine(stream: Stream, coroutine: Awaitable[Any]) -> Any:
+    """The decorated coroutine: every resume of ``coroutine`` runs in the block's stream."""
+    return await _StepAwaitable(stream, coroutine)  # type: ignore[arg-type]
+
+
+async def run_async_generator(
+    stream: Stream, generator: AsyncGenerator[Any, Any]
+) -> AsyncGenerator[Any, Any]:
+    """The decorated async generator: each of its steps runs in the block's stream."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        step = generator.asend(value) if error is None else generator.athrow(error)
+        try:
+            item = await _StepAwaitable(stream, step)
+        except StopAsyncIteration:
+            return
+        error = None
+        try:
+            value = yield item
+        except GeneratorExit:
+            await _StepAwaitable(stream, generator.aclose())
+            raise
+        except BaseException as exc:
+            error = exc
