@@ -29,3 +29,13 @@ def _restore_global_random_state() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         _root.replace_root(root)
         registry.restore_registered(registered)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``cuda`` when no CUDA device is available (never initialises CUDA)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,139 @@
+"""Reproducible_Block behaves exactly as torch-reproducible-block 0.0.1, checked against an oracle.
+
+The oracle below is 0.0.1's documented behaviour written with raw calls: set_seed seeds the three
+libraries and snapshots them; entering resets to the snapshot and makes `block_seed` rounds of
+`random.randint(1, 10)`, `np.random.randint(1, 10)`, `torch.randint(1, 10, (1,))`; exit restores
+the caller's state only with reset_state_after=True.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import reproducible_block as rb
+from reproducible_block import Reproducible_Block, ReproducibleBlock
+
+
+class Oracle:
+    snapshot: tuple[Any, ...] = ()
+
+    @classmethod
+    def set_seed(cls, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        cls.snapshot = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    @classmethod
+    @contextmanager
+    def block(cls, block_seed: int, reset_state_after: bool = False) -> Iterator[None]:
+        caller = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.setstate(cls.snapshot[0])
+        np.random.set_state(cls.snapshot[1])
+        torch.set_rng_state(cls.snapshot[2])
+        for _ in range(block_seed):
+            random.randint(1, 10)
+            np.random.randint(1, 10)
+            torch.randint(1, 10, (1,))
+        yield
+        if reset_state_after:
+            random.setstate(caller[0])
+            np.random.set_state(caller[1])
+            torch.set_rng_state(caller[2])
+
+
+def program(
+    set_seed: Callable[[int], None], block: Callable[..., Any]
+) -> list[object]:
+    """The package README's program shape: model sections in blocks, draws outside them."""
+    out: list[object] = []
+    set_seed(42)
+    out.append(torch.rand(2))
+    with block(64):
+        out.append(torch.nn.Conv2d(3, 4, 2).weight.detach().clone())
+        out.append(np.random.rand(2))
+    out.append((random.random(), torch.rand(2)))  # continues from block 64's stream
+    with block(44):
+        out.append(torch.nn.Linear(4, 3).weight.detach().clone())
+    with block(128, reset_state_after=True):
+        out.append((torch.randn(3), random.randint(0, 100), np.random.randn(3)))
+    out.append((torch.rand(2), np.random.rand(1), random.random()))
+    with block(0):
+        out.append(torch.rand(2))
+    return out
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_same_program_gives_bit_identical_tensors() -> None:
+    expected = program(Oracle.set_seed, Oracle.block)
+    actual = program(Reproducible_Block.set_seed, Reproducible_Block)
+    assert len(actual) == len(expected)
+    assert all(_equal(a, e) for a, e in zip(actual, expected, strict=True))
+
+
+def test_decorator_form_matches_the_with_form() -> None:
+    @Reproducible_Block(block_seed=7)
+    def init(width: int, *, bias: bool = True) -> torch.Tensor:
+        return torch.nn.Linear(width, width, bias=bias).weight.detach().clone()
+
+    Reproducible_Block.set_seed(1)
+    decorated = init(3, bias=False)
+    Oracle.set_seed(1)
+    with Oracle.block(7):
+        expected = torch.nn.Linear(3, 3, bias=False).weight.detach().clone()
+    assert torch.equal(decorated, expected)
+    assert init.__name__ == "init"
+
+
+def test_compat_set_seed_also_roots_new_blocks() -> None:
+    Reproducible_Block.set_seed(5)
+    with ReproducibleBlock("new"):
+        first = torch.rand(2)
+    rb.set_seed(5)
+    with ReproducibleBlock("new"):
+        assert torch.equal(torch.rand(2), first)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({}, TypeError),
+        ({"block_seed": None}, TypeError),
+        ({"block_seed": 1.0}, TypeError),
+        ({"block_seed": "a"}, TypeError),
+        ({"block_seed": True}, TypeError),
+        ({"block_seed": -1}, ValueError),
+        ({"block_seed": 1, "reset_state_after": 1}, TypeError),
+    ],
+)
+def test_where_0_0_1_asserted_or_misbehaved_we_raise(
+    kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error) as info:
+        Reproducible_Block(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, rb.ReproducibleBlockError)
+
+
+def test_entering_before_set_seed_raises_runtime_error() -> None:
+    rb._root.replace_root(None)
+    block = Reproducible_Block(block_seed=3)  # construction is fine (decorate at import time)
+    state = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match="set_seed"), block:
+        pass  # pragma: no cover - never entered
+    assert torch.equal(torch.get_rng_state(), state)

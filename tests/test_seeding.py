@@ -1,0 +1,105 @@
+"""set_seed: the recipe's streams, the root, validation, and refusals that change nothing."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import reproducible_block as rb
+from reproducible_block import MAX_SEED, ReproducibleBlock, get_random_seed, set_seed
+
+from ._draws import draw_all, recipe_seed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31, MAX_SEED])
+def test_set_seed_gives_the_recipes_streams(seed: int) -> None:
+    recipe_seed(seed)
+    expected = draw_all()
+    assert set_seed(seed) == seed
+    assert draw_all() == expected
+
+
+def test_numpy_integer_seeds_are_accepted() -> None:
+    recipe_seed(7)
+    expected = draw_all()
+    assert set_seed(np.int64(7)) == 7
+    assert draw_all() == expected
+
+
+def test_none_draws_logs_and_returns_a_seed_that_repeats_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="reproducible_block"):
+        seed = set_seed(None)
+    assert 0 <= seed <= MAX_SEED
+    assert str(seed) in caplog.text
+    first = draw_all()
+    set_seed(seed)
+    assert draw_all() == first
+
+
+def test_get_random_seed_does_not_touch_managed_generators() -> None:
+    set_seed(3)
+    expected = draw_all()
+    set_seed(3)
+    seeds = {get_random_seed() for _ in range(20)}
+    assert draw_all() == expected
+    assert all(0 <= s <= MAX_SEED for s in seeds)
+    assert len(seeds) > 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (True, TypeError),
+        (np.bool_(False), TypeError),
+        (1.0, TypeError),
+        (float("nan"), TypeError),
+        ("42", TypeError),
+        ([1], TypeError),
+        (torch.tensor(1), TypeError),
+        (-1, ValueError),
+        (MAX_SEED + 1, ValueError),
+        (10**100, ValueError),
+    ],
+)
+def test_bad_seeds_raise_and_change_nothing(bad: object, error: type[Exception]) -> None:
+    set_seed(5)
+    random.random()
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    root = rb._root.peek_root()
+    with pytest.raises(error) as info:
+        set_seed(bad)  # type: ignore[arg-type]
+    assert isinstance(info.value, rb.ReproducibleBlockError)
+    message = str(info.value)
+    assert "MAX_SEED" in message
+    assert repr(bad) in message or str(bad) in message
+    assert random.getstate() == before[0]
+    assert np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
+    assert rb._root.peek_root() is root
+
+
+def test_set_seed_inside_a_block_is_refused_and_changes_nothing() -> None:
+    set_seed(1)
+    with ReproducibleBlock("outer"):
+        state = torch.get_rng_state()
+        with pytest.raises(rb.BlockUsageError, match="outside every block"):
+            set_seed(2)
+        assert torch.equal(torch.get_rng_state(), state)
+    assert rb._root.peek_root() is not None
+    assert rb._root.peek_root().seed == 1  # type: ignore[union-attr]
+
+
+def test_root_seed_changes_every_block_stream() -> None:
+    set_seed(1)
+    with ReproducibleBlock("a"):
+        first = draw_all()
+    set_seed(2)
+    with ReproducibleBlock("a"):
+        second = draw_all()
+    assert all(first[name] != second[name] for name in first)
