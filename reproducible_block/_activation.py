@@ -9,17 +9,27 @@ a thread blocks nest; they must close in the reverse order they opened, and a bl
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ._derive import block_sequence, source_sequence
+from ._derive import source_seed_words
 from ._errors import BlockUsageError
 from ._root import current_root
-from ._sources import GeneratorSource
+from ._sources import GeneratorSource, registry
 
-__all__ = ["Frame", "enter", "exit_", "lock", "open_frames", "refuse_inside_block"]
+__all__ = [
+    "Frame",
+    "cached_states",
+    "derive_states",
+    "enter",
+    "exit_",
+    "lock",
+    "open_frames",
+    "refuse_inside_block",
+]
 
 lock = threading.RLock()
 _open: list[Frame] = []
@@ -27,10 +37,11 @@ _open: list[Frame] = []
 
 @dataclass
 class Frame:
-    """One open activation: the block it belongs to and the caller states to put back."""
+    """One open activation: its block's label, its sources and the caller's saved states."""
 
     label: str
-    saved: list[tuple[GeneratorSource[Any], Any]]
+    sources: Sequence[GeneratorSource[Any]]
+    saved: list[Any]
 
 
 def open_frames() -> int:
@@ -38,34 +49,45 @@ def open_frames() -> int:
     return len(_open)
 
 
+# Derived states are pure functions of (root seed, key, sources), so a block entered again with
+# the same key reuses them. The cache is bounded: per-sample keys never make it grow past this.
+CACHE_SIZE = 256
+_cache: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
+
+
 def derive_states(
-    key_words: tuple[int, ...], sources: Sequence[GeneratorSource[Any]]
+    key_words: tuple[int, ...],
+    sources: Sequence[GeneratorSource[Any]],
+    names: tuple[str, ...] | None = None,
 ) -> list[Any]:
     """The fresh states of a block: a pure function of (root seed, key, source names)."""
-    sequence = block_sequence(current_root().seed, key_words)
-    return [source.derive(source_sequence(sequence, source.name)) for source in sources]
+    seed = current_root().seed
+    if names is None:
+        names = tuple(source.name for source in sources)
+    cache_key = (seed, key_words, names, registry.version)
+    states = _cache.get(cache_key)
+    if states is not None:
+        _cache.move_to_end(cache_key)
+        return states
+    words = source_seed_words(seed, key_words, names)
+    states = [source.derive(seed) for source, seed in zip(sources, words, strict=True)]
+    _cache[cache_key] = states
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return states
 
 
-def _install_all(
-    states: Sequence[Any], saved: Sequence[tuple[GeneratorSource[Any], Any]]
-) -> None:
-    """Install every state, or none: on failure the sources already switched get ``saved`` back."""
-    installed = 0
-    try:
-        for (source, _), state in zip(saved, states, strict=True):
-            source.install(state)
-            installed += 1
-    except BaseException:
-        _restore_all(saved[: installed + 1])
-        raise
+def cached_states() -> int:
+    """How many blocks' derived states are cached (bounded by ``CACHE_SIZE``)."""
+    return len(_cache)
 
 
-def _restore_all(saved: Sequence[tuple[GeneratorSource[Any], Any]]) -> None:
+def _restore_all(sources: Sequence[GeneratorSource[Any]], saved: Sequence[Any]) -> None:
     """Put back every saved state; one failure does not stop the others (the first is raised)."""
     error: BaseException | None = None
-    for source, state in reversed(saved):
+    for index in range(len(saved) - 1, -1, -1):
         try:
-            source.install(state)
+            sources[index].restore(saved[index])
         except BaseException as exc:
             error = error or exc
     if error is not None:
@@ -76,15 +98,30 @@ def enter(
     label: str,
     key_words: tuple[int, ...],
     sources: Sequence[GeneratorSource[Any]],
+    names: tuple[str, ...] | None = None,
     resume: list[Any] | None = None,
 ) -> Frame:
-    """Save the caller's states and install the block's (fresh, or ``resume``d ones)."""
+    """Save the caller's states and install the block's: fresh ones, or those saved by ``exit_``.
+
+    Install is all or nothing: if a source fails, the sources already switched get the caller's
+    state back and the lock is released before the error propagates.
+    """
     lock.acquire()
     try:
-        states = resume if resume is not None else derive_states(key_words, sources)
-        saved = [(source, source.capture()) for source in sources]
-        _install_all(states, saved)
-        frame = Frame(label, saved)
+        states = derive_states(key_words, sources, names) if resume is None else resume
+        saved = [source.save() for source in sources]
+        index = 0
+        try:
+            if resume is None:
+                for index, source in enumerate(sources):
+                    source.install(states[index])
+            else:
+                for index, source in enumerate(sources):
+                    source.restore(states[index])
+        except BaseException:
+            _restore_all(sources[: index + 1], saved[: index + 1])
+            raise
+        frame = Frame(label, sources, saved)
         _open.append(frame)
         return frame
     except BaseException:
@@ -93,20 +130,22 @@ def enter(
 
 
 def exit_(frame: Frame, *, keep: bool = False) -> list[Any] | None:
-    """Restore the caller's states; with ``keep``, first return the block's states to resume."""
+    """Restore the caller's states; with ``keep``, first save the block's states to resume."""
     misuse: BlockUsageError | None = None
     try:
-        if not _open or _open[-1] is not frame:
+        if _open and _open[-1] is frame:
+            _open.pop()
+        else:
             misuse = BlockUsageError(
                 f"block {frame.label} is closing while a block opened after it is still open. "
                 "Blocks must close in the reverse order they opened: do not keep a `with` block "
                 "open across `await` or `yield`; decorate the async function or generator "
                 "with @ReproducibleBlock(key) instead, which keeps its stream across them."
             )
-        if frame in _open:
-            _open.remove(frame)
-        kept = [source.capture() for source, _ in frame.saved] if keep else None
-        _restore_all(frame.saved)
+            if frame in _open:
+                _open.remove(frame)
+        kept = [source.save() for source in frame.sources] if keep else None
+        _restore_all(frame.sources, frame.saved)
     finally:
         lock.release()
     if misuse is not None:

@@ -78,6 +78,7 @@ class ReproducibleBlock:
         self._enabled = enabled
         self._frames: list[Frame] = []
         self._label = repr(self)
+        self._resolved: tuple[int, tuple[GeneratorSource[Any], ...], tuple[str, ...]] | None = None
 
     @property
     def key(self) -> BlockKey:
@@ -94,12 +95,22 @@ class ReproducibleBlock:
         extra += "" if self._enabled else ", enabled=False"
         return f"ReproducibleBlock({self._key!r}{extra})"
 
-    def _sources(self) -> tuple[GeneratorSource[Any], ...]:
-        return registry.select(self._source_names)
+    def _sources(self) -> tuple[tuple[GeneratorSource[Any], ...], tuple[str, ...]]:
+        """The sources this block manages and their names, resolved once per registry change."""
+        resolved = self._resolved
+        if resolved is None or resolved[0] != registry.version:
+            sources = registry.select(self._source_names)
+            resolved = (registry.version, sources, tuple(source.name for source in sources))
+            self._resolved = resolved
+        return resolved[1], resolved[2]
+
+    def _enter(self) -> Frame:
+        sources, names = self._sources()
+        return enter(self._label, self._key_words, sources, names)
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
-            self._frames.append(enter(self._label, self._key_words, self._sources()))
+            self._frames.append(self._enter())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -107,14 +118,14 @@ class ReproducibleBlock:
             exit_(self._frames.pop())
 
     def _stream(self) -> Stream:
-        return Stream(self._label, self._key_words, self._sources())
+        return Stream(self._label, self._key_words, *self._sources())
 
     # The wrappers take wrapt's (wrapped, instance, args, kwargs); wrapt binds methods for us.
 
     def _call(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not self._enabled:
             return wrapped(*args, **kwargs)
-        frame = enter(self._label, self._key_words, self._sources())
+        frame = self._enter()
         try:
             return wrapped(*args, **kwargs)
         finally:

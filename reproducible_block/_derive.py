@@ -1,32 +1,47 @@
-"""Stream derivation: (root seed, block key, source name) -> an independent SeedSequence.
+"""Stream derivation: (root seed, block key, source name) -> an independent 128-bit seed.
 
 NumPy's :class:`~numpy.random.SeedSequence` is the proven tool for this: a block's sequence is
-``SeedSequence(root_seed, spawn_key=(BLOCK_DOMAIN, *encode_key(key)))`` and each source gets a
-child whose spawn key appends the source's encoded name. The cost is constant in the key's value.
+``SeedSequence(root_seed, spawn_key=(BLOCK_DOMAIN, *encode_key(key)))``. One ``generate_state``
+call gives each built-in source 128 bits from a fixed slot (by source name, so a source's seed
+does not depend on which other sources a block manages); any other source gets a child sequence
+whose spawn key appends its encoded name. The cost is constant in the key's value.
 
 The three Mersenne Twister generators (Python ``random``, NumPy's legacy global ``RandomState``
-and torch's CPU generator) get a full 624-word state from the sequence, the way NumPy's own
-``MT19937(SeedSequence)`` does. Seeding them from an int instead would keep only 32 bits for
-torch (its CPU ``manual_seed`` truncates), so two of 100,000 per-sample keys would likely collide.
+and torch's CPU generator) expand those 128 bits into a full 624-word state with MT19937's
+standard ``init_by_array`` (what ``random.seed(int)`` and ``np.random.seed(array)`` do). Seeding
+from a 32-bit int instead would collide: torch's CPU ``manual_seed`` keeps only 32 bits, so two
+of 100,000 per-sample keys would likely share a torch stream.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
+import threading
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ._keys import encode_name
 
-__all__ = ["block_sequence", "mt19937_key", "registered_seed_sequence", "source_sequence",
-           "torch_cpu_state"]
+__all__ = [
+    "MT_IMAGE_BYTES",
+    "block_sequence",
+    "checked_mt_address",
+    "registered_seed_sequence",
+    "seed_words",
+    "source_seed_words",
+    "source_sequence",
+    "torch_cpu_state",
+    "words_to_int",
+]
 
 BLOCK_DOMAIN = 0x0B10C
 REGISTERED_DOMAIN = 0x5EED
 MT_WORDS = 624
-_MSB = 0x80000000
+SEED_WORDS = 4
 
 
 def block_sequence(root_seed: int, key_words: tuple[int, ...]) -> np.random.SeedSequence:
@@ -48,16 +63,82 @@ def registered_seed_sequence(root_seed: int, source_name: str) -> np.random.Seed
     )
 
 
-def mt19937_key(sequence: np.random.SeedSequence) -> np.ndarray:
-    """A valid 624-word MT19937 key from ``sequence`` (first word's top bit set: never all zero).
+def seed_words(sequence: np.random.SeedSequence) -> np.ndarray:
+    """128 bits (four uint32 words) from ``sequence``: what a source derives its state from."""
+    return sequence.generate_state(SEED_WORDS, np.uint32)
 
-    >>> key = mt19937_key(np.random.SeedSequence(1))
-    >>> key.shape == (624,) and key.dtype == np.uint32 and int(key[0]) == 0x80000000
+
+def words_to_int(words: np.ndarray) -> int:
+    """The seed words as one int (little-endian), e.g. for ``random.seed``.
+
+    >>> words_to_int(np.array([1, 0, 0, 1], dtype=np.uint32)) == 1 + 2**96
     True
     """
-    key = sequence.generate_state(MT_WORDS, np.uint32)
-    key[0] = _MSB
-    return key
+    return int.from_bytes(words.tobytes(), "little")
+
+
+# Fixed slots in a block's one generate_state call. Only one accelerator source exists in a
+# process, so all accelerator types share the last slot.
+_SLOTS = {"random": 0, "numpy": 1, "torch": 2, "cuda": 3, "xpu": 3, "mps": 3, "mtia": 3, "hpu": 3}
+_SLOT_COUNT = 4
+
+
+def source_seed_words(
+    root_seed: int, key_words: tuple[int, ...], names: Sequence[str]
+) -> list[np.ndarray]:
+    """The seed words of each named source in a block: independent, pure functions of the inputs.
+
+    >>> a = source_seed_words(0, (1, 1, 5), ["random", "torch"])
+    >>> b = source_seed_words(0, (1, 1, 5), ["torch"])
+    >>> bool((a[1] == b[0]).all()), bool((a[0] == a[1]).all())
+    (True, False)
+    """
+    sequence = block_sequence(root_seed, key_words)
+    pooled = sequence.generate_state(SEED_WORDS * _SLOT_COUNT, np.uint32)
+    seeds = []
+    for name in names:
+        slot = _SLOTS.get(name)
+        if slot is None:
+            seeds.append(seed_words(source_sequence(sequence, name)))
+        else:
+            seeds.append(pooled[SEED_WORDS * slot : SEED_WORDS * (slot + 1)])
+    return seeds
+
+
+# NumPy's MT19937 keeps its C state as 624 uint32 key words then an int position; the bit
+# generator's documented ``ctypes.state_address`` points at it. The layout is checked against the
+# public state before any use.
+MT_IMAGE_BYTES = MT_WORDS * 4 + 4
+
+
+def checked_mt_address(bit_generator: object) -> int | None:
+    """The address of an MT19937's C state if its bytes match its public state, else None."""
+    if not isinstance(bit_generator, np.random.MT19937):
+        return None
+    address = int(bit_generator.ctypes.state_address)
+    public = bit_generator.state["state"]
+    image = ctypes.string_at(address, MT_IMAGE_BYTES)
+    expected = np.asarray(public["key"], dtype=np.uint32).tobytes()
+    expected += int(public["pos"]).to_bytes(4, "little", signed=True)
+    return address if image == expected else None
+
+
+_expander_bits = np.random.MT19937()
+_expander = np.random.RandomState(_expander_bits)
+_expander_lock = threading.Lock()
+_expander_address = checked_mt_address(_expander_bits)
+
+
+def _expand_into(words: np.ndarray, out: np.ndarray) -> None:
+    """Write the 624-word key that ``init_by_array(words)`` gives (as ``np.random.seed`` does)."""
+    with _expander_lock:
+        _expander.seed(words)
+        if _expander_address is not None:
+            out[:] = np.ctypeslib.as_array(
+                (ctypes.c_uint32 * MT_WORDS).from_address(_expander_address)
+            )
+        else:  # pragma: no cover - unknown layout
+            out[:] = _expander.get_state(legacy=True)[1]  # type: ignore[index]
 
 
 # torch's CPU generator state is a 5056-byte tensor: the initial seed (u64), ``left`` (i32),
@@ -67,7 +148,7 @@ def mt19937_key(sequence: np.random.SeedSequence) -> np.ndarray:
 _TORCH_STATE_BYTES = 5056
 _TORCH_WORDS_OFFSET = 24
 _layout_checked: bool | None = None
-_template: torch.Tensor | None = None
+_template: np.ndarray | None = None
 
 
 def _torch_layout_ok() -> bool:
@@ -84,8 +165,8 @@ def _torch_layout_ok() -> bool:
             and struct.unpack_from("<Q", raw, _TORCH_WORDS_OFFSET)[0] == probe_seed & 0xFFFFFFFF
         )
         _layout_checked = ok
-        _template = state
-        if not ok:
+        _template = state.numpy().copy()
+        if not ok:  # pragma: no cover - only with a torch whose layout differs
             warnings.warn(
                 "reproducible_block does not recognise this torch version's CPU generator state; "
                 "blocks seed torch's CPU generator with manual_seed, which keeps only 32 bits, so "
@@ -96,20 +177,22 @@ def _torch_layout_ok() -> bool:
     return _layout_checked
 
 
-def torch_cpu_state(sequence: np.random.SeedSequence) -> torch.Tensor:
-    """A state for a torch CPU generator holding a full MT19937 key derived from ``sequence``."""
-    words = sequence.generate_state(MT_WORDS + 2, np.uint32)
-    key = words[:MT_WORDS]
-    key[0] = _MSB
-    # What torch.initial_seed() reports inside the block: 64 more bits of the same sequence.
-    initial_seed = int(words[MT_WORDS]) | int(words[MT_WORDS + 1]) << 32
-    if not _torch_layout_ok() or _template is None:
+def torch_cpu_state(words: np.ndarray) -> torch.Tensor:
+    """A torch CPU generator state holding the MT19937 key that ``init_by_array(words)`` gives.
+
+    >>> words = np.array([7, 0, 0, 1], dtype=np.uint32)
+    >>> state = torch_cpu_state(words)
+    >>> generator = torch.Generator().set_state(state)  # torch accepts it as valid
+    >>> torch.equal(generator.get_state(), state), torch.equal(torch_cpu_state(words + 1), state)
+    (True, False)
+    """
+    initial_seed = words_to_int(words[:2])  # what torch.initial_seed() reports in the block
+    if not _torch_layout_ok() or _template is None:  # pragma: no cover - unknown layout
         fallback = torch.Generator()
         fallback.manual_seed(initial_seed)
         return fallback.get_state()
-    state = _template.clone()
-    raw = state.numpy()
-    raw[0:8] = np.frombuffer(struct.pack("<Q", initial_seed), dtype=np.uint8)
-    words = raw[_TORCH_WORDS_OFFSET : _TORCH_WORDS_OFFSET + 8 * MT_WORDS].view(np.uint64)
-    words[:] = key
-    return state
+    raw = _template.copy()
+    raw[0:8].view(np.uint64)[0] = initial_seed
+    key = raw[_TORCH_WORDS_OFFSET : _TORCH_WORDS_OFFSET + 8 * MT_WORDS].view(np.uint64)
+    _expand_into(words, key)
+    return torch.from_numpy(raw)

@@ -3,6 +3,9 @@
 Each source knows how to ``capture`` its generator's state, ``install`` a state, ``seed`` it the
 way the usual recipe does (for :func:`set_seed`) and ``derive`` a fresh block state from a
 :class:`~numpy.random.SeedSequence`. Adding a kind of generator is adding one class here.
+``capture`` returns a public, portable format (what checkpoints store); blocks save and restore
+their caller's state through ``save``/``restore``, which a source may override with a faster,
+private format (NumPy's global does: see :class:`NumpyGlobalSource`).
 
 Built-in sources, in order: ``"random"`` (Python), ``"numpy"`` (NumPy's legacy global
 ``RandomState``), ``"torch"`` (torch's CPU default generator) and, where present, the accelerator:
@@ -13,16 +16,25 @@ seed queued for it (torch applies queued seeds lazily).
 
 from __future__ import annotations
 
+import ctypes
 import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 
-from ._derive import MT_WORDS, mt19937_key, registered_seed_sequence, torch_cpu_state
+from ._derive import (
+    MT_IMAGE_BYTES,
+    checked_mt_address,
+    registered_seed_sequence,
+    seed_words,
+    torch_cpu_state,
+    words_to_int,
+)
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 
 __all__ = [
@@ -55,8 +67,21 @@ class GeneratorSource(ABC, Generic[StateT]):
         """Seed the generator for :func:`set_seed`, as the usual recipe would."""
 
     @abstractmethod
-    def derive(self, sequence: np.random.SeedSequence) -> StateT:
-        """Return the fresh state a block installs, a pure function of ``sequence``."""
+    def derive(self, words: np.ndarray) -> Any:
+        """Return the fresh state a block installs, a pure function of 128 seed bits.
+
+        ``words`` holds four uint32 words drawn for this source from the block's
+        :class:`~numpy.random.SeedSequence`. The result may be a compact form (a seed) that only
+        ``install`` understands; it is never mutated.
+        """
+
+    def save(self) -> Any:
+        """Save the current state for ``restore`` (the hot path of every block entry)."""
+        return self.capture()
+
+    def restore(self, saved: Any) -> None:
+        """Put back a state returned by ``save``."""
+        self.install(saved)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -66,31 +91,65 @@ PythonState = tuple[Any, ...]
 
 
 class PythonRandomSource(GeneratorSource[PythonState]):
-    """Python's global ``random`` module."""
+    """Python's global ``random`` module. A block's state is ``random.seed(<128-bit seed>)``."""
 
     name = "random"
 
     def capture(self) -> PythonState:
         return random.getstate()
 
-    def install(self, state: PythonState) -> None:
-        random.setstate(state)
+    def install(self, state: PythonState | int) -> None:
+        if isinstance(state, int):
+            random.seed(state)
+        else:
+            random.setstate(state)
 
     def seed(self, seed: int) -> None:
         random.seed(seed)
 
-    def derive(self, sequence: np.random.SeedSequence) -> PythonState:
-        # Version 3 state: 624 key words then the position (624: twist before the next draw).
-        return (3, (*mt19937_key(sequence).tolist(), MT_WORDS), None)
+    def derive(self, words: np.ndarray) -> int:
+        return words_to_int(words)  # random.seed(int) runs init_by_array on these words
 
 
 NumpyLegacyState = tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class _NumpySaved:
+    """A caller's legacy NumPy state, saved the fast way: the MT19937 image and its Gaussian."""
+
+    image: bytes
+    gauss: float | None  # the cached Gaussian the caller had, if any
+
+    def public(self) -> NumpyLegacyState:
+        key = np.frombuffer(self.image[:-4], dtype=np.uint32).copy()
+        position = int.from_bytes(self.image[-4:], "little", signed=True)
+        has_gauss = self.gauss is not None
+        return ("MT19937", key, position, int(has_gauss), self.gauss if has_gauss else 0.0)
+
+
 class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
-    """NumPy's legacy global ``RandomState`` behind ``np.random.*``, cached Gaussian included."""
+    """NumPy's legacy global ``RandomState`` behind ``np.random.*``, cached Gaussian included.
+
+    The public way to save and restore it (``np.random.get_state``/``set_state``) costs about
+    50 µs each, most of a block's price. The fast path copies the MT19937 C state through the
+    bit generator's documented ``ctypes.state_address`` (about 1 µs) and handles the Gaussian
+    that the legacy ``RandomState`` caches outside that state exactly: ``save`` draws one
+    ``standard_normal()``; if the MT19937 state did not move, that was the cached Gaussian (kept
+    in the saved state), else a second call consumes the one the probe cached and the image is
+    copied back. Either way the generator is left without a cached Gaussian, and ``restore`` puts
+    one back through the public ``set_state`` only when the caller had one. The layout is checked
+    against the public state before first use; set ``NumpyGlobalSource.fast_path = False`` to use
+    only the public calls.
+    """
 
     name = "numpy"
+    #: Whether blocks may save and restore through ``ctypes`` (see the class doc).
+    fast_path = True
+
+    def __init__(self) -> None:
+        self._checked: object = None
+        self._address: int | None = None
 
     def capture(self) -> NumpyLegacyState:
         state = np.random.get_state(legacy=True)
@@ -101,15 +160,59 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
             )
         return state
 
-    def install(self, state: NumpyLegacyState) -> None:
-        np.random.set_state(state)
+    def install(self, state: NumpyLegacyState | np.ndarray) -> None:
+        if isinstance(state, np.ndarray):
+            np.random.seed(state)  # init_by_array(state): a fresh key, no Gaussian cached
+        else:
+            np.random.set_state(state)
 
     def seed(self, seed: int) -> None:
         np.random.seed(seed)
 
-    def derive(self, sequence: np.random.SeedSequence) -> NumpyLegacyState:
-        # (name, key, position, has_gauss, cached_gaussian): no Gaussian cached in a fresh block.
-        return ("MT19937", mt19937_key(sequence), MT_WORDS, 0, 0.0)
+    def derive(self, words: np.ndarray) -> np.ndarray:
+        return words
+
+    def _fast_address(self) -> int | None:
+        if not self.fast_path:
+            return None
+        get_bit_generator = getattr(np.random, "get_bit_generator", None)
+        if get_bit_generator is None:  # pragma: no cover - NumPy < 1.25
+            return None
+        bit_generator = get_bit_generator()
+        if bit_generator is not self._checked:
+            self._address = checked_mt_address(bit_generator)
+            self._checked = bit_generator
+        return self._address
+
+    @staticmethod
+    def _drop_cached_gaussian(address: int) -> None:
+        before = ctypes.string_at(address, MT_IMAGE_BYTES)
+        np.random.standard_normal()
+        if ctypes.string_at(address, MT_IMAGE_BYTES) != before:
+            np.random.standard_normal()  # the probe generated a pair: consume the cached half
+
+    def save(self) -> NumpyLegacyState | _NumpySaved:
+        address = self._fast_address()
+        if address is None:
+            return self.capture()
+        image = ctypes.string_at(address, MT_IMAGE_BYTES)
+        probe = float(np.random.standard_normal())
+        if ctypes.string_at(address, MT_IMAGE_BYTES) == image:
+            return _NumpySaved(image, probe)  # the state did not move: that was the cached one
+        np.random.standard_normal()  # consume the Gaussian the probe cached
+        ctypes.memmove(address, image, MT_IMAGE_BYTES)
+        return _NumpySaved(image, None)
+
+    def restore(self, saved: NumpyLegacyState | _NumpySaved) -> None:
+        if not isinstance(saved, _NumpySaved):
+            self.install(saved)
+            return
+        address = self._fast_address()
+        if address is None or saved.gauss is not None:
+            np.random.set_state(saved.public())
+            return
+        self._drop_cached_gaussian(address)
+        ctypes.memmove(address, saved.image, MT_IMAGE_BYTES)
 
 
 class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
@@ -128,15 +231,15 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
 
     def seed(self, seed: int) -> None:
         if self._registered:
-            self.install(self.derive(registered_seed_sequence(seed, self.name)))
+            self.install(self.derive(seed_words(registered_seed_sequence(seed, self.name))))
         else:
             self.generator.manual_seed(seed)
 
-    def derive(self, sequence: np.random.SeedSequence) -> torch.Tensor:
+    def derive(self, words: np.ndarray) -> torch.Tensor:
         if self.generator.device.type == "cpu":
-            return torch_cpu_state(sequence)
+            return torch_cpu_state(words)
         scratch = torch.Generator(device=self.generator.device)
-        scratch.manual_seed(int(sequence.generate_state(1, np.uint64)[0]))
+        scratch.manual_seed(words_to_int(words[:2]))
         return scratch.get_state()
 
 
@@ -154,9 +257,10 @@ class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
         self.generator.bit_generator.state = state
 
     def seed(self, seed: int) -> None:
-        self.install(self.derive(registered_seed_sequence(seed, self.name)))
+        self.install(self.derive(seed_words(registered_seed_sequence(seed, self.name))))
 
-    def derive(self, sequence: np.random.SeedSequence) -> Mapping[str, Any]:
+    def derive(self, words: np.ndarray) -> Mapping[str, Any]:
+        sequence = np.random.SeedSequence(words_to_int(words))
         return type(self.generator.bit_generator)(sequence).state
 
 
@@ -189,10 +293,10 @@ class CudaSource(GeneratorSource[CudaState]):
     def seed(self, seed: int) -> None:
         self.install(seed)
 
-    def derive(self, sequence: np.random.SeedSequence) -> CudaState:
+    def derive(self, words: np.ndarray) -> CudaState:
         # One Philox seed for all devices, as torch.manual_seed does: model init on cuda:0 of
         # one rank equals model init on cuda:1 of another.
-        return int(sequence.generate_state(1, np.uint64)[0])
+        return words_to_int(words[:2])
 
 
 class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):
@@ -216,8 +320,8 @@ class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):
         seed_all = getattr(self._module, "manual_seed_all", None) or self._module.manual_seed
         seed_all(seed)
 
-    def derive(self, sequence: np.random.SeedSequence) -> list[torch.Tensor]:
-        seed = int(sequence.generate_state(1, np.uint64)[0])
+    def derive(self, words: np.ndarray) -> list[torch.Tensor]:
+        seed = words_to_int(words[:2])
         saved = self.capture()
         try:
             self.seed(seed)
@@ -246,6 +350,8 @@ class SourceRegistry:
         self._builtin: tuple[GeneratorSource[Any], ...] | None = None
         self._registered: dict[str, GeneratorSource[Any]] = {}
         self._lock = threading.Lock()
+        #: Bumped on every change of the managed sources (blocks cache what they resolved).
+        self.version = 0
 
     def builtin(self) -> tuple[GeneratorSource[Any], ...]:
         """The built-in sources, found once (availability of devices does not change)."""
@@ -292,6 +398,7 @@ class SourceRegistry:
                 f"{list(self.names())!r}. Choose another name, or unregister_generator() first."
             )
         self._registered[source.name] = source
+        self.version += 1
 
     def remove(self, name: str) -> GeneratorSource[Any]:
         if name not in self._registered:
@@ -299,6 +406,7 @@ class SourceRegistry:
                 f"no registered generator is named {name!r}; registered: "
                 f"{list(self._registered)!r} (built-in sources cannot be unregistered)."
             )
+        self.version += 1
         return self._registered.pop(name)
 
     def registered(self) -> dict[str, GeneratorSource[Any]]:
@@ -307,6 +415,7 @@ class SourceRegistry:
     def restore_registered(self, registered: dict[str, GeneratorSource[Any]]) -> None:
         """Put back a mapping from :meth:`registered` (used by test fixtures)."""
         self._registered = dict(registered)
+        self.version += 1
 
 
 registry = SourceRegistry()

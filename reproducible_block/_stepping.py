@@ -28,15 +28,20 @@ class Stream:
     """A block's stream that lives across steps: the states it had when it last stepped out."""
 
     def __init__(
-        self, label: str, key_words: tuple[int, ...], sources: Sequence[GeneratorSource[Any]]
+        self,
+        label: str,
+        key_words: tuple[int, ...],
+        sources: Sequence[GeneratorSource[Any]],
+        names: tuple[str, ...],
     ) -> None:
         self._label = label
         self._key_words = key_words
         self._sources = sources
+        self._names = names
         self._states: list[Any] | None = None
 
     def step_in(self) -> Frame:
-        return enter(self._label, self._key_words, self._sources, resume=self._states)
+        return enter(self._label, self._key_words, self._sources, self._names, self._states)
 
     def step_out(self, frame: Frame) -> None:
         self._states = exit_(frame, keep=True)
