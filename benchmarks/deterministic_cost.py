@@ -26,7 +26,9 @@ def median_us(statement: str, env: dict[str, object]) -> float:
 
 def main() -> None:
     set_seed(0)
-    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3))
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3)
+    )
     images = torch.randn(8, 3, 64, 64)
     target = torch.zeros(100_000)
     index = (torch.randint(0, 1000, (100_000,)),)

@@ -40,10 +40,21 @@ def _package_version() -> str:
 
 
 def _cudnn_version() -> int | None:
-    if not torch.backends.cudnn.is_available():  # type: ignore[no-untyped-call]
-        return None
-    version: int | None = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
-    return version  # pragma: no cover - needs a CUDA build of torch
+    if torch.backends.cudnn.is_available():  # type: ignore[no-untyped-call]  # pragma: no cover
+        version: int | None = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
+        return version
+    return None
+
+
+def _str_hashes_fixed() -> bool:
+    """Whether Python's str hashes are the same in every run (``PYTHONHASHSEED`` set, not random).
+
+    ``sys.flags.hash_randomization`` is 0 only for ``PYTHONHASHSEED=0``; any other fixed value
+    still reads 1, so the variable (which must be valid, or Python would not have started) decides.
+    """
+    if not sys.flags.hash_randomization:
+        return True
+    return os.environ.get("PYTHONHASHSEED", "random") != "random"
 
 
 def environment_report() -> dict[str, Any]:
@@ -91,7 +102,7 @@ def environment_report() -> dict[str, Any]:
             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "cudnn.deterministic": bool(torch.backends.cudnn.deterministic),
             "cudnn.benchmark": bool(torch.backends.cudnn.benchmark),
-            "python_hash_randomization": bool(sys.flags.hash_randomization),
+            "str_hashes_fixed": _str_hashes_fixed(),
         },
         "environment": {name: os.environ.get(name) for name in REPORTED_VARIABLES},
         "root_seed": None if root is None else root.seed,
@@ -105,7 +116,7 @@ _SETTING_LABELS = {
     "warn_only": "  warn_only",
     "cudnn.deterministic": "torch.backends.cudnn.deterministic",
     "cudnn.benchmark": "torch.backends.cudnn.benchmark",
-    "python_hash_randomization": "Python str hash randomisation",
+    "str_hashes_fixed": "Python str hashes fixed",
 }
 _NOTES = {
     "PYTHONHASHSEED": "str hashes vary per process (set it where Python is launched)",

@@ -165,6 +165,7 @@ class Output:
         (torch.zeros(2), torch.zeros(2, dtype=torch.float64), "", None, "dtype"),
         (torch.tensor([1, 2]), torch.tensor([1, 7]), "[1]", 5.0, "2 vs 7"),
         (torch.tensor(True), torch.tensor(False), "", None, "True vs False"),
+        (torch.zeros(2), torch.zeros(2, device="meta"), "", None, "device cpu vs meta"),
         (np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3) * [1, 1, 2],
          "[0, 2]", 2.0, "2.0 vs 4.0"),
         (np.zeros(2), np.zeros(3), "", None, "shape (2,) vs (3,)"),
@@ -205,6 +206,7 @@ def test_largest_difference_is_summarised() -> None:
         torch.ones(2, 2).to_sparse(),
         Output(1.0, (2,)),
         frozenset({3}),
+        np.array([1, "z", None], dtype=object),
     ],
 )
 def test_equal_results_pass(value: object) -> None:

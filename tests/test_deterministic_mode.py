@@ -160,6 +160,7 @@ def test_context_manager_restores_on_exception_and_nests() -> None:
     with pytest.raises(KeyError):
         _nest_then_fail(seen)
     assert seen == [(True, False), (True, True)]
+    assert repr(deterministic_mode(warn_only=True)) == "deterministic_mode(warn_only=True)"
     assert _flags() == before
 
 

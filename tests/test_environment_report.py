@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -56,9 +57,8 @@ def test_versions_and_settings_match_what_the_libraries_say() -> None:
     assert versions["cuda"] == torch.version.cuda
     assert report["devices"]["cuda_available"] == torch.cuda.is_available()
     assert report["devices"]["torch_cpu_threads"] == torch.get_num_threads()
-    assert report["deterministic"]["python_hash_randomization"] == bool(
-        sys.flags.hash_randomization
-    )
+    hash_seed = os.environ.get("PYTHONHASHSEED", "random")
+    assert report["deterministic"]["str_hashes_fixed"] == (hash_seed != "random")
     assert report["deterministic"]["use_deterministic_algorithms"] is False
     with deterministic_mode(warn_only=True):
         inside = environment_report()
@@ -171,11 +171,12 @@ def test_main_prints_json_or_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Generator state fingerprints" in capsys.readouterr().out
 
 
-def test_module_runs_in_a_fresh_process_with_json() -> None:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+@pytest.mark.parametrize(("hash_seed", "fixed"), [("123", True), ("0", True)])
+def test_module_runs_in_a_fresh_process_with_json(hash_seed: str, fixed: bool) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     report = json.loads(_run_module("--json", env=env))
-    assert report["environment"]["PYTHONHASHSEED"] == "0"
-    assert report["deterministic"]["python_hash_randomization"] is False
+    assert report["environment"]["PYTHONHASHSEED"] == hash_seed
+    assert report["deterministic"]["str_hashes_fixed"] is fixed
     assert report["root_seed"] is None
     assert report["devices"]["cuda_initialized"] is False
     assert report["versions"]["torch"] == torch.__version__
@@ -188,6 +189,7 @@ def test_module_prints_the_table_in_a_fresh_process() -> None:
     assert "PYTHONHASHSEED" in table
     assert "str hashes vary per process" in table
     assert "not set (call set_seed)" in table
+    assert re.search(r"\n  Python str hashes fixed +no\n", table)
 
 
 @pytest.mark.cuda
