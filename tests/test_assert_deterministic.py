@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reproducible_block import (
     NondeterminismError,
@@ -222,3 +224,22 @@ def test_values_without_equality_are_refused() -> None:
 def test_a_non_callable_is_refused() -> None:
     with pytest.raises(ReproducibleBlockTypeError, match="needs a callable first"):
         assert_deterministic(torch.rand(2))  # type: ignore[call-overload]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    data=st.data(),
+    change=st.floats(0.25, 100.0),
+)
+def test_changed_element_is_the_one_reported(shape: list[int], data: st.DataObject,
+                                             change: float) -> None:
+    """Change one element of a nested tensor; the error names exactly that element."""
+    index = tuple(data.draw(st.integers(0, size - 1)) for size in shape)
+    key = data.draw(st.sampled_from(["logits", "loss", "x"]))
+    base = torch.arange(float(np.prod(shape))).reshape(shape)
+    changed = base.clone()
+    changed[index] += change
+    error = _differing((0, {key: base}), (0, {key: changed}))
+    assert error.path == f"[1][{key!r}][{', '.join(map(str, index))}]"
+    assert error.difference == abs(float(base[index]) - float(changed[index]))
