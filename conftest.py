@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from reproducible_block import _root
+from reproducible_block import _root, deterministic
 from reproducible_block._sources import registry
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
-    """Restore every global generator, the library's root and its registered generators."""
+    """Restore every generator, the root, registered generators and deterministic settings."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
     torch_state = torch.get_rng_state()
     root = _root.peek_root()
     registered = registry.registered()
+    settings = deterministic._current_settings()
     try:
         yield
     finally:
@@ -29,6 +30,7 @@ def _restore_global_random_state() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         _root.replace_root(root)
         registry.restore_registered(registered)
+        deterministic._apply(settings)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,14 +7,17 @@ every generator is in a state derived only from (root seed, key).
 from importlib.metadata import PackageNotFoundError, version
 
 from ._block import ReproducibleBlock
+from ._diagnostics import ConsumptionReport, assert_deterministic, track_consumption
 from ._errors import (
     BlockUsageError,
+    NondeterminismError,
     NotSeededError,
     ReproducibleBlockError,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
 )
 from ._keys import BlockKey
+from ._report import environment_report, format_environment_report
 from ._seeding import MAX_SEED, get_random_seed, set_seed
 from ._sources import (
     GeneratorSource,
@@ -23,6 +26,7 @@ from ._sources import (
     unregister_generator,
 )
 from .compat import Reproducible_Block
+from .deterministic import configure_deterministic_mode, deterministic_mode
 
 try:
     __version__ = version("reproducible_block")
@@ -33,7 +37,9 @@ __all__ = [
     "MAX_SEED",
     "BlockKey",
     "BlockUsageError",
+    "ConsumptionReport",
     "GeneratorSource",
+    "NondeterminismError",
     "NotSeededError",
     "ReproducibleBlock",
     "ReproducibleBlockError",
@@ -41,9 +47,15 @@ __all__ = [
     "ReproducibleBlockValueError",
     "Reproducible_Block",
     "__version__",
+    "assert_deterministic",
+    "configure_deterministic_mode",
+    "deterministic_mode",
+    "environment_report",
+    "format_environment_report",
     "get_random_seed",
     "register_generator",
     "registered_generators",
     "set_seed",
+    "track_consumption",
     "unregister_generator",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BlockUsageError",
+    "NondeterminismError",
     "NotSeededError",
     "ReproducibleBlockError",
     "ReproducibleBlockTypeError",
@@ -33,3 +34,17 @@ class NotSeededError(ReproducibleBlockError, RuntimeError):
 
 class BlockUsageError(ReproducibleBlockError, RuntimeError):
     """A block was used in a way that would silently mix streams (out-of-order exit, ...)."""
+
+
+class NondeterminismError(ReproducibleBlockError, AssertionError):
+    """Two runs from the same random state gave different results (see ``assert_deterministic``).
+
+    ``path`` locates the first differing element in the result (``"[1]['logits'][3, 0]"``;
+    ``""`` for the result itself) and ``difference`` is the absolute difference there, when
+    numbers differ (else None).
+    """
+
+    def __init__(self, message: str, *, path: str = "", difference: float | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.difference = difference

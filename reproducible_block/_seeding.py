@@ -11,6 +11,7 @@ from ._activation import refuse_inside_block
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import Root, replace_root
 from ._sources import registry
+from .deterministic import configure_deterministic_mode
 
 __all__ = ["MAX_SEED", "get_random_seed", "set_seed", "validate_seed"]
 
@@ -56,7 +57,7 @@ def get_random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
-def set_seed(seed: int | None = None) -> int:
+def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     """Seed every managed generator and snapshot the root that blocks derive from.
 
     Python ``random``, NumPy's global RNG and torch (CPU and every device) are seeded exactly as
@@ -66,6 +67,8 @@ def set_seed(seed: int | None = None) -> int:
     at INFO on the ``reproducible_block`` logger and returns it, so the run can be repeated.
 
     Call it once at the start of the program, outside every block (inside one it raises).
+    ``deterministic=True`` also calls :func:`configure_deterministic_mode` (deterministic
+    kernels for the rest of the process; call it before any CUDA work).
 
     >>> import random, numpy as np, torch
     >>> from reproducible_block import set_seed
@@ -76,6 +79,11 @@ def set_seed(seed: int | None = None) -> int:
     >>> drawn[:2] == (random.random(), np.random.rand()) and torch.equal(drawn[2], torch.rand(1))
     True
     """
+    if not isinstance(deterministic, bool):
+        raise ReproducibleBlockTypeError(
+            f"deterministic must be True or False; got {type(deterministic).__name__} "
+            f"{deterministic!r}. True also turns on deterministic kernels for the process."
+        )
     if seed is None:
         value = get_random_seed()
         logger.info("set_seed: no seed given, drew %d; call set_seed(%d) to repeat this run",
@@ -87,4 +95,6 @@ def set_seed(seed: int | None = None) -> int:
         for source in sources:
             source.seed(value)
         replace_root(Root(value, {source.name: source.capture() for source in sources}))
+        if deterministic:
+            configure_deterministic_mode()
     return value

@@ -1,0 +1,163 @@
+"""Diagnostics: which generators some code consumed, and whether a function is deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from ._activation import _restore_all, lock
+from ._compare import first_difference
+from ._errors import BlockUsageError, NondeterminismError, ReproducibleBlockTypeError
+from ._fingerprint import state_digest
+from ._root import peek_root, replace_root
+from ._sources import GeneratorSource, registry, select_sources
+
+__all__ = ["ConsumptionReport", "assert_deterministic", "track_consumption"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ConsumptionReport:
+    """What :func:`track_consumption` saw: for each tracked source, whether its state changed.
+
+    Read it after the ``with`` section ends; before, it raises :class:`BlockUsageError`.
+    """
+
+    def __init__(self, sources: tuple[str, ...]) -> None:
+        self._sources = sources
+        self._changed: dict[str, bool] | None = None
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The names of the tracked sources, in registry order."""
+        return self._sources
+
+    def _result(self) -> dict[str, bool]:
+        if self._changed is None:
+            raise BlockUsageError(
+                "this consumption report is read inside its `with track_consumption()` "
+                "section; read .consumed and .untouched after the section ends."
+            )
+        return self._changed
+
+    @property
+    def consumed(self) -> tuple[str, ...]:
+        """The sources whose state changed inside the section (they were drawn from or reseeded)."""
+        return tuple(name for name, changed in self._result().items() if changed)
+
+    @property
+    def untouched(self) -> tuple[str, ...]:
+        """The sources whose state at the end equals their state at the start."""
+        return tuple(name for name, changed in self._result().items() if not changed)
+
+    def _finish(self, changed: dict[str, bool]) -> None:
+        self._changed = changed
+
+    def __repr__(self) -> str:
+        if self._changed is None:
+            return f"<ConsumptionReport sources={self._sources!r}, section still open>"
+        return f"ConsumptionReport(consumed={self.consumed!r}, untouched={self.untouched!r})"
+
+
+def _digests(sources: tuple[GeneratorSource[Any], ...]) -> list[bytes]:
+    with lock:
+        return [state_digest(source.capture()) for source in sources]
+
+
+@contextmanager
+def track_consumption(sources: Iterable[str] | None = None) -> Iterator[ConsumptionReport]:
+    """Report, per generator source, whether the code in the ``with`` section changed its state.
+
+    The states are compared as the section sees them: at its start and at its end (also when
+    it raises). Inside a block, the section sees the block's stream, so an empty ``consumed``
+    shows that the block drew nothing. Around blocks, a block's own draws do not count (the block
+    gives its caller's state back on exit), so what is ``consumed`` there was drawn by code
+    outside blocks. ``sources`` names the sources to track (default: every managed source).
+
+    A state that changed and came back to its start value counts as untouched. CUDA's state is
+    a queued seed until CUDA initialises: initialising it inside the section counts as consuming.
+
+    >>> import torch
+    >>> from reproducible_block import ReproducibleBlock, set_seed, track_consumption
+    >>> _ = set_seed(0)
+    >>> with ReproducibleBlock("eval"), track_consumption() as inside:
+    ...     _ = torch.ones(3).sum()
+    >>> with track_consumption() as around:
+    ...     with ReproducibleBlock("init"):
+    ...         _ = torch.rand(3)
+    ...     _ = torch.rand(3)  # outside every block
+    >>> inside.consumed == () and around.consumed == ("torch",)
+    True
+    """
+    tracked = registry.select(select_sources(sources))
+    report = ConsumptionReport(tuple(source.name for source in tracked))
+    before = _digests(tracked)
+    try:
+        yield report
+    finally:
+        after = _digests(tracked)
+        report._finish({
+            source.name: start != end
+            for source, start, end in zip(tracked, before, after, strict=True)
+        })
+
+
+def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run ``fn(*args, **kwargs)`` twice from the same random state and compare the results.
+
+    Both runs start from the caller's current state of every managed generator (and the same
+    root seed); afterwards the caller's state is put back, as if ``fn`` had not run. Returns the
+    first run's result. If the results differ (tensors and arrays by value, dtype and shape;
+    numbers, str, and lists, tuples, dicts and dataclasses of those), raises
+    :class:`NondeterminismError` naming the path to the first differing element, such as
+    ``result[1]['logits'][3, 0]``, and how large the difference is.
+
+    Pitfalls: ``fn`` must not depend on what it changes (a model it trains in place, a counter),
+    and must draw only from managed generators (register others with ``register_generator``).
+    Wrap the call in ``deterministic_mode()`` to make torch raise at a nondeterministic kernel.
+
+    >>> import torch
+    >>> from reproducible_block import assert_deterministic
+    >>> result = assert_deterministic(lambda n: {"noise": torch.randn(n)}, 3)
+    >>> result["noise"].shape == (3,)
+    True
+    """
+    if not callable(fn):
+        raise ReproducibleBlockTypeError(
+            f"assert_deterministic() needs a callable first, then its arguments; got "
+            f"{type(fn).__name__} {fn!r}. Write assert_deterministic(model, x), not "
+            "assert_deterministic(model(x))."
+        )
+    with lock:
+        sources = registry.active()
+        saved = [source.capture() for source in sources]
+    root = peek_root()
+    try:
+        first = fn(*args, **kwargs)
+        _restore_all(sources, saved)
+        replace_root(root)
+        second = fn(*args, **kwargs)
+    finally:
+        _restore_all(sources, saved)
+        replace_root(root)
+    found = first_difference(first, second)
+    if found is not None:
+        name = getattr(fn, "__qualname__", repr(fn))
+        detail = "; ".join(
+            part for part in (
+                "" if found.magnitude is None else f"absolute difference {found.magnitude:.3g}",
+                found.summary,
+            ) if part
+        )
+        raise NondeterminismError(
+            f"{name} gave different results on two runs from the same random state, first at "
+            f"result{found.path}: {found.description}" + (f" ({detail})" if detail else "")
+            + ". Look for a generator reproducible_block does not manage (register_generator), "
+            "state that the function changes between calls, or a nondeterministic kernel (run "
+            "inside deterministic_mode() to make torch raise at it).",
+            path=found.path,
+            difference=found.magnitude,
+        )
+    return first

@@ -1,0 +1,183 @@
+"""Deterministic kernels: the settings the usual recipe lists, in one call or for one section.
+
+Seeds fix where random streams start; they do not make kernels deterministic. Four settings do,
+on one machine with one software stack:
+
+* ``torch.use_deterministic_algorithms(True)``: torch picks deterministic kernels, and raises
+  (``warn_only=True``: warns) at an operation that has none;
+* ``torch.backends.cudnn.deterministic = True``: cuDNN convolutions use deterministic algorithms;
+* ``torch.backends.cudnn.benchmark = False``: cuDNN does not time candidate algorithms and pick the
+  fastest, a choice that can differ from run to run;
+* ``CUBLAS_WORKSPACE_CONFIG=":4096:8"`` (or ``":16:8"``): cuBLAS uses fixed workspaces, so its
+  matrix products are deterministic on CUDA 10.2 and later. cuBLAS reads the variable when
+  CUDA starts: set it before any CUDA work, best in the environment that launches Python.
+
+``PYTHONHASHSEED`` cannot be changed for a running process; see the README.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ._errors import ReproducibleBlockTypeError
+
+__all__ = [
+    "CUBLAS_WORKSPACE_VARIABLE",
+    "DETERMINISTIC_CUBLAS_CONFIGS",
+    "configure_deterministic_mode",
+    "deterministic_mode",
+]
+
+#: The environment variable cuBLAS reads for its workspace configuration.
+CUBLAS_WORKSPACE_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
+#: The values torch accepts as deterministic; the first is set when the variable is not.
+DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Every setting deterministic mode changes, as one value to save and put back."""
+
+    algorithms: bool
+    warn_only: bool
+    cudnn_deterministic: bool
+    cudnn_benchmark: bool
+    cublas_workspace: str | None
+
+
+def _current_settings() -> _Settings:
+    return _Settings(
+        algorithms=torch.are_deterministic_algorithms_enabled(),
+        warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+        cublas_workspace=os.environ.get(CUBLAS_WORKSPACE_VARIABLE),
+    )
+
+
+def _apply(settings: _Settings) -> None:
+    torch.use_deterministic_algorithms(settings.algorithms, warn_only=settings.warn_only)
+    torch.backends.cudnn.deterministic = settings.cudnn_deterministic
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    if settings.cublas_workspace is None:
+        os.environ.pop(CUBLAS_WORKSPACE_VARIABLE, None)
+    else:
+        os.environ[CUBLAS_WORKSPACE_VARIABLE] = settings.cublas_workspace
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Warn once per process, pointing at the first caller outside the package."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    level = 1
+    frame = sys._getframe(0)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+def _check_warn_only(warn_only: object) -> bool:
+    if not isinstance(warn_only, bool):
+        raise ReproducibleBlockTypeError(
+            f"warn_only must be True or False; got {type(warn_only).__name__} {warn_only!r}. "
+            "False raises at an operation without a deterministic kernel, True only warns."
+        )
+    return warn_only
+
+
+def _deterministic_settings(warn_only: bool) -> _Settings:
+    """The settings to apply, warning about a workspace value that cannot take effect."""
+    workspace = os.environ.get(CUBLAS_WORKSPACE_VARIABLE)
+    if workspace not in DETERMINISTIC_CUBLAS_CONFIGS:
+        if workspace:
+            _warn_once(
+                "cublas-replaced",
+                f"{CUBLAS_WORKSPACE_VARIABLE}={workspace!r} does not make cuBLAS deterministic; "
+                f"reproducible_block set it to {DETERMINISTIC_CUBLAS_CONFIGS[0]!r}. Set it to "
+                f"{DETERMINISTIC_CUBLAS_CONFIGS[0]!r} or {DETERMINISTIC_CUBLAS_CONFIGS[1]!r} "
+                "where you launch Python to silence this warning.",
+            )
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            _warn_once(
+                "cublas-late",
+                f"CUDA is already initialised, so setting {CUBLAS_WORKSPACE_VARIABLE} now may "
+                "come too late for cuBLAS, and its matrix products may stay nondeterministic. "
+                "Call configure_deterministic_mode() before any CUDA work, or launch Python "
+                f"with {CUBLAS_WORKSPACE_VARIABLE}={DETERMINISTIC_CUBLAS_CONFIGS[0]} in the "
+                "environment.",
+            )
+        workspace = DETERMINISTIC_CUBLAS_CONFIGS[0]
+    return _Settings(
+        algorithms=True,
+        warn_only=warn_only,
+        cudnn_deterministic=True,
+        cudnn_benchmark=False,
+        cublas_workspace=workspace,
+    )
+
+
+def configure_deterministic_mode(*, warn_only: bool = False) -> None:
+    """Make torch use deterministic kernels for the rest of the process.
+
+    Turns on ``torch.use_deterministic_algorithms(True, warn_only=warn_only)``, sets
+    ``torch.backends.cudnn.deterministic = True`` and ``torch.backends.cudnn.benchmark = False``,
+    and sets ``CUBLAS_WORKSPACE_CONFIG=":4096:8"`` unless it already holds a deterministic value
+    (``":4096:8"`` or ``":16:8"``). With ``warn_only=False`` an operation that has no
+    deterministic kernel raises ``RuntimeError``; with ``True`` it warns and runs.
+
+    Call it at the start of the program, before any CUDA work: cuBLAS reads the variable when
+    CUDA starts, so if CUDA is already initialised this warns (once) that it may come too late.
+    Deterministic kernels can be slower (see the README); use :class:`deterministic_mode` to
+    turn them on for one section only. ``set_seed(seed, deterministic=True)`` calls this too.
+
+    >>> import torch
+    >>> from reproducible_block import configure_deterministic_mode
+    >>> configure_deterministic_mode()
+    >>> torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    True
+    """
+    _apply(_deterministic_settings(_check_warn_only(warn_only)))
+
+
+class deterministic_mode:  # lower case, like torch.no_grad: it reads as a setting
+    """Deterministic kernels inside a ``with`` section; every previous setting comes back on exit.
+
+    Applies what :func:`configure_deterministic_mode` applies; on exit (normal or exception)
+    restores the previous values of ``use_deterministic_algorithms`` and its ``warn_only``, of
+    both cuDNN flags and of ``CUBLAS_WORKSPACE_CONFIG`` (removed again if it was not set). The
+    settings are process-wide, not per thread: do not change them from two threads at once.
+
+    >>> import torch
+    >>> from reproducible_block import deterministic_mode
+    >>> before = torch.are_deterministic_algorithms_enabled()
+    >>> with deterministic_mode():
+    ...     inside = torch.are_deterministic_algorithms_enabled()
+    >>> inside and torch.are_deterministic_algorithms_enabled() == before
+    True
+    """
+
+    def __init__(self, *, warn_only: bool = False) -> None:
+        self._warn_only = _check_warn_only(warn_only)
+        self._saved: list[_Settings] = []
+
+    def __repr__(self) -> str:
+        return f"deterministic_mode(warn_only={self._warn_only!r})"
+
+    def __enter__(self) -> deterministic_mode:
+        previous = _current_settings()
+        _apply(_deterministic_settings(self._warn_only))
+        self._saved.append(previous)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _apply(self._saved.pop())
