@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 
@@ -9,18 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from reproducible_block import _root
+from reproducible_block import SEED_ENVIRONMENT_VARIABLE, _root
 from reproducible_block._sources import registry
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
-    """Restore every global generator, the library's root and its registered generators."""
+    """Restore every global generator, the root, its exported seed and registered generators."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
     torch_state = torch.get_rng_state()
     root = _root.peek_root()
     registered = registry.registered()
+    exported_seed = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
     try:
         yield
     finally:
@@ -29,6 +31,10 @@ def _restore_global_random_state() -> Iterator[None]:
         torch.set_rng_state(torch_state)
         _root.replace_root(root)
         registry.restore_registered(registered)
+        if exported_seed is None:
+            os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
+        else:
+            os.environ[SEED_ENVIRONMENT_VARIABLE] = exported_seed
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

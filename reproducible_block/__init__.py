@@ -15,13 +15,14 @@ from ._errors import (
     ReproducibleBlockValueError,
 )
 from ._keys import BlockKey
-from ._seeding import MAX_SEED, get_random_seed, set_seed
+from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, get_random_seed, set_seed
 from ._sources import (
     GeneratorSource,
     register_generator,
     registered_generators,
     unregister_generator,
 )
+from ._workers import WorkerInit, seed_worker
 from .compat import Reproducible_Block
 
 try:
@@ -31,6 +32,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "MAX_SEED",
+    "SEED_ENVIRONMENT_VARIABLE",
     "BlockKey",
     "BlockUsageError",
     "GeneratorSource",
@@ -40,10 +42,12 @@ __all__ = [
     "ReproducibleBlockTypeError",
     "ReproducibleBlockValueError",
     "Reproducible_Block",
+    "WorkerInit",
     "__version__",
     "get_random_seed",
     "register_generator",
     "registered_generators",
+    "seed_worker",
     "set_seed",
     "unregister_generator",
 ]

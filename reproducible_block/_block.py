@@ -6,11 +6,15 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
+import numpy as np
+import torch
 import wrapt
 
 from ._activation import Frame, enter, exit_
-from ._errors import ReproducibleBlockTypeError
+from ._derive import block_sequence, loader_sequence, torch_cpu_state
+from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._keys import BlockKey, encode_key, validate_key
+from ._root import current_root
 from ._sources import GeneratorSource, registry, select_sources
 from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
 
@@ -93,6 +97,72 @@ class ReproducibleBlock:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
         return f"ReproducibleBlock({self._key!r}{extra})"
+
+    def _loader_sequence(self, kind: str) -> np.random.SeedSequence:
+        root = current_root(f"{self!r}.{kind}_generator()")
+        return loader_sequence(block_sequence(root.seed, self._key_words), kind)
+
+    def torch_generator(self, device: str | torch.device = "cpu") -> torch.Generator:
+        """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
+
+        Pass it to ``DataLoader(..., shuffle=True, generator=...)`` or a sampler: the shuffle and
+        the workers' base seed then come from it instead of torch's global generator, so a
+        validation pass, an extra dropout layer or a changed model no longer changes the data
+        order. Its stream is independent of the block's own streams and of every other key; each
+        call returns a fresh generator in the same state. No global generator changes, and the
+        block need not be entered (``sources`` and ``enabled`` do not matter here). Use a key
+        per epoch, ``ReproducibleBlock(("data", epoch)).torch_generator()``, so that a resumed
+        run gets the same order from its first epoch. Samplers need ``device="cpu"``.
+
+        >>> import torch
+        >>> from reproducible_block import ReproducibleBlock, set_seed
+        >>> _ = set_seed(0)
+        >>> first = torch.randperm(10, generator=ReproducibleBlock(("data", 0)).torch_generator())
+        >>> _ = torch.rand(100)  # a validation pass, dropout... draws from the global generator
+        >>> again = torch.randperm(10, generator=ReproducibleBlock(("data", 0)).torch_generator())
+        >>> torch.equal(first, again)
+        True
+        """
+        try:
+            place = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ReproducibleBlockValueError(
+                f"device={device!r} is not a torch device; pass 'cpu' (the default, what "
+                "DataLoader samplers need) or an available device such as 'cuda:0'."
+            ) from None
+        sequence = self._loader_sequence("torch")
+        if place.type == "cpu":
+            generator = torch.Generator()
+            generator.set_state(torch_cpu_state(sequence))
+            return generator
+        available = place.type == "cuda" and torch.cuda.is_available()
+        accelerator = getattr(torch, "accelerator", None)
+        if not available and accelerator is not None and accelerator.is_available():
+            current = accelerator.current_accelerator()
+            available = current is not None and current.type == place.type
+        if not available:
+            raise ReproducibleBlockValueError(
+                f"device={device!r} is not available here; pass 'cpu' (the default, what "
+                "DataLoader samplers need) or a device this machine has."
+            )
+        generator = torch.Generator(device=place)  # pragma: no cover - no accelerator here
+        generator.manual_seed(int(sequence.generate_state(1, np.uint64)[0]))  # pragma: no cover
+        return generator  # pragma: no cover
+
+    def numpy_generator(self) -> np.random.Generator:
+        """A new ``np.random.Generator`` seeded from (root seed, key), like :meth:`torch_generator`.
+
+        For NumPy-side shuffling, sampling or augmentation schedules that should not move when
+        other code draws from the global generators. Independent of :meth:`torch_generator` and
+        of the block's own streams; no global generator changes.
+
+        >>> from reproducible_block import ReproducibleBlock, set_seed
+        >>> _ = set_seed(0)
+        >>> order = ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)
+        >>> bool((order == ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)).all())
+        True
+        """
+        return np.random.default_rng(self._loader_sequence("numpy"))
 
     def _sources(self) -> tuple[GeneratorSource[Any], ...]:
         return registry.select(self._source_names)

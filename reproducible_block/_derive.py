@@ -20,11 +20,14 @@ import torch
 
 from ._keys import encode_name
 
-__all__ = ["block_sequence", "mt19937_key", "registered_seed_sequence", "source_sequence",
-           "torch_cpu_state"]
+__all__ = ["block_sequence", "loader_sequence", "mt19937_key", "registered_seed_sequence",
+           "source_sequence", "torch_cpu_state"]
 
 BLOCK_DOMAIN = 0x0B10C
 REGISTERED_DOMAIN = 0x5EED
+# Appended before a loader generator's name; a source's child appends the name's string tag (2)
+# there, so no source name, registered ones included, can give a loader generator's sequence.
+LOADER_DOMAIN = 0x10AD
 MT_WORDS = 624
 _MSB = 0x80000000
 
@@ -38,6 +41,18 @@ def source_sequence(block: np.random.SeedSequence, source_name: str) -> np.rando
     """The child of a block's sequence for one source, independent of the other sources."""
     return np.random.SeedSequence(
         block.entropy, spawn_key=(*block.spawn_key, *encode_name(source_name))
+    )
+
+
+def loader_sequence(block: np.random.SeedSequence, kind: str) -> np.random.SeedSequence:
+    """The child of a block's sequence for a generator it hands out (``kind``: "torch", ...).
+
+    >>> block = block_sequence(0, (1, 1, 7))
+    >>> loader_sequence(block, "torch").spawn_key != source_sequence(block, "torch").spawn_key
+    True
+    """
+    return np.random.SeedSequence(
+        block.entropy, spawn_key=(*block.spawn_key, LOADER_DOMAIN, *encode_name(kind))
     )
 
 

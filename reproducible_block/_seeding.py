@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 
 import numpy as np
@@ -12,12 +13,16 @@ from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import Root, replace_root
 from ._sources import registry
 
-__all__ = ["MAX_SEED", "get_random_seed", "set_seed", "validate_seed"]
+__all__ = ["MAX_SEED", "SEED_ENVIRONMENT_VARIABLE", "get_random_seed", "set_seed", "validate_seed"]
 
 logger = logging.getLogger("reproducible_block")
 
 #: The largest seed accepted (NumPy's legacy ``np.random.seed`` takes 32 bits).
 MAX_SEED = 2**32 - 1
+
+#: Where :func:`set_seed` exports the root seed, so that processes started afterwards (DataLoader
+#: workers with the spawn start method) can rebuild the root: see ``seed_worker``.
+SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
 
 
 def validate_seed(seed: object) -> int:
@@ -66,6 +71,9 @@ def set_seed(seed: int | None = None) -> int:
     at INFO on the ``reproducible_block`` logger and returns it, so the run can be repeated.
 
     Call it once at the start of the program, outside every block (inside one it raises).
+    It also sets the environment variable ``REPRODUCIBLE_BLOCK_SEED`` (see
+    :data:`SEED_ENVIRONMENT_VARIABLE`) to the seed, so that processes started later, such as
+    spawned DataLoader workers, can rebuild the root with ``seed_worker``.
 
     >>> import random, numpy as np, torch
     >>> from reproducible_block import set_seed
@@ -87,4 +95,5 @@ def set_seed(seed: int | None = None) -> int:
         for source in sources:
             source.seed(value)
         replace_root(Root(value, {source.name: source.capture() for source in sources}))
+        os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
     return value
