@@ -44,14 +44,13 @@ def _seed_from_environment() -> int | None:
     if text is None:
         return None
     try:
-        value = int(text)
-    except ValueError:
+        return validate_seed(int(text))
+    except (ValueError, ReproducibleBlockValueError):
         raise ReproducibleBlockValueError(
             f"the environment variable {SEED_ENVIRONMENT_VARIABLE}={text!r} is not a seed; "
             f"set_seed() writes an int from 0 to MAX_SEED = {MAX_SEED} there. Unset it, or call "
             "set_seed(seed) in the parent process before the DataLoader starts its workers."
         ) from None
-    return validate_seed(value)
 
 
 def _install_root(seed: int) -> None:
