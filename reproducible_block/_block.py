@@ -135,17 +135,13 @@ class ReproducibleBlock:
             generator = torch.Generator()
             generator.set_state(torch_cpu_state(sequence))
             return generator
-        available = place.type == "cuda" and torch.cuda.is_available()
-        accelerator = getattr(torch, "accelerator", None)
-        if not available and accelerator is not None and accelerator.is_available():
-            current = accelerator.current_accelerator()
-            available = current is not None and current.type == place.type
-        if not available:
+        try:
+            generator = torch.Generator(device=place)
+        except RuntimeError:
             raise ReproducibleBlockValueError(
-                f"device={device!r} is not available here; pass 'cpu' (the default, what "
-                "DataLoader samplers need) or a device this machine has."
-            )
-        generator = torch.Generator(device=place)  # pragma: no cover - no accelerator here
+                f"device={device!r} has no generator here (no such device or backend); pass "
+                "'cpu' (the default, what DataLoader samplers need) or a device this machine has."
+            ) from None
         generator.manual_seed(int(sequence.generate_state(1, np.uint64)[0]))  # pragma: no cover
         return generator  # pragma: no cover
 

@@ -113,6 +113,15 @@ def test_per_sample_augmentation_is_the_same_whatever_the_fork_workers(
     )
 
 
+def test_per_sample_augmentation_when_the_loader_runs_inside_a_block(
+    reference: list[Row],
+) -> None:
+    # A decorated training step forks its workers with a block open; theirs nest inside it.
+    with ReproducibleBlock("train"):
+        samples = load(2, batch_size=2, shuffle=True)
+    assert_same_augmentations(reference, samples)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("way", ["seed_worker", "WorkerInit"])
 def test_per_sample_augmentation_is_the_same_with_spawn_workers(
@@ -294,6 +303,13 @@ def test_worker_init_carries_the_root_it_was_made_with(monkeypatch: pytest.Monke
     assert random.random() == random.Random(worker_seed % 2**32).random()
     with ReproducibleBlock(("sample", 9)):
         assert torch.equal(torch.rand(4), expected)
+
+
+def test_worker_init_keeps_an_inherited_root_with_its_seed() -> None:
+    set_seed(ROOT_SEED)
+    root = _root.peek_root()
+    WorkerInit()(0)
+    assert _root.peek_root() is root
 
 
 def test_worker_init_refuses_a_bad_pickled_state() -> None:
