@@ -123,9 +123,14 @@ class ReproducibleBlock:
         >>> torch.equal(first, again)
         True
         """
+        if not isinstance(device, (str, torch.device)):
+            raise ReproducibleBlockTypeError(
+                f"device must be a str or a torch.device such as 'cpu' (the default, what "
+                f"DataLoader samplers need); got {type(device).__name__} {device!r}."
+            )
         try:
             place = torch.device(device)
-        except (RuntimeError, TypeError):
+        except RuntimeError:
             raise ReproducibleBlockValueError(
                 f"device={device!r} is not a torch device; pass 'cpu' (the default, what "
                 "DataLoader samplers need) or an available device such as 'cuda:0'."

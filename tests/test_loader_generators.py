@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from reproducible_block import (
     NotSeededError,
     ReproducibleBlock,
+    ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
     _root,
     register_generator,
@@ -185,10 +186,17 @@ def test_loader_generators_need_a_root() -> None:
         block.numpy_generator()
 
 
-@pytest.mark.parametrize("device", ["bogus", "cpu:x", 1.5])
-def test_torch_generator_refuses_what_is_not_a_device(device: object) -> None:
+@pytest.mark.parametrize("device", ["bogus", "cpu:x"])
+def test_torch_generator_refuses_what_is_not_a_device(device: str) -> None:
     set_seed(0)
     with pytest.raises(ReproducibleBlockValueError, match="not a torch device"):
+        ReproducibleBlock("data").torch_generator(device)
+
+
+@pytest.mark.parametrize("device", [0, 1.5, None])
+def test_torch_generator_refuses_a_device_of_another_type(device: object) -> None:
+    set_seed(0)
+    with pytest.raises(ReproducibleBlockTypeError, match="device must be"):
         ReproducibleBlock("data").torch_generator(device)  # type: ignore[arg-type]
 
 
