@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 
@@ -9,19 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from reproducible_block import _root, deterministic
+from reproducible_block import SEED_ENVIRONMENT_VARIABLE, _root, deterministic
 from reproducible_block._sources import registry
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
-    """Restore every generator, the root, registered generators and deterministic settings."""
+    """Restore every generator, the root and its exported seed, registered generators and
+    deterministic settings."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
     torch_state = torch.get_rng_state()
     root = _root.peek_root()
     registered = registry.registered()
     settings = deterministic._current_settings()
+    exported_seed = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
     try:
         yield
     finally:
@@ -31,6 +34,10 @@ def _restore_global_random_state() -> Iterator[None]:
         _root.replace_root(root)
         registry.restore_registered(registered)
         deterministic._apply(settings)
+        if exported_seed is None:
+            os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
+        else:
+            os.environ[SEED_ENVIRONMENT_VARIABLE] = exported_seed
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,5 +46,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "cuda" in item.keywords:
+        if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)

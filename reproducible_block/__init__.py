@@ -18,13 +18,14 @@ from ._errors import (
 )
 from ._keys import BlockKey
 from ._report import environment_report, format_environment_report
-from ._seeding import MAX_SEED, get_random_seed, set_seed
+from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, get_random_seed, set_seed
 from ._sources import (
     GeneratorSource,
     register_generator,
     registered_generators,
     unregister_generator,
 )
+from ._workers import WorkerInit, seed_worker
 from .compat import Reproducible_Block
 from .deterministic import configure_deterministic_mode, deterministic_mode
 
@@ -35,6 +36,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "MAX_SEED",
+    "SEED_ENVIRONMENT_VARIABLE",
     "BlockKey",
     "BlockUsageError",
     "ConsumptionReport",
@@ -46,6 +48,7 @@ __all__ = [
     "ReproducibleBlockTypeError",
     "ReproducibleBlockValueError",
     "Reproducible_Block",
+    "WorkerInit",
     "__version__",
     "assert_deterministic",
     "configure_deterministic_mode",
@@ -55,6 +58,7 @@ __all__ = [
     "get_random_seed",
     "register_generator",
     "registered_generators",
+    "seed_worker",
     "set_seed",
     "track_consumption",
     "unregister_generator",

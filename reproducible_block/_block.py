@@ -6,11 +6,15 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
+import numpy as np
+import torch
 import wrapt
 
 from ._activation import Frame, enter, exit_
-from ._errors import ReproducibleBlockTypeError
+from ._derive import block_sequence, loader_sequence, seed_words, torch_cpu_state, words_to_int
+from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._keys import BlockKey, encode_key, validate_key
+from ._root import current_root
 from ._sources import GeneratorSource, registry, select_sources
 from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
 
@@ -94,6 +98,73 @@ class ReproducibleBlock:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
         return f"ReproducibleBlock({self._key!r}{extra})"
+
+    def _loader_sequence(self, kind: str) -> np.random.SeedSequence:
+        root = current_root(f"{self!r}.{kind}_generator()")
+        return loader_sequence(block_sequence(root.seed, self._key_words), kind)
+
+    def torch_generator(self, device: str | torch.device = "cpu") -> torch.Generator:
+        """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
+
+        Pass it to ``DataLoader(..., shuffle=True, generator=...)`` or a sampler: the shuffle and
+        the workers' base seed then come from it instead of torch's global generator, so a
+        validation pass, an extra dropout layer or a changed model no longer changes the data
+        order. Its stream is independent of the block's own streams and of every other key; each
+        call returns a fresh generator in the same state. No global generator changes, and the
+        block need not be entered (``sources`` and ``enabled`` do not matter here). Use a key
+        per epoch, ``ReproducibleBlock(("data", epoch)).torch_generator()``, so that a resumed
+        run gets the same order from its first epoch. Samplers need ``device="cpu"``.
+
+        >>> import torch
+        >>> from reproducible_block import ReproducibleBlock, set_seed
+        >>> _ = set_seed(0)
+        >>> first = torch.randperm(10, generator=ReproducibleBlock(("data", 0)).torch_generator())
+        >>> _ = torch.rand(100)  # a validation pass, dropout... draws from the global generator
+        >>> again = torch.randperm(10, generator=ReproducibleBlock(("data", 0)).torch_generator())
+        >>> torch.equal(first, again)
+        True
+        """
+        if not isinstance(device, (str, torch.device)):
+            raise ReproducibleBlockTypeError(
+                f"device must be a str or a torch.device such as 'cpu' (the default, what "
+                f"DataLoader samplers need); got {type(device).__name__} {device!r}."
+            )
+        try:
+            place = torch.device(device)
+        except RuntimeError:
+            raise ReproducibleBlockValueError(
+                f"device={device!r} is not a torch device; pass 'cpu' (the default, what "
+                "DataLoader samplers need) or an available device such as 'cuda:0'."
+            ) from None
+        sequence = self._loader_sequence("torch")
+        if place.type == "cpu":
+            generator = torch.Generator()
+            generator.set_state(torch_cpu_state(seed_words(sequence)))
+            return generator
+        try:
+            generator = torch.Generator(device=place)
+        except RuntimeError:
+            raise ReproducibleBlockValueError(
+                f"device={device!r} has no generator here (no such device or backend); pass "
+                "'cpu' (the default, what DataLoader samplers need) or a device this machine has."
+            ) from None
+        generator.manual_seed(words_to_int(seed_words(sequence)[:2]))  # pragma: no cover
+        return generator  # pragma: no cover
+
+    def numpy_generator(self) -> np.random.Generator:
+        """A new ``np.random.Generator`` seeded from (root seed, key), like :meth:`torch_generator`.
+
+        For NumPy-side shuffling, sampling or augmentation schedules that should not move when
+        other code draws from the global generators. Independent of :meth:`torch_generator` and
+        of the block's own streams; no global generator changes.
+
+        >>> from reproducible_block import ReproducibleBlock, set_seed
+        >>> _ = set_seed(0)
+        >>> order = ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)
+        >>> bool((order == ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)).all())
+        True
+        """
+        return np.random.default_rng(self._loader_sequence("numpy"))
 
     def _sources(self) -> tuple[tuple[GeneratorSource[Any], ...], tuple[str, ...]]:
         """The sources this block manages and their names, resolved once per registry change."""

@@ -30,6 +30,7 @@ __all__ = [
     "MT_IMAGE_BYTES",
     "block_sequence",
     "checked_mt_address",
+    "loader_sequence",
     "registered_seed_sequence",
     "seed_words",
     "source_seed_words",
@@ -40,6 +41,9 @@ __all__ = [
 
 BLOCK_DOMAIN = 0x0B10C
 REGISTERED_DOMAIN = 0x5EED
+# Appended before a loader generator's name; a source's child appends the name's string tag (2)
+# there, so no source name, registered ones included, can give a loader generator's sequence.
+LOADER_DOMAIN = 0x10AD
 MT_WORDS = 624
 SEED_WORDS = 4
 
@@ -53,6 +57,18 @@ def source_sequence(block: np.random.SeedSequence, source_name: str) -> np.rando
     """The child of a block's sequence for one source, independent of the other sources."""
     return np.random.SeedSequence(
         block.entropy, spawn_key=(*block.spawn_key, *encode_name(source_name))
+    )
+
+
+def loader_sequence(block: np.random.SeedSequence, kind: str) -> np.random.SeedSequence:
+    """The child of a block's sequence for a generator it hands out (``kind``: "torch", ...).
+
+    >>> block = block_sequence(0, (1, 1, 7))
+    >>> loader_sequence(block, "torch").spawn_key != source_sequence(block, "torch").spawn_key
+    True
+    """
+    return np.random.SeedSequence(
+        block.entropy, spawn_key=(*block.spawn_key, LOADER_DOMAIN, *encode_name(kind))
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 
 import numpy as np
@@ -13,12 +14,16 @@ from ._root import Root, replace_root
 from ._sources import registry
 from .deterministic import configure_deterministic_mode
 
-__all__ = ["MAX_SEED", "get_random_seed", "set_seed", "validate_seed"]
+__all__ = ["MAX_SEED", "SEED_ENVIRONMENT_VARIABLE", "get_random_seed", "set_seed", "validate_seed"]
 
 logger = logging.getLogger("reproducible_block")
 
 #: The largest seed accepted (NumPy's legacy ``np.random.seed`` takes 32 bits).
 MAX_SEED = 2**32 - 1
+
+#: Where :func:`set_seed` exports the root seed, so that processes started afterwards (DataLoader
+#: workers with the spawn start method) can rebuild the root: see ``seed_worker``.
+SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
 
 
 def validate_seed(seed: object) -> int:
@@ -70,6 +75,10 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     ``deterministic=True`` also calls :func:`configure_deterministic_mode` (deterministic
     kernels for the rest of the process; call it before any CUDA work).
 
+    It also sets the environment variable ``REPRODUCIBLE_BLOCK_SEED`` (see
+    :data:`SEED_ENVIRONMENT_VARIABLE`) to the seed, so that processes started later, such as
+    spawned DataLoader workers, can rebuild the root with ``seed_worker``.
+
     >>> import random, numpy as np, torch
     >>> from reproducible_block import set_seed
     >>> set_seed(42)
@@ -97,4 +106,5 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
         replace_root(Root(value, {source.name: source.capture() for source in sources}))
         if deterministic:
             configure_deterministic_mode()
+        os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
     return value

@@ -1,0 +1,62 @@
+"""Datasets for the DataLoader tests, in a module of their own that spawned workers can import."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from reproducible_block import ReproducibleBlock
+
+LENGTH = 16
+DRAWS = 3
+
+Row = dict[str, Any]
+
+
+class AugmentedSamples(Dataset[Row]):
+    """Each sample draws an augmentation in ``ReproducibleBlock(("sample", index))`` from torch,
+    NumPy's global RNG and Python ``random``, then one value from each global generator outside
+    any block; it also reports which worker loaded it and that worker's torch seed."""
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def __getitem__(self, index: int) -> Row:
+        with ReproducibleBlock(("sample", index)):
+            augmentation = torch.cat([
+                torch.rand(DRAWS, dtype=torch.float64),
+                torch.from_numpy(np.random.rand(DRAWS)),
+                torch.tensor([random.random() for _ in range(DRAWS)], dtype=torch.float64),
+            ])
+        outside = torch.tensor(
+            [torch.rand((), dtype=torch.float64).item(), np.random.rand(), random.random()],
+            dtype=torch.float64,
+        )
+        info = get_worker_info()
+        return {
+            "index": index,
+            "worker": -1 if info is None else info.id,
+            "torch_seed": torch.initial_seed(),
+            "augmentation": augmentation,
+            "outside": outside,
+        }
+
+
+def unbatch(batches: Iterable[Row]) -> list[Row]:
+    """The samples of collated batches, in the order the loader yielded them."""
+    samples = []
+    for batch in batches:
+        for position, index in enumerate(batch["index"].tolist()):
+            samples.append({
+                "index": index,
+                "worker": int(batch["worker"][position]),
+                "torch_seed": int(batch["torch_seed"][position]),
+                "augmentation": batch["augmentation"][position],
+                "outside": batch["outside"][position],
+            })
+    return samples

@@ -1,0 +1,320 @@
+"""DataLoader workers: per-sample blocks, per-worker global seeds, and the root reaching workers.
+
+Real DataLoaders with real worker processes. Fork workers start in milliseconds, so the matrix
+over ``num_workers``, batch size and order runs with fork; spawn workers take seconds each, so
+spawn gets two loaders of two workers (one per way the root travels), each with a batch size and
+an order different from the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from reproducible_block import (
+    MAX_SEED,
+    SEED_ENVIRONMENT_VARIABLE,
+    NotSeededError,
+    ReproducibleBlock,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+    WorkerInit,
+    _root,
+    seed_worker,
+    set_seed,
+)
+from reproducible_block.compat import Reproducible_Block
+from tests._worker_datasets import LENGTH, AugmentedSamples, Row, unbatch
+
+ROOT_SEED = 1234
+
+# Four workers on a two-core machine are the point of the test, not a mistake.
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+
+
+def load(
+    num_workers: int,
+    batch_size: int = 1,
+    *,
+    shuffle: bool = False,
+    context: str | None = None,
+    init: Callable[[int], None] | None = seed_worker,
+) -> list[Row]:
+    """Every sample of ``AugmentedSamples`` through a real DataLoader, in the order loaded."""
+    workers: dict[str, Any] = {}
+    if num_workers:
+        workers = {"multiprocessing_context": context or "fork", "timeout": 120,
+                   "worker_init_fn": init}
+    loader = DataLoader(
+        AugmentedSamples(),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=ReproducibleBlock("order").torch_generator() if shuffle else None,
+        **workers,
+    )
+    return unbatch(loader)
+
+
+def augmentations(samples: list[Row]) -> dict[int, torch.Tensor]:
+    return {sample["index"]: sample["augmentation"] for sample in samples}
+
+
+def assert_same_augmentations(reference: list[Row], samples: list[Row]) -> None:
+    expected, got = augmentations(reference), augmentations(samples)
+    assert sorted(got) == list(range(LENGTH))
+    for index in range(LENGTH):
+        assert torch.equal(got[index], expected[index]), f"sample {index} changed"
+
+
+@pytest.fixture
+def reference() -> list[Row]:
+    """The samples loaded in the main process, in order, one at a time."""
+    set_seed(ROOT_SEED)
+    return load(num_workers=0)
+
+
+def test_reference_augmentations_are_per_sample(reference: list[Row]) -> None:
+    # Every sample gets its own draws, and each generator inside the block is used.
+    rows = torch.stack([sample["augmentation"] for sample in reference])
+    assert len({tuple(row.tolist()) for row in rows}) == LENGTH
+    assert len(set(rows.flatten().tolist())) == rows.numel()
+    # The in-process block gives the same draws as the block inside the loader.
+    with ReproducibleBlock(("sample", 5)):
+        direct = torch.rand(3, dtype=torch.float64)
+    assert torch.equal(direct, rows[5, :3])
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "batch_size", "shuffle"),
+    [(1, 1, False), (2, 3, True), (4, 5, True)],
+)
+def test_per_sample_augmentation_is_the_same_whatever_the_fork_workers(
+    reference: list[Row], num_workers: int, batch_size: int, shuffle: bool
+) -> None:
+    samples = load(num_workers, batch_size, shuffle=shuffle)
+    assert_same_augmentations(reference, samples)
+    assert {sample["worker"] for sample in samples} == set(range(num_workers))
+    if shuffle:
+        assert [sample["index"] for sample in samples] != list(range(LENGTH))
+    # Draws outside the blocks do depend on the workers: without blocks this test would fail.
+    outside_reference = {sample["index"]: sample["outside"] for sample in reference}
+    assert any(
+        not torch.equal(sample["outside"], outside_reference[sample["index"]])
+        for sample in samples
+    )
+
+
+def test_per_sample_augmentation_when_the_loader_runs_inside_a_block(
+    reference: list[Row],
+) -> None:
+    # A decorated training step forks its workers with a block open; theirs nest inside it.
+    with ReproducibleBlock("train"):
+        samples = load(2, batch_size=2, shuffle=True)
+    assert_same_augmentations(reference, samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("way", ["seed_worker", "WorkerInit"])
+def test_per_sample_augmentation_is_the_same_with_spawn_workers(
+    reference: list[Row], way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if way == "seed_worker":
+        init: Callable[[int], None] = seed_worker  # the root travels in the environment
+        assert os.environ[SEED_ENVIRONMENT_VARIABLE] == str(ROOT_SEED)
+    else:
+        init = WorkerInit()  # the root travels pickled; the environment must not be needed
+        monkeypatch.delenv(SEED_ENVIRONMENT_VARIABLE)
+    samples = load(2, batch_size=3, shuffle=True, context="spawn", init=init)
+    assert_same_augmentations(reference, samples)
+    assert {sample["worker"] for sample in samples} == {0, 1}
+    assert [sample["index"] for sample in samples] != list(range(LENGTH))
+    assert_worker_streams_differ(samples)
+
+
+def first_sample_of_each_worker(samples: list[Row]) -> dict[int, Row]:
+    """Each worker's first sample: its outside draws are the worker's first global draws."""
+    first: dict[int, Row] = {}
+    for sample in samples:
+        first.setdefault(sample["worker"], sample)
+    return first
+
+
+def assert_worker_streams_differ(samples: list[Row]) -> None:
+    """Outside blocks, workers draw different global streams: NumPy and random per the recipe."""
+    first = first_sample_of_each_worker(samples)
+    seeds = [first[worker]["torch_seed"] for worker in sorted(first)]
+    # torch's worker seeds are the DataLoader's base_seed + worker_id, left as they were.
+    assert seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    for sample in first.values():
+        worker_seed = sample["torch_seed"] % (MAX_SEED + 1)
+        numpy_expected = np.random.RandomState(worker_seed).random_sample()
+        random_expected = random.Random(worker_seed).random()
+        assert sample["outside"][1].item() == numpy_expected
+        assert sample["outside"][2].item() == random_expected
+    for column in range(3):
+        values = [sample["outside"][column].item() for sample in first.values()]
+        assert len(set(values)) == len(values), f"generator {column} repeats across workers"
+
+
+def test_seed_worker_gives_each_fork_worker_its_own_global_streams() -> None:
+    set_seed(ROOT_SEED)
+    samples = load(4, batch_size=1)
+    assert len(first_sample_of_each_worker(samples)) == 4
+    assert_worker_streams_differ(samples)
+
+
+def test_without_seed_worker_numpy_is_not_seeded_from_the_worker_torch_seed() -> None:
+    # Shows that the recipe check in assert_worker_streams_differ can fail.
+    set_seed(ROOT_SEED)
+    samples = load(2, batch_size=1, init=None)
+    first = first_sample_of_each_worker(samples)
+    assert any(
+        sample["outside"][1].item()
+        != np.random.RandomState(sample["torch_seed"] % (MAX_SEED + 1)).random_sample()
+        for sample in first.values()
+    )
+
+
+# seed_worker and WorkerInit called in this process, standing in for a fresh spawned worker:
+# no root, the parent's seed in the environment, and torch seeded as a DataLoader seeds a worker.
+
+
+def become_fresh_worker(monkeypatch: pytest.MonkeyPatch, exported: str | None) -> int:
+    _root.replace_root(None)
+    if exported is None:
+        monkeypatch.delenv(SEED_ENVIRONMENT_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(SEED_ENVIRONMENT_VARIABLE, exported)
+    worker_seed = 2**40 + 17  # what base_seed + worker_id may look like: above 32 bits
+    torch.manual_seed(worker_seed)
+    return worker_seed
+
+
+def test_set_seed_exports_the_root_seed() -> None:
+    set_seed(77)
+    assert os.environ[SEED_ENVIRONMENT_VARIABLE] == "77"
+    drawn = set_seed(None)
+    assert os.environ[SEED_ENVIRONMENT_VARIABLE] == str(drawn)
+
+
+def test_seed_worker_rebuilds_the_parent_root_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_seed(ROOT_SEED)
+    with ReproducibleBlock(("sample", 3)):
+        expected = (torch.rand(4), np.random.rand(4), random.random())
+    with Reproducible_Block(block_seed=2):
+        expected_compat = torch.rand(4)
+
+    worker_seed = become_fresh_worker(monkeypatch, str(ROOT_SEED))
+    torch_state = torch.get_rng_state()
+    seed_worker(0)
+    root = _root.peek_root()
+    assert root is not None
+    assert root.seed == ROOT_SEED
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert torch.initial_seed() == worker_seed
+    assert np.random.rand() == np.random.RandomState(worker_seed % 2**32).random_sample()
+    assert random.random() == random.Random(worker_seed % 2**32).random()
+    with ReproducibleBlock(("sample", 3)):
+        drawn = (torch.rand(4), np.random.rand(4), random.random())
+    assert torch.equal(drawn[0], expected[0])
+    assert np.array_equal(drawn[1], expected[1])
+    assert drawn[2] == expected[2]
+    with Reproducible_Block(block_seed=2):  # the rebuilt snapshot serves the compat block too
+        assert torch.equal(torch.rand(4), expected_compat)
+
+
+def test_seed_worker_keeps_an_inherited_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under fork the worker inherits the parent's root; that is the one blocks must use.
+    set_seed(ROOT_SEED)
+    monkeypatch.setenv(SEED_ENVIRONMENT_VARIABLE, "5")
+    root = _root.peek_root()
+    seed_worker(1)
+    assert _root.peek_root() is root
+
+
+def test_seed_worker_without_a_root_leaves_blocks_unseeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker_seed = become_fresh_worker(monkeypatch, None)
+    seed_worker(0)  # still seeds the globals, as the plain PyTorch recipe does
+    assert np.random.rand() == np.random.RandomState(worker_seed % 2**32).random_sample()
+    assert _root.peek_root() is None
+    with pytest.raises(NotSeededError, match="seed_worker"), ReproducibleBlock("x"):
+        pass
+
+
+@pytest.mark.parametrize("exported", ["", "seven", "-1", str(MAX_SEED + 1)])
+def test_seed_worker_refuses_a_bad_exported_seed_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, exported: str
+) -> None:
+    become_fresh_worker(monkeypatch, exported)
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    with pytest.raises(ReproducibleBlockValueError, match=SEED_ENVIRONMENT_VARIABLE):
+        seed_worker(0)
+    assert random.getstate() == states[0]
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), states[1],
+                                                    strict=True))
+    assert torch.equal(torch.get_rng_state(), states[2])
+    assert _root.peek_root() is None
+
+
+@pytest.mark.parametrize("worker_id", ["0", 1.0, None, True])
+def test_worker_init_functions_refuse_a_bad_worker_id(worker_id: Any) -> None:
+    set_seed(ROOT_SEED)
+    with pytest.raises(ReproducibleBlockTypeError, match="worker_id"):
+        seed_worker(worker_id)
+    with pytest.raises(ReproducibleBlockTypeError, match="worker_id"):
+        WorkerInit()(worker_id)
+
+
+def test_worker_init_needs_a_root() -> None:
+    _root.replace_root(None)
+    with pytest.raises(NotSeededError, match="WorkerInit"):
+        WorkerInit()
+
+
+def test_worker_init_carries_the_root_it_was_made_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_seed(ROOT_SEED)
+    with ReproducibleBlock(("sample", 9)):
+        expected = torch.rand(4)
+    init = pickle.loads(pickle.dumps(WorkerInit()))
+    assert init.root_seed == ROOT_SEED
+    assert repr(init) == f"WorkerInit(root_seed={ROOT_SEED})"
+
+    set_seed(ROOT_SEED + 1)  # a later root (fork) or exported seed (spawn) must not matter
+    worker_seed = become_fresh_worker(monkeypatch, str(ROOT_SEED + 1))
+    torch_state = torch.get_rng_state()
+    init(0)
+    root = _root.peek_root()
+    assert root is not None
+    assert root.seed == ROOT_SEED
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert random.random() == random.Random(worker_seed % 2**32).random()
+    with ReproducibleBlock(("sample", 9)):
+        assert torch.equal(torch.rand(4), expected)
+
+
+def test_worker_init_keeps_an_inherited_root_with_its_seed() -> None:
+    set_seed(ROOT_SEED)
+    root = _root.peek_root()
+    WorkerInit()(0)
+    assert _root.peek_root() is root
+
+
+def test_worker_init_refuses_a_bad_pickled_state() -> None:
+    set_seed(ROOT_SEED)
+    init = WorkerInit()
+    with pytest.raises(ReproducibleBlockValueError):
+        init.__setstate__(-3)
+    assert init.root_seed == ROOT_SEED
