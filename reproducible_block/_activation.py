@@ -12,7 +12,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from ._derive import source_seed_words
@@ -23,6 +22,7 @@ from ._sources import GeneratorSource, registry
 __all__ = [
     "Frame",
     "cached_states",
+    "clear_cache",
     "derive_states",
     "enter",
     "exit_",
@@ -35,13 +35,17 @@ lock = threading.RLock()
 _open: list[Frame] = []
 
 
-@dataclass
 class Frame:
-    """One open activation: its block's label, its sources and the caller's saved states."""
+    """One open activation: its block (for messages), its sources and the caller's states."""
 
-    label: str
-    sources: Sequence[GeneratorSource[Any]]
-    saved: list[Any]
+    __slots__ = ("owner", "saved", "sources")
+
+    def __init__(
+        self, owner: object, sources: Sequence[GeneratorSource[Any]], saved: list[Any]
+    ) -> None:
+        self.owner = owner
+        self.sources = sources
+        self.saved = saved
 
 
 def open_frames() -> int:
@@ -72,9 +76,14 @@ def derive_states(
     words = source_seed_words(seed, key_words, names)
     states = [source.derive(seed) for source, seed in zip(sources, words, strict=True)]
     _cache[cache_key] = states
-    if len(_cache) > CACHE_SIZE:
+    while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
     return states
+
+
+def clear_cache() -> None:
+    """Forget every cached derived state (they are recomputed on demand)."""
+    _cache.clear()
 
 
 def cached_states() -> int:
@@ -95,7 +104,7 @@ def _restore_all(sources: Sequence[GeneratorSource[Any]], saved: Sequence[Any]) 
 
 
 def enter(
-    label: str,
+    owner: object,
     key_words: tuple[int, ...],
     sources: Sequence[GeneratorSource[Any]],
     names: tuple[str, ...] | None = None,
@@ -121,7 +130,7 @@ def enter(
         except BaseException:
             _restore_all(sources[: index + 1], saved[: index + 1])
             raise
-        frame = Frame(label, sources, saved)
+        frame = Frame(owner, sources, saved)
         _open.append(frame)
         return frame
     except BaseException:
@@ -137,7 +146,7 @@ def exit_(frame: Frame, *, keep: bool = False) -> list[Any] | None:
             _open.pop()
         else:
             misuse = BlockUsageError(
-                f"block {frame.label} is closing while a block opened after it is still open. "
+                f"block {frame.owner!r} is closing while a block opened after it is still open. "
                 "Blocks must close in the reverse order they opened: do not keep a `with` block "
                 "open across `await` or `yield`; decorate the async function or generator "
                 "with @ReproducibleBlock(key) instead, which keeps its stream across them."
@@ -159,7 +168,7 @@ def refuse_inside_block(action: str) -> Iterator[None]:
     with lock:
         if _open:
             raise BlockUsageError(
-                f"{action} was called inside an open block ({_open[-1].label}); the block would "
+                f"{action} was called inside an open block ({_open[-1].owner!r}); the block would "
                 "undo or miss it on exit. Call it outside every block, at the start of the program."
             )
         yield

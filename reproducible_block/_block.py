@@ -13,7 +13,7 @@ import wrapt
 from ._activation import Frame, enter, exit_
 from ._derive import block_sequence, loader_sequence, seed_words, torch_cpu_state, words_to_int
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._keys import BlockKey, encode_key, validate_key
+from ._keys import BlockKey, validate_and_encode
 from ._root import current_root
 from ._sources import GeneratorSource, registry, select_sources
 from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
@@ -72,8 +72,7 @@ class ReproducibleBlock:
         sources: Iterable[str] | None = None,
         enabled: bool = True,
     ) -> None:
-        self._key = validate_key(block_seed)
-        self._key_words = encode_key(self._key)
+        self._key, self._key_words = validate_and_encode(block_seed)
         self._source_names = select_sources(sources)
         if not isinstance(enabled, bool):
             raise ReproducibleBlockTypeError(
@@ -81,7 +80,6 @@ class ReproducibleBlock:
             )
         self._enabled = enabled
         self._frames: list[Frame] = []
-        self._label = repr(self)
         self._resolved: tuple[int, tuple[GeneratorSource[Any], ...], tuple[str, ...]] | None = None
 
     @property
@@ -171,13 +169,16 @@ class ReproducibleBlock:
         resolved = self._resolved
         if resolved is None or resolved[0] != registry.version:
             sources = registry.select(self._source_names)
-            resolved = (registry.version, sources, tuple(source.name for source in sources))
+            resolved = (registry.version, sources, registry.names_of(sources))
             self._resolved = resolved
         return resolved[1], resolved[2]
 
     def _enter(self) -> Frame:
-        sources, names = self._sources()
-        return enter(self._label, self._key_words, sources, names)
+        resolved = self._resolved
+        if resolved is None or resolved[0] != registry.version:
+            self._sources()
+            resolved = self._resolved
+        return enter(self, self._key_words, resolved[1], resolved[2])  # type: ignore[index]
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
@@ -189,7 +190,7 @@ class ReproducibleBlock:
             exit_(self._frames.pop())
 
     def _stream(self) -> Stream:
-        return Stream(self._label, self._key_words, *self._sources())
+        return Stream(self, self._key_words, *self._sources())
 
     # The wrappers take wrapt's (wrapped, instance, args, kwargs); wrapt binds methods for us.
 

@@ -13,7 +13,7 @@ import numpy as np
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 
 __all__ = ["MAX_KEY_INT", "MAX_KEY_STR_LENGTH", "MAX_KEY_TUPLE_LENGTH", "BlockKey", "encode_key",
-           "encode_name", "validate_key"]
+           "encode_name", "validate_and_encode", "validate_key"]
 
 KeyPart = int | str
 BlockKey = int | str | tuple[KeyPart, ...]
@@ -131,6 +131,30 @@ def encode_key(key: BlockKey) -> tuple[int, ...]:
     else:
         _encode_part(key, out)
     return tuple(out)
+
+
+_plain_cache: dict[object, tuple[BlockKey, tuple[int, ...]]] = {}
+_PLAIN_CACHE_SIZE = 1024
+
+
+def validate_and_encode(key: object) -> tuple[BlockKey, tuple[int, ...]]:
+    """``validate_key`` then ``encode_key``, remembered for plain str and int keys.
+
+    Only keys of exact type ``str`` or ``int`` are remembered (``True == 1``, so a bool must never
+    hit the entry of ``1``); the memory is bounded.
+    """
+    kind = type(key)
+    if kind is str or kind is int:
+        found = _plain_cache.get((kind, key))
+        if found is not None:
+            return found
+    checked = validate_key(key)
+    result = (checked, encode_key(checked))
+    if kind is str or kind is int:
+        if len(_plain_cache) >= _PLAIN_CACHE_SIZE:
+            _plain_cache.clear()
+        _plain_cache[(kind, key)] = result
+    return result
 
 
 def encode_name(name: str) -> tuple[int, ...]:

@@ -352,6 +352,10 @@ class SourceRegistry:
         self._lock = threading.Lock()
         #: Bumped on every change of the managed sources (blocks cache what they resolved).
         self.version = 0
+        self._names_of: dict[tuple[GeneratorSource[Any], ...], tuple[str, ...]] = {}
+        self._selections: dict[
+            tuple[str, ...] | None, tuple[int, tuple[GeneratorSource[Any], ...]]
+        ] = {}
 
     def builtin(self) -> tuple[GeneratorSource[Any], ...]:
         """The built-in sources, found once (availability of devices does not change)."""
@@ -373,11 +377,30 @@ class SourceRegistry:
         """Every managed source: built-in first, then registered in registration order."""
         return self.builtin() + tuple(self._registered.values())
 
+    def names_of(self, sources: tuple[GeneratorSource[Any], ...]) -> tuple[str, ...]:
+        """The names of ``sources``, remembered (the same tuple object for the same selection)."""
+        names = self._names_of.get(sources)
+        if names is None:
+            if len(self._names_of) > 64:
+                self._names_of.clear()
+            names = self._names_of[sources] = tuple(source.name for source in sources)
+        return names
+
     def names(self) -> tuple[str, ...]:
         return tuple(source.name for source in self.active())
 
     def select(self, names: tuple[str, ...] | None) -> tuple[GeneratorSource[Any], ...]:
         """The sources a block manages: all of them, or those named (in registry order)."""
+        found = self._selections.get(names)
+        if found is not None and found[0] == self.version:
+            return found[1]
+        selected = self._select(names)
+        if len(self._selections) > 64:
+            self._selections.clear()
+        self._selections[names] = (self.version, selected)
+        return selected
+
+    def _select(self, names: tuple[str, ...] | None) -> tuple[GeneratorSource[Any], ...]:
         active = self.active()
         if names is None:
             return active
@@ -488,6 +511,8 @@ def select_sources(names: Iterable[str] | None) -> tuple[str, ...] | None:
     """Validate a ``sources=`` argument's shape (names are checked on entry)."""
     if names is None:
         return None
+    if type(names) is tuple and names and all(type(name) is str for name in names):
+        return names
     if isinstance(names, str):
         names = (names,)
     try:

@@ -29,19 +29,19 @@ class Stream:
 
     def __init__(
         self,
-        label: str,
+        owner: object,
         key_words: tuple[int, ...],
         sources: Sequence[GeneratorSource[Any]],
         names: tuple[str, ...],
     ) -> None:
-        self._label = label
+        self._owner = owner
         self._key_words = key_words
         self._sources = sources
         self._names = names
         self._states: list[Any] | None = None
 
     def step_in(self) -> Frame:
-        return enter(self._label, self._key_words, self._sources, self._names, self._states)
+        return enter(self._owner, self._key_words, self._sources, self._names, self._states)
 
     def step_out(self, frame: Frame) -> None:
         self._states = exit_(frame, keep=True)
