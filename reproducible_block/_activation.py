@@ -1,13 +1,16 @@
 """Switching the global generators into a block's stream and back: the one place that does it.
 
 A process-wide re-entrant lock serialises blocks: while a block is open in one thread, a block
-entered from another thread waits until it closes, so two threads never share a stream. Within
+entered from another thread waits until it closes, so two threads never share a stream. Other
+modules use it as ``_activation.lock`` (never a copy): a forked child gets a fresh one (see
+``_after_fork_in_child``). Within
 a thread blocks nest; they must close in the reverse order they opened, and a block that does not
 (two asyncio tasks interleaving ``with`` blocks across ``await``) raises :class:`BlockUsageError`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -33,6 +36,7 @@ __all__ = [
 
 lock = threading.RLock()
 _open: list[Frame] = []
+_owner = 0  # the thread that opened the frames in _open (they are serialised by the lock)
 
 
 class Frame:
@@ -131,6 +135,9 @@ def enter(
             _restore_all(sources[: index + 1], saved[: index + 1])
             raise
         frame = Frame(owner, sources, saved)
+        if not _open:
+            global _owner
+            _owner = threading.get_ident()
         _open.append(frame)
         return frame
     except BaseException:
@@ -172,3 +179,24 @@ def refuse_inside_block(action: str) -> Iterator[None]:
                 "undo or miss it on exit. Call it outside every block, at the start of the program."
             )
         yield
+
+
+def _after_fork_in_child() -> None:
+    """Give a forked child a lock it can use.
+
+    A lock held by another thread at fork time would never be released in the child (that thread
+    does not exist there), and every block in the child would wait forever. The child gets a new
+    lock; if the forking thread itself had blocks open, the child continues them, so it holds
+    the new lock once per open block and can close them; blocks of other threads are dropped.
+    """
+    global lock
+    fresh = threading.RLock()
+    if _open and _owner == threading.get_ident():
+        for _ in _open:
+            fresh.acquire()
+    else:
+        _open.clear()
+    lock = fresh
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from ._activation import _restore_all, lock
+from . import _activation
+from ._activation import _restore_all
 from ._compare import first_difference
 from ._errors import BlockUsageError, NondeterminismError, ReproducibleBlockTypeError
 from ._fingerprint import state_digest
@@ -62,7 +63,7 @@ class ConsumptionReport:
 
 
 def _digests(sources: tuple[GeneratorSource[Any], ...]) -> list[bytes]:
-    with lock:
+    with _activation.lock:
         return [state_digest(source.capture()) for source in sources]
 
 
@@ -130,7 +131,7 @@ def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
             f"{type(fn).__name__} {fn!r}. Write assert_deterministic(model, x), not "
             "assert_deterministic(model(x))."
         )
-    with lock:
+    with _activation.lock:
         sources = registry.active()
         saved = [source.capture() for source in sources]
     root = peek_root()

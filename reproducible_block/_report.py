@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._activation import lock, open_frames
+from . import _activation
+from ._activation import open_frames
 from ._fingerprint import fingerprint
 from ._root import peek_root
 from ._sources import registry
@@ -77,7 +78,7 @@ def environment_report() -> dict[str, Any]:
     True
     """
     cuda_initialized = bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
-    with lock:
+    with _activation.lock:
         states = {source.name: fingerprint(source.capture()) for source in registry.active()}
         blocks = open_frames()
     root = peek_root()

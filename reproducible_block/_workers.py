@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._activation import lock
+from . import _activation
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import Root, current_root, peek_root, replace_root
 from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
@@ -58,7 +58,7 @@ def _install_root(seed: int) -> None:
     root = peek_root()
     if root is not None and root.seed == seed:
         return
-    with lock:
+    with _activation.lock:
         sources = registry.active()
         saved: list[tuple[GeneratorSource[Any], Any]] = [
             (source, source.capture()) for source in sources

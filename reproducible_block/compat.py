@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import wrapt
 
-from ._activation import lock
+from . import _activation
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import current_root
 from ._seeding import set_seed
@@ -82,7 +82,7 @@ class Reproducible_Block:
         set_seed(seed)
 
     def __enter__(self) -> None:
-        with lock:
+        with _activation.lock:
             root = current_root("entering a Reproducible_Block")
             sources = registry.builtin()
             if self.reset_state_after:
@@ -96,7 +96,7 @@ class Reproducible_Block:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.reset_state_after:
-            with lock:
+            with _activation.lock:
                 for source, state in self._saved.pop():
                     source.install(state)
 
