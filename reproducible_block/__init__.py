@@ -7,6 +7,7 @@ every generator is in a state derived only from (root seed, key).
 from importlib.metadata import PackageNotFoundError, version
 
 from ._block import ReproducibleBlock
+from ._checkpoint import get_rng_state, load_rng_state
 from ._errors import (
     BlockUsageError,
     NotSeededError,
@@ -42,6 +43,8 @@ __all__ = [
     "Reproducible_Block",
     "__version__",
     "get_random_seed",
+    "get_rng_state",
+    "load_rng_state",
     "register_generator",
     "registered_generators",
     "set_seed",

@@ -19,7 +19,7 @@ from ._errors import BlockUsageError
 from ._root import current_root
 from ._sources import GeneratorSource
 
-__all__ = ["Frame", "enter", "exit_", "lock", "open_frames", "refuse_inside_block"]
+__all__ = ["Frame", "enter", "exit_", "lock", "open_frames", "open_labels", "refuse_inside_block"]
 
 lock = threading.RLock()
 _open: list[Frame] = []
@@ -36,6 +36,11 @@ class Frame:
 def open_frames() -> int:
     """How many blocks are open (in the thread that holds the lock)."""
     return len(_open)
+
+
+def open_labels() -> tuple[str, ...]:
+    """The labels of the open blocks, outermost first (in the thread that holds the lock)."""
+    return tuple(frame.label for frame in _open)
 
 
 def derive_states(

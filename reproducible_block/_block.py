@@ -9,8 +9,9 @@ from typing import Any, TypeVar, cast
 import wrapt
 
 from ._activation import Frame, enter, exit_
+from ._distributed import global_rank
 from ._errors import ReproducibleBlockTypeError
-from ._keys import BlockKey, encode_key, validate_key
+from ._keys import BlockKey, encode_key, encode_per_rank, validate_key
 from ._sources import GeneratorSource, registry, select_sources
 from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
 
@@ -35,6 +36,10 @@ class ReproducibleBlock:
         sources: names of the sources to manage (for example ``("torch",)``); ``None``, the
             default, manages every source. Unnamed sources are left as they are.
         enabled: ``False`` turns the block into a no-op (handy to compare with and without).
+        per_rank: ``True`` folds the global ``torch.distributed`` rank (0 without an initialised
+            process group) into the key, read at each entry: every rank gets its own stream, for
+            dropout or augmentation that should differ per rank. The default gives every rank
+            the same stream, as model initialisation needs.
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -67,6 +72,7 @@ class ReproducibleBlock:
         *,
         sources: Iterable[str] | None = None,
         enabled: bool = True,
+        per_rank: bool = False,
     ) -> None:
         self._key = validate_key(block_seed)
         self._key_words = encode_key(self._key)
@@ -76,6 +82,11 @@ class ReproducibleBlock:
                 f"enabled must be True or False; got {type(enabled).__name__} {enabled!r}."
             )
         self._enabled = enabled
+        if not isinstance(per_rank, bool):
+            raise ReproducibleBlockTypeError(
+                f"per_rank must be True or False; got {type(per_rank).__name__} {per_rank!r}."
+            )
+        self._per_rank = per_rank
         self._frames: list[Frame] = []
         self._label = repr(self)
 
@@ -89,17 +100,29 @@ class ReproducibleBlock:
         """Whether the block switches streams (``False``: a no-op)."""
         return self._enabled
 
+    @property
+    def per_rank(self) -> bool:
+        """Whether the global rank is folded into the key (a stream per rank)."""
+        return self._per_rank
+
     def __repr__(self) -> str:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
+        extra += ", per_rank=True" if self._per_rank else ""
         return f"ReproducibleBlock({self._key!r}{extra})"
 
     def _sources(self) -> tuple[GeneratorSource[Any], ...]:
         return registry.select(self._source_names)
 
+    def _words(self) -> tuple[int, ...]:
+        """The encoded key to derive from, with this process's rank folded in if per_rank."""
+        if self._per_rank:
+            return encode_per_rank(self._key_words, global_rank())
+        return self._key_words
+
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
-            self._frames.append(enter(self._label, self._key_words, self._sources()))
+            self._frames.append(enter(self._label, self._words(), self._sources()))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -107,14 +130,14 @@ class ReproducibleBlock:
             exit_(self._frames.pop())
 
     def _stream(self) -> Stream:
-        return Stream(self._label, self._key_words, self._sources())
+        return Stream(self._label, self._words(), self._sources())
 
     # The wrappers take wrapt's (wrapped, instance, args, kwargs); wrapt binds methods for us.
 
     def _call(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not self._enabled:
             return wrapped(*args, **kwargs)
-        frame = enter(self._label, self._key_words, self._sources())
+        frame = enter(self._label, self._words(), self._sources())
         try:
             return wrapped(*args, **kwargs)
         finally:
