@@ -294,11 +294,17 @@ class NumpyGeneratorCodec(SourceCodec):
     def decode(self, source: GeneratorSource[Any], data: object, where: str) -> Any:
         fields = read_fields(data, where, ("state",))
         state = _from_plain(fields["state"], f"{where}['state']")
+        if not isinstance(state, dict):
+            raise invalid(f"{where}['state']", fields["state"], "a dict")
+        # Fields most NumPy bit generators have, which NumPy keeps without a range check.
+        for name, high in (("has_uint32", 1), ("uinteger", _MAX_WORD)):
+            if name in state:
+                read_int(state[name], f"{where}['state'][{name!r}]", 0, high)
         # NumPy checks the bit generator's name and fields when a state is set: on a scratch one.
         scratch = type(source.generator.bit_generator)()  # type: ignore[attr-defined]
         try:
             scratch.state = state
-        except (TypeError, ValueError, KeyError) as error:
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise invalid(
                 f"{where}['state']", fields["state"],
                 f"a state of {type(scratch).__name__}, the bit generator of {source.name!r} "
