@@ -17,10 +17,11 @@ The recipe:
   it inside the block, where it was saved.
 * Data order: the order of an epoch is a function of (seed, epoch) only, so a resume in the
   middle of an epoch re-creates the epoch's order and skips the batches already trained on.
-  With ``DistributedSampler`` that is ``set_epoch(epoch)``; with ``shuffle=True`` the loader gets
-  its own generator, set at each epoch from the block ``("data-order", epoch)``. (A loader
-  without ``generator=`` draws its order from torch's global generator when the epoch starts:
-  then ``get_rng_state`` restores the order of the next epoch, not of the current one.)
+  ``iter(loader)`` draws from the loader's generator (the order with ``shuffle=True``, and a base
+  seed for workers even with a sampler); without ``generator=`` it would draw from torch's
+  global generator, which the checkpoint holds as it is after the epoch's draw. So the loader
+  has its own generator, set at each epoch from the block ``("data-order", epoch)``; with
+  ``DistributedSampler``, ``set_epoch(epoch)`` gives every rank the same permutation.
 """
 
 from __future__ import annotations

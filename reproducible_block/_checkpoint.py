@@ -80,11 +80,12 @@ def get_rng_state() -> list[dict[str, Any]]:
 
     One entry per process: just one outside ``torch.distributed``; with an initialised process
     group, every rank's entry, gathered with ``all_gather_object`` (a collective: call it on every
-    rank, and save the list from one of them). An entry holds Python ``random``, NumPy's global
-    generator, torch's CPU generator, every CUDA device, the generators registered with
-    :func:`register_generator` (by name), the root seed with the states :func:`set_seed` left
-    (so blocks derive the same after a load), and a format version. It holds only tensors, int,
-    float, str, None, lists and dicts: ``torch.load(path, weights_only=True)`` reads it.
+    rank, and save the list from one of them; with NCCL, ``torch.cuda.set_device`` first). An
+    entry holds Python ``random``, NumPy's global generator, torch's CPU generator, every CUDA
+    device, the generators registered with :func:`register_generator` (by name), the root seed
+    with the states :func:`set_seed` left (so blocks derive the same after a load), and a format
+    version. It holds only tensors, int, float, str, None, lists and dicts:
+    ``torch.load(path, weights_only=True)`` reads it.
 
     Inside a block it captures the block's streams; load them at the same place (see
     :func:`load_rng_state`).
@@ -117,7 +118,7 @@ def _check_header(entry: object, index: int, count: int) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise invalid(where, entry, "a dict, one entry of what get_rng_state() returned")
     version = entry.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ReproducibleBlockValueError(
             f"{where}['format_version'] is {describe(version)}; this reproducible_block reads "
             f"format_version {FORMAT_VERSION}. A newer version wrote it: upgrade "

@@ -119,6 +119,8 @@ CORRUPTIONS: list[tuple[str, Callable[[list[Entry]], object], type[Exception], s
      r"states\[0\] is str"),
     ("an unknown format version", edited(_set(("format_version",), 2)),
      ReproducibleBlockValueError, "reads format_version 1"),
+    ("a format version that is a bool", edited(_set(("format_version",), True)),
+     ReproducibleBlockValueError, "reads format_version 1"),
     ("no format version", edited(_delete("format_version")), ReproducibleBlockValueError,
      "format_version"),
     ("a truncated entry", edited(_delete("root")), ReproducibleBlockValueError, "keys"),
