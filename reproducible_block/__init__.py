@@ -7,6 +7,7 @@ every generator is in a state derived only from (root seed, key).
 from importlib.metadata import PackageNotFoundError, version
 
 from ._block import ReproducibleBlock
+from ._checkpoint import get_rng_state, load_rng_state
 from ._diagnostics import ConsumptionReport, assert_deterministic, track_consumption
 from ._errors import (
     BlockUsageError,
@@ -56,6 +57,8 @@ __all__ = [
     "environment_report",
     "format_environment_report",
     "get_random_seed",
+    "get_rng_state",
+    "load_rng_state",
     "register_generator",
     "registered_generators",
     "seed_worker",

@@ -24,6 +24,7 @@ from ._sources import GeneratorSource, registry
 
 __all__ = [
     "Frame",
+    "_install_all",
     "cached_states",
     "clear_cache",
     "derive_states",
@@ -31,6 +32,7 @@ __all__ = [
     "exit_",
     "lock",
     "open_frames",
+    "open_labels",
     "refuse_inside_block",
 ]
 
@@ -55,6 +57,11 @@ class Frame:
 def open_frames() -> int:
     """How many blocks are open (in the thread that holds the lock)."""
     return len(_open)
+
+
+def open_labels() -> tuple[str, ...]:
+    """The labels of the open blocks, outermost first (in the thread that holds the lock)."""
+    return tuple(repr(frame.owner) for frame in _open)
 
 
 # Derived states are pure functions of (root seed, key, sources), so a block entered again with
@@ -107,6 +114,30 @@ def _restore_all(sources: Sequence[GeneratorSource[Any]], saved: Sequence[Any]) 
         raise error
 
 
+def _install_all(
+    sources: Sequence[GeneratorSource[Any]],
+    states: Sequence[Any],
+    saved: Sequence[Any],
+    *,
+    saved_form: bool = False,
+) -> None:
+    """Install every state, or none: on failure the sources already switched get ``saved`` back.
+
+    ``states`` are derived or captured states (``install``), or with ``saved_form`` states from
+    ``save`` (``restore``); ``saved`` are the current states as ``save`` or ``capture`` gave them.
+    """
+    index = 0
+    try:
+        for index, source in enumerate(sources):
+            if saved_form:
+                source.restore(states[index])
+            else:
+                source.install(states[index])
+    except BaseException:
+        _restore_all(sources[: index + 1], saved[: index + 1])
+        raise
+
+
 def enter(
     owner: object,
     key_words: tuple[int, ...],
@@ -123,17 +154,7 @@ def enter(
     try:
         states = derive_states(key_words, sources, names) if resume is None else resume
         saved = [source.save() for source in sources]
-        index = 0
-        try:
-            if resume is None:
-                for index, source in enumerate(sources):
-                    source.install(states[index])
-            else:
-                for index, source in enumerate(sources):
-                    source.restore(states[index])
-        except BaseException:
-            _restore_all(sources[: index + 1], saved[: index + 1])
-            raise
+        _install_all(sources, states, saved, saved_form=resume is not None)
         frame = Frame(owner, sources, saved)
         if not _open:
             global _owner

@@ -12,8 +12,9 @@ import wrapt
 
 from ._activation import Frame, enter, exit_
 from ._derive import block_sequence, loader_sequence, seed_words, torch_cpu_state, words_to_int
+from ._distributed import global_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._keys import BlockKey, validate_and_encode
+from ._keys import BlockKey, encode_per_rank, validate_and_encode
 from ._root import current_root
 from ._sources import GeneratorSource, registry, select_sources
 from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
@@ -39,6 +40,10 @@ class ReproducibleBlock:
         sources: names of the sources to manage (for example ``("torch",)``); ``None``, the
             default, manages every source. Unnamed sources are left as they are.
         enabled: ``False`` turns the block into a no-op (handy to compare with and without).
+        per_rank: ``True`` folds the global ``torch.distributed`` rank (0 without an initialised
+            process group) into the key, read at each entry: every rank gets its own stream, for
+            dropout or augmentation that should differ per rank. The default gives every rank
+            the same stream, as model initialisation needs.
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -71,6 +76,7 @@ class ReproducibleBlock:
         *,
         sources: Iterable[str] | None = None,
         enabled: bool = True,
+        per_rank: bool = False,
     ) -> None:
         self._key, self._key_words = validate_and_encode(block_seed)
         self._source_names = select_sources(sources)
@@ -79,6 +85,11 @@ class ReproducibleBlock:
                 f"enabled must be True or False; got {type(enabled).__name__} {enabled!r}."
             )
         self._enabled = enabled
+        if not isinstance(per_rank, bool):
+            raise ReproducibleBlockTypeError(
+                f"per_rank must be True or False; got {type(per_rank).__name__} {per_rank!r}."
+            )
+        self._per_rank = per_rank
         self._frames: list[Frame] = []
         self._resolved: tuple[int, tuple[GeneratorSource[Any], ...], tuple[str, ...]] | None = None
 
@@ -92,14 +103,20 @@ class ReproducibleBlock:
         """Whether the block switches streams (``False``: a no-op)."""
         return self._enabled
 
+    @property
+    def per_rank(self) -> bool:
+        """Whether the global rank is folded into the key (a stream per rank)."""
+        return self._per_rank
+
     def __repr__(self) -> str:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
+        extra += ", per_rank=True" if self._per_rank else ""
         return f"ReproducibleBlock({self._key!r}{extra})"
 
     def _loader_sequence(self, kind: str) -> np.random.SeedSequence:
         root = current_root(f"{self!r}.{kind}_generator()")
-        return loader_sequence(block_sequence(root.seed, self._key_words), kind)
+        return loader_sequence(block_sequence(root.seed, self._words()), kind)
 
     def torch_generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
@@ -178,7 +195,14 @@ class ReproducibleBlock:
         if resolved is None or resolved[0] != registry.version:
             self._sources()
             resolved = self._resolved
-        return enter(self, self._key_words, resolved[1], resolved[2])  # type: ignore[index]
+        words = self._key_words if not self._per_rank else self._words()
+        return enter(self, words, resolved[1], resolved[2])  # type: ignore[index]
+
+    def _words(self) -> tuple[int, ...]:
+        """The encoded key to derive from, with this process's rank folded in if per_rank."""
+        if self._per_rank:
+            return encode_per_rank(self._key_words, global_rank())
+        return self._key_words
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
@@ -190,7 +214,7 @@ class ReproducibleBlock:
             exit_(self._frames.pop())
 
     def _stream(self) -> Stream:
-        return Stream(self, self._key_words, *self._sources())
+        return Stream(self, self._words(), *self._sources())
 
     # The wrappers take wrapt's (wrapped, instance, args, kwargs); wrapt binds methods for us.
 

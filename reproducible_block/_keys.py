@@ -13,7 +13,7 @@ import numpy as np
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 
 __all__ = ["MAX_KEY_INT", "MAX_KEY_STR_LENGTH", "MAX_KEY_TUPLE_LENGTH", "BlockKey", "encode_key",
-           "encode_name", "validate_and_encode", "validate_key"]
+           "encode_name", "encode_per_rank", "validate_and_encode", "validate_key"]
 
 KeyPart = int | str
 BlockKey = int | str | tuple[KeyPart, ...]
@@ -25,6 +25,7 @@ MAX_KEY_TUPLE_LENGTH = 32
 _TAG_INT = 1
 _TAG_STR = 2
 _TAG_TUPLE = 3
+_TAG_RANK = 4
 _WORD = 0xFFFFFFFF
 _ALLOWED = (
     "a non-negative int (at most 2**64 - 1), a str (at most 4096 characters), "
@@ -161,4 +162,20 @@ def encode_name(name: str) -> tuple[int, ...]:
     """Encode a source name the same injective way (used to give each source its own stream)."""
     out: list[int] = []
     _encode_part(name, out)
+    return tuple(out)
+
+
+def encode_per_rank(key_words: tuple[int, ...], rank: int) -> tuple[int, ...]:
+    """Fold a global rank into an encoded key: distinct from every plain key and every other rank.
+
+    No plain key's words start with the rank tag, and the rank is length-prefixed, so the result
+    stays injective in (key, rank).
+
+    >>> words = encode_key("dropout")
+    >>> len({words, encode_per_rank(words, 0), encode_per_rank(words, 1)})
+    3
+    """
+    out: list[int] = [_TAG_RANK]
+    _encode_part(rank, out)
+    out.extend(key_words)
     return tuple(out)

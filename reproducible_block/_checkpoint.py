@@ -1,0 +1,311 @@
+"""``get_rng_state`` and ``load_rng_state``: every managed stream, saved and resumed bit-exactly.
+
+One entry per global rank, each a dict of plain values (see ``_state_codec`` for each source's
+format) that ``torch.save`` writes and ``torch.load(..., weights_only=True)`` reads::
+
+    {"format_version": 1, "rank": int, "world_size": int,
+     "open_blocks": [labels of the blocks open at capture, outermost first],
+     "sources": {name: {"kind": str, "state": ...}, ...},     # every managed source
+     "root": None or {"seed": int, "snapshot": {name: state}}}
+
+The root is stored with its snapshot (the states ``set_seed`` left), not recomputed on load:
+seeding scratch generators again would not reproduce a snapshot taken before CUDA initialised,
+or a registered generator's. So after a load, blocks and the compat ``Reproducible_Block``
+derive exactly what they derived before the save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _activation
+from ._activation import _install_all, open_labels
+from ._derive import seed_words, source_sequence
+from ._distributed import all_gather_objects, global_rank, is_distributed, world_size
+from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._root import Root, peek_root, replace_root
+from ._seeding import MAX_SEED
+from ._sources import GeneratorSource, registry
+from ._state_codec import codec_for, describe, invalid, read_fields, read_int
+
+__all__ = ["FORMAT_VERSION", "get_rng_state", "load_rng_state"]
+
+#: The version of the entries :func:`get_rng_state` writes; :func:`load_rng_state` reads it.
+FORMAT_VERSION = 1
+_ENTRY_KEYS = ("format_version", "rank", "world_size", "open_blocks", "sources", "root")
+# The SeedSequence domain of states derived for ranks a checkpoint does not have.
+_NEW_RANK_DOMAIN = 0x2A4E
+_MAX_RANKS = 2**31 - 1
+
+WorldSizePolicy = Literal["error", "derive"]
+
+
+def _encode_root(root: Root | None, sources: Sequence[GeneratorSource[Any]]) -> Any:
+    if root is None:
+        return None
+    # A generator unregistered since set_seed has no source left to read its snapshot back.
+    return {
+        "seed": root.seed,
+        "snapshot": {
+            source.name: codec_for(source).encode(source, root.snapshot[source.name])
+            for source in sources
+            if source.name in root.snapshot
+        },
+    }
+
+
+def _capture_entry() -> dict[str, Any]:
+    sources = registry.active()
+    return {
+        "format_version": FORMAT_VERSION,
+        "rank": global_rank(),
+        "world_size": world_size(),
+        "open_blocks": list(open_labels()),
+        "sources": {
+            source.name: {
+                "kind": codec_for(source).kind,
+                "state": codec_for(source).encode(source, source.capture()),
+            }
+            for source in sources
+        },
+        "root": _encode_root(peek_root(), sources),
+    }
+
+
+def get_rng_state() -> list[dict[str, Any]]:
+    """Every managed generator's state and the root, as a list indexed by global rank.
+
+    One entry per process: just one outside ``torch.distributed``; with an initialised process
+    group, every rank's entry, gathered with ``all_gather_object`` (a collective: call it on every
+    rank, and save the list from one of them; with NCCL, ``torch.cuda.set_device`` first). An
+    entry holds Python ``random``, NumPy's global generator, torch's CPU generator, every CUDA
+    device, the generators registered with :func:`register_generator` (by name), the root seed
+    with the states :func:`set_seed` left (so blocks derive the same after a load), and a format
+    version. It holds only tensors, int, float, str, None, lists and dicts:
+    ``torch.load(path, weights_only=True)`` reads it.
+
+    Inside a block it captures the block's streams; load them at the same place (see
+    :func:`load_rng_state`).
+
+    >>> import torch
+    >>> from reproducible_block import get_rng_state, load_rng_state, set_seed
+    >>> _ = set_seed(0)
+    >>> states = get_rng_state()
+    >>> first = torch.rand(3)
+    >>> load_rng_state(states)
+    >>> torch.equal(first, torch.rand(3))
+    True
+    """
+    with _activation.lock:
+        entry = _capture_entry()
+    return all_gather_objects(entry)
+
+
+@dataclass
+class _Plan:
+    """What a load installs: checked states for every managed source, the root, the place."""
+
+    states: list[tuple[GeneratorSource[Any], Any]]
+    root: Root | None
+    open_blocks: tuple[str, ...]
+
+
+def _check_header(entry: object, index: int, count: int) -> dict[str, Any]:
+    where = f"states[{index}]"
+    if not isinstance(entry, dict):
+        raise invalid(where, entry, "a dict, one entry of what get_rng_state() returned")
+    version = entry.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ReproducibleBlockValueError(
+            f"{where}['format_version'] is {describe(version)}; this reproducible_block reads "
+            f"format_version {FORMAT_VERSION}. A newer version wrote it: upgrade "
+            "reproducible_block to load it, or the checkpoint is not from get_rng_state()."
+        )
+    read_fields(entry, where, _ENTRY_KEYS)
+    read_int(entry["rank"], f"{where}['rank']", index, index)
+    read_int(entry["world_size"], f"{where}['world_size']", count, count)
+    return entry
+
+
+def _decode_root(data: object, where: str, sources: dict[str, GeneratorSource[Any]]) -> Root | None:
+    if data is None:
+        return None
+    fields = read_fields(data, where, ("seed", "snapshot"))
+    seed = read_int(fields["seed"], f"{where}['seed']", 0, MAX_SEED)
+    snapshot = fields["snapshot"]
+    if not isinstance(snapshot, dict) or not set(snapshot) <= set(sources):
+        raise invalid(
+            f"{where}['snapshot']", snapshot, f"a dict keyed by managed sources {sorted(sources)}"
+        )
+    return Root(
+        seed,
+        {
+            name: codec_for(source).decode(source, snapshot[name], f"{where}['snapshot'][{name!r}]")
+            for name, source in sources.items()
+            if name in snapshot
+        },
+    )
+
+
+def _decode_entry(entry: dict[str, Any], where: str) -> _Plan:
+    """Check and decode one entry against the sources managed in this process."""
+    labels = entry["open_blocks"]
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise invalid(f"{where}['open_blocks']", labels, "a list of block labels (str)")
+    sources = {source.name: source for source in registry.active()}
+    saved = entry["sources"]
+    if not isinstance(saved, dict):
+        raise invalid(f"{where}['sources']", saved, "a dict of source states by name")
+    if set(saved) != set(sources):
+        missing, extra = sorted(set(sources) - set(saved)), sorted(set(saved) - set(sources))
+        raise ReproducibleBlockValueError(
+            f"{where} holds the sources {sorted(saved)} and this process manages "
+            f"{sorted(sources)} (missing from the states: {missing}; not managed here: {extra}). "
+            "Register the same generators, by name, with register_generator() before loading, "
+            "and resume on the same kind of devices."
+        )
+    states = []
+    for name, source in sources.items():
+        item_where = f"{where}['sources'][{name!r}]"
+        item = read_fields(saved[name], item_where, ("kind", "state"))
+        codec = codec_for(source)
+        if item["kind"] != codec.kind:
+            raise invalid(
+                f"{item_where}['kind']", item["kind"],
+                f"{codec.kind!r}: {name!r} is a {type(source).__name__} in this process",
+            )
+        states.append((source, codec.decode(source, item["state"], f"{item_where}['state']")))
+    return _Plan(states, _decode_root(entry["root"], f"{where}['root']", sources), tuple(labels))
+
+
+def _derive_for_new_rank(plan: _Plan, rank: int) -> _Plan:
+    """Fresh states for a rank the checkpoint has no entry for: from (saved root seed, rank)."""
+    if plan.root is None:
+        raise ReproducibleBlockValueError(
+            "on_world_size_change='derive' derives the states of new ranks from the saved root "
+            "seed, and states[0] holds none (set_seed() was not called before get_rng_state()). "
+            "Resume on the saved number of ranks."
+        )
+    sequence = np.random.SeedSequence(plan.root.seed, spawn_key=(_NEW_RANK_DOMAIN, rank))
+    states = [
+        (source, source.derive(seed_words(source_sequence(sequence, source.name))))
+        for source, _ in plan.states
+    ]
+    return _Plan(states, plan.root, plan.open_blocks)
+
+
+def _check_place(saved: tuple[str, ...]) -> None:
+    """Refuse a load in another place than the save: the block stack must be the same."""
+    here = open_labels()
+    if here == saved:
+        return
+    if not saved:
+        raise BlockUsageError(
+            f"load_rng_state() was called inside an open block ({here[-1]}), and the states were "
+            "saved outside every block; the block would undo the load on exit. Call it outside "
+            "every block, where get_rng_state() was called."
+        )
+    raise BlockUsageError(
+        f"the states were saved inside the blocks {list(saved)} and load_rng_state() was called "
+        f"inside {list(here) or 'no block'}. Load them where they were saved: for a decorated "
+        "training function, inside it, before the first draw of the resumed steps."
+    )
+
+
+def _plan(states: object, on_world_size_change: object) -> _Plan:
+    """Check everything a load needs, changing nothing."""
+    if on_world_size_change not in ("error", "derive"):
+        raise ReproducibleBlockValueError(
+            f"on_world_size_change={on_world_size_change!r} is not allowed; pass 'error' (the "
+            "default) or 'derive'."
+        )
+    if not isinstance(states, (list, tuple)) or not states:
+        raise ReproducibleBlockTypeError(
+            f"load_rng_state() takes the list get_rng_state() returned (one dict per rank); got "
+            f"{describe(states)}. Save and load that list whole."
+        )
+    if len(states) > _MAX_RANKS:  # pragma: no cover - a list that long does not fit in memory
+        raise invalid("states", states, f"at most {_MAX_RANKS} entries")
+    entries = [_check_header(entry, index, len(states)) for index, entry in enumerate(states)]
+    rank, size = global_rank(), world_size()
+    if len(entries) != size and on_world_size_change == "error":
+        raise ReproducibleBlockValueError(
+            f"the states were saved by {len(entries)} rank(s) and this run has {size}. Resume on "
+            f"{len(entries)} rank(s), or pass on_world_size_change='derive': ranks below "
+            f"{min(len(entries), size)} then restore their own states, and new ranks get states "
+            "derived from the saved root seed and their rank."
+        )
+    if rank < len(entries):
+        plan = _decode_entry(entries[rank], f"states[{rank}]")
+    else:
+        plan = _derive_for_new_rank(_decode_entry(entries[0], "states[0]"), rank)
+    _check_place(plan.open_blocks)
+    return plan
+
+
+def _tell_peers(failure: Exception | None) -> None:
+    """Share whether this rank refused; raise if another did (a collective under distributed)."""
+    if not is_distributed():
+        return
+    reports = all_gather_objects(None if failure is None else str(failure))
+    if failure is not None:
+        return
+    for rank, report in enumerate(reports):
+        if report is not None:
+            raise ReproducibleBlockValueError(
+                f"load_rng_state() was refused on rank {rank}, so no rank changed its "
+                f"generators: {report}"
+            )
+
+
+def load_rng_state(
+    states: Sequence[dict[str, Any]], *, on_world_size_change: WorldSizePolicy = "error"
+) -> None:
+    """Restore what :func:`get_rng_state` saved: each rank installs its own entry.
+
+    Everything is checked before anything changes: the format version, the number of ranks,
+    each device count, the managed sources (names and kinds) and every field of every state. A
+    refused load raises and leaves every generator and the root as they were; under
+    ``torch.distributed`` it is refused on every rank if one rank refuses (it is a collective
+    there: call it on every rank).
+
+    Load where you saved. States saved outside every block load outside every block (inside one
+    it raises :class:`BlockUsageError`). States saved inside blocks, such as a training function
+    decorated with ``@ReproducibleBlock("train")``, load inside the same blocks: the resumed
+    function carries on the saved streams, and its caller gets its own back when it returns.
+
+    Args:
+        states: the list :func:`get_rng_state` returned, indexed by global rank.
+        on_world_size_change: ``"error"`` (default) refuses states saved by a different number
+            of ranks. ``"derive"`` accepts them: ranks the checkpoint has restore their own
+            entry, and each new rank gets states derived from the root seed of ``states[0]`` and
+            its rank (deterministic, and independent of every block's stream).
+
+    >>> import io, torch
+    >>> from reproducible_block import get_rng_state, load_rng_state, set_seed
+    >>> _ = set_seed(0)
+    >>> buffer = io.BytesIO()
+    >>> torch.save({"rng": get_rng_state()}, buffer)
+    >>> first = torch.rand(3)
+    >>> _ = buffer.seek(0)
+    >>> load_rng_state(torch.load(buffer, weights_only=True)["rng"])
+    >>> torch.equal(first, torch.rand(3))
+    True
+    """
+    with _activation.lock:
+        try:
+            plan = _plan(states, on_world_size_change)
+        except Exception as error:  # every rank must reach the collective, whatever went wrong
+            _tell_peers(error)
+            raise
+        _tell_peers(None)
+        for source, state in plan.states:
+            codec_for(source).before_install(state)
+        sources = [source for source, _ in plan.states]
+        saved = [source.capture() for source in sources]
+        _install_all(sources, [state for _, state in plan.states], saved)
+        replace_root(plan.root)
