@@ -73,12 +73,10 @@ _cache: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
 def derive_states(
     key_words: tuple[int, ...],
     sources: Sequence[GeneratorSource[Any]],
-    names: tuple[str, ...] | None = None,
+    names: tuple[str, ...],
 ) -> list[Any]:
     """The fresh states of a block: a pure function of (root seed, key, source names)."""
     seed = current_root().seed
-    if names is None:
-        names = tuple(source.name for source in sources)
     cache_key = (seed, key_words, names, registry.version)
     states = _cache.get(cache_key)
     if states is not None:
@@ -142,7 +140,7 @@ def enter(
     owner: object,
     key_words: tuple[int, ...],
     sources: Sequence[GeneratorSource[Any]],
-    names: tuple[str, ...] | None = None,
+    names: tuple[str, ...],
     resume: list[Any] | None = None,
 ) -> Frame:
     """Save the caller's states and install the block's: fresh ones, or those saved by ``exit_``.
@@ -202,7 +200,7 @@ def refuse_inside_block(action: str) -> Iterator[None]:
         yield
 
 
-def _after_fork_in_child() -> None:
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
     """Give a forked child a lock it can use.
 
     A lock held by another thread at fork time would never be released in the child (that thread

@@ -182,7 +182,7 @@ def _decode_entry(entry: dict[str, Any], where: str) -> _Plan:
     return _Plan(states, _decode_root(entry["root"], f"{where}['root']", sources), tuple(labels))
 
 
-def _derive_for_new_rank(plan: _Plan, rank: int) -> _Plan:
+def _derive_for_new_rank(plan: _Plan, rank: int) -> _Plan:  # pragma: no cover - spawned ranks
     """Fresh states for a rank the checkpoint has no entry for: from (saved root seed, rank)."""
     if plan.root is None:
         raise ReproducibleBlockValueError(
@@ -247,7 +247,7 @@ def _plan(states: object, on_world_size_change: object) -> _Plan:
     return plan
 
 
-def _tell_peers(failure: Exception | None) -> None:
+def _tell_peers(failure: Exception | None) -> None:  # pragma: no cover - spawned ranks
     """Share whether this rank refused; raise if another did (a collective under distributed)."""
     if not is_distributed():
         return

@@ -238,9 +238,10 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
     def derive(self, words: np.ndarray) -> torch.Tensor:
         if self.generator.device.type == "cpu":
             return torch_cpu_state(words)
-        scratch = torch.Generator(device=self.generator.device)
-        scratch.manual_seed(words_to_int(words[:2]))
-        return scratch.get_state()
+        # A registered device generator (Philox): a 64-bit seed is its whole key.
+        scratch = torch.Generator(device=self.generator.device)  # pragma: no cover - needs a GPU
+        scratch.manual_seed(words_to_int(words[:2]))  # pragma: no cover - needs a GPU
+        return scratch.get_state()  # pragma: no cover - needs a GPU
 
 
 class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
@@ -269,7 +270,7 @@ class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
 CudaState = tuple[torch.Tensor, ...] | int
 
 
-class CudaSource(GeneratorSource[CudaState]):
+class CudaSource(GeneratorSource[CudaState]):  # pragma: no cover - needs a GPU (test_cuda.py)
     """Every CUDA device's default generator, without ever initialising CUDA itself."""
 
     name = "cuda"
@@ -299,7 +300,7 @@ class CudaSource(GeneratorSource[CudaState]):
         return words_to_int(words[:2])
 
 
-class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):
+class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):  # pragma: no cover - no such device
     """The default generators of a non-CUDA accelerator that ``torch.accelerator`` reports."""
 
     def __init__(self, device_type: str) -> None:
@@ -333,7 +334,7 @@ class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):
 def _accelerator_source() -> GeneratorSource[Any] | None:
     """The source for the accelerator torch can use, if any; never initialises CUDA."""
     if torch.cuda.is_available():
-        return CudaSource()
+        return CudaSource()  # pragma: no cover - needs a GPU
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is None or not accelerator.is_available():
         return None
@@ -368,7 +369,7 @@ class SourceRegistry:
                         TorchGeneratorSource(torch.default_generator, "torch", registered=False),
                     ]
                     accelerator = _accelerator_source()
-                    if accelerator is not None:
+                    if accelerator is not None:  # pragma: no cover - needs a device
                         sources.append(accelerator)
                     self._builtin = tuple(sources)
         return self._builtin

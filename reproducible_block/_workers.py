@@ -36,6 +36,11 @@ def _check_worker_id(worker_id: object) -> None:
             f"worker_id must be the int a DataLoader passes to worker_init_fn; got "
             f"{type(worker_id).__name__} {worker_id!r}. Pass worker_init_fn=seed_worker."
         )
+    if worker_id < 0:
+        raise ReproducibleBlockValueError(
+            f"worker_id must be a non-negative int (a DataLoader numbers its workers from 0); got "
+            f"{worker_id}. Pass worker_init_fn=seed_worker and let the DataLoader call it."
+        )
 
 
 def _seed_from_environment() -> int | None:

@@ -195,3 +195,36 @@ def test_out_of_order_exit_is_reported() -> None:
     with pytest.raises(rb.BlockUsageError, match="reverse order"):
         first.__exit__(None, None, None)
     second.__exit__(None, None, None)
+
+
+def test_a_failing_restore_still_restores_the_other_sources_and_raises() -> None:
+    class FailsOnRestore(rb.GeneratorSource[int]):
+        name = "fails-on-restore"
+
+        def __init__(self) -> None:
+            self.state = 0
+
+        def capture(self) -> int:
+            return self.state
+
+        def install(self, state: int) -> None:
+            if state == 0 and self.state == 7:
+                raise OSError("device lost on restore")
+            self.state = state
+
+        def seed(self, seed: int) -> None: ...
+
+        def derive(self, words: np.ndarray) -> int:
+            return 7
+
+    from reproducible_block._sources import registry
+
+    set_seed(0)
+    registry.add(FailsOnRestore())
+    expected = draw_all()
+    set_seed(0)
+    with pytest.raises(OSError, match="on restore"), ReproducibleBlock("k"):
+        draw_all()
+    assert draw_all() == expected  # the built-in sources were restored all the same
+    with ReproducibleBlock("next", sources=("torch",)):  # and the lock was released
+        pass

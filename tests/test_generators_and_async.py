@@ -196,3 +196,53 @@ def test_with_block_held_across_await_by_two_tasks_is_reported() -> None:
 
     with pytest.raises(rb.BlockUsageError, match="reverse order"):
         asyncio.run(main())
+
+
+def test_disabled_decorators_run_generators_and_coroutines_in_the_callers_stream() -> None:
+    @ReproducibleBlock("off", enabled=False)
+    def gen() -> Iterator[float]:
+        yield torch.rand(1).item()
+
+    @ReproducibleBlock("off", enabled=False)
+    async def coro() -> float:
+        return torch.rand(1).item()
+
+    @ReproducibleBlock("off", enabled=False)
+    async def agen() -> AsyncIterator[float]:
+        yield torch.rand(1).item()
+
+    async def first_of_agen() -> float:
+        values = [value async for value in agen()]
+        return values[0]
+
+    set_seed(0)
+    expected = [torch.rand(1).item() for _ in range(3)]
+    set_seed(0)
+    assert [next(gen()), asyncio.run(coro()), asyncio.run(first_of_agen())] == expected
+
+
+def test_async_generator_closed_while_suspended_runs_its_cleanup_in_its_stream() -> None:
+    cleanup: list[float] = []
+
+    @ReproducibleBlock("closing")
+    async def agen() -> AsyncIterator[float]:
+        try:
+            while True:
+                yield torch.rand(1).item()
+        finally:
+            cleanup.append(torch.rand(1).item())
+
+    set_seed(0)
+    expected = _block_draws("closing", 2)
+    caller = torch.rand(1).item()
+    set_seed(0)
+
+    async def main() -> float:
+        generator = agen()
+        first = await generator.__anext__()
+        await generator.aclose()
+        return first
+
+    assert asyncio.run(main()) == expected[0]
+    assert cleanup == [expected[1]]
+    assert torch.rand(1).item() == caller

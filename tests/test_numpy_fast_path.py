@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reproducible_block import ReproducibleBlock, set_seed
-from reproducible_block._activation import CACHE_SIZE, cached_states
+from reproducible_block._activation import CACHE_SIZE, cached_states, clear_cache
 from reproducible_block._sources import NumpyGlobalSource, registry
 
 
@@ -122,3 +122,8 @@ def test_derived_state_cache_stays_bounded() -> None:
         with ReproducibleBlock(("sample", index)):
             pass
     assert cached_states() <= CACHE_SIZE
+    clear_cache()
+    assert cached_states() == 0
+    with ReproducibleBlock(("sample", 0)):  # recomputed on demand, the same stream
+        pass
+    assert cached_states() == 1

@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
+import numpy as np
 import torch
 
 from reproducible_block import ReproducibleBlock, set_seed
 
+THREADS, BLOCKS = 8, 100
+
+
+def _draws() -> list[object]:
+    return [torch.rand(4).tolist(), np.random.randn(3).tolist(), random.random()]
+
 
 def test_blocks_from_many_threads_each_get_their_own_stream() -> None:
     set_seed(0)
-    keys = [f"thread-{i}" for i in range(4)]
+    keys = [f"thread-{i}" for i in range(THREADS)]
     expected = {}
     for key in keys:
         with ReproducibleBlock(key):
-            expected[key] = [torch.rand(8).tolist() for _ in range(3)]
+            expected[key] = _draws()
 
-    results: dict[str, list[list[list[float]]]] = {key: [] for key in keys}
+    results: dict[str, list[list[object]]] = {key: [] for key in keys}
     errors: list[BaseException] = []
     start = threading.Barrier(len(keys))
 
     def worker(key: str) -> None:
         try:
             start.wait(timeout=30)
-            for _ in range(50):
+            for _ in range(BLOCKS):
                 with ReproducibleBlock(key):
-                    results[key].append([torch.rand(8).tolist() for _ in range(3)])
+                    results[key].append(_draws())
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -39,7 +47,7 @@ def test_blocks_from_many_threads_each_get_their_own_stream() -> None:
     assert errors == []
     wrong = sum(draws != expected[key] for key in keys for draws in results[key])
     assert wrong == 0
-    assert all(len(results[key]) == 50 for key in keys)
+    assert all(len(results[key]) == BLOCKS for key in keys)
 
 
 def test_a_thread_waits_while_another_thread_holds_a_block() -> None:
