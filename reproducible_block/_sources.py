@@ -30,6 +30,7 @@ import torch
 from ._derive import (
     MT_IMAGE_BYTES,
     checked_mt_address,
+    mt_key,
     registered_seed_sequence,
     seed_words,
     torch_cpu_state,
@@ -114,6 +115,9 @@ class PythonRandomSource(GeneratorSource[PythonState]):
 NumpyLegacyState = tuple[Any, ...]
 
 
+MT_WORDS_POSITION = (624).to_bytes(4, "little", signed=True)  # a fresh key: twist first
+
+
 @dataclass(frozen=True)
 class _NumpySaved:
     """A caller's legacy NumPy state, saved the fast way: the MT19937 image and its Gaussian."""
@@ -160,17 +164,23 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
             )
         return state
 
-    def install(self, state: NumpyLegacyState | np.ndarray) -> None:
-        if isinstance(state, np.ndarray):
-            np.random.seed(state)  # init_by_array(state): a fresh key, no Gaussian cached
-        else:
+    def install(self, state: NumpyLegacyState | bytes) -> None:
+        if not isinstance(state, bytes):
             np.random.set_state(state)
+            return
+        # A derived MT19937 image (key, position 624): no Gaussian may stay cached.
+        address = self._fast_address()
+        if address is None:
+            np.random.set_state(_NumpySaved(state, None).public())
+        else:
+            self._drop_cached_gaussian(address)
+            ctypes.memmove(address, state, MT_IMAGE_BYTES)
 
     def seed(self, seed: int) -> None:
         np.random.seed(seed)
 
-    def derive(self, words: np.ndarray) -> np.ndarray:
-        return words
+    def derive(self, words: np.ndarray) -> bytes:
+        return mt_key(words).tobytes() + MT_WORDS_POSITION
 
     def _fast_address(self) -> int | None:
         if not self.fast_path:
