@@ -191,12 +191,8 @@ class ReproducibleBlock:
         return resolved[1], resolved[2]
 
     def _enter(self) -> Frame:
-        resolved = self._resolved
-        if resolved is None or resolved[0] != registry.version:
-            self._sources()
-            resolved = self._resolved
-        words = self._key_words if not self._per_rank else self._words()
-        return enter(self, words, resolved[1], resolved[2])  # type: ignore[index]
+        sources, names = self._sources()
+        return enter(self, self._words(), sources, names)
 
     def _words(self) -> tuple[int, ...]:
         """The encoded key to derive from, with this process's rank folded in if per_rank."""
@@ -227,26 +223,16 @@ class ReproducibleBlock:
         finally:
             exit_(frame)
 
-    def _call_generator(
-        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        if not self._enabled:
-            return wrapped(*args, **kwargs)
-        return run_generator(self._stream(), wrapped(*args, **kwargs))
+    def _stepped(self, runner: Callable[[Stream, Any], Any]) -> Callable[..., Any]:
+        """A wrapper for generator, coroutine or async generator functions: ``runner`` drives
+        the object a call returns, inside a stream that lives as long as that object."""
 
-    def _call_coroutine(
-        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        if not self._enabled:
-            return wrapped(*args, **kwargs)
-        return run_coroutine(self._stream(), wrapped(*args, **kwargs))
+        def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+            if not self._enabled:
+                return wrapped(*args, **kwargs)
+            return runner(self._stream(), wrapped(*args, **kwargs))
 
-    def _call_async_generator(
-        self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
-    ) -> Any:
-        if not self._enabled:
-            return wrapped(*args, **kwargs)
-        return run_async_generator(self._stream(), wrapped(*args, **kwargs))
+        return call
 
     def __call__(self, wrapped: F) -> F:
         """Decorate ``wrapped`` so that every call runs in this block (see the class doc)."""
@@ -256,12 +242,13 @@ class ReproducibleBlock:
                 f"@ReproducibleBlock(...) decorates functions, methods and classes; got "
                 f"{type(wrapped).__name__} {wrapped!r}."
             )
+        wrapper: Callable[..., Any]
         if inspect.isasyncgenfunction(function):
-            wrapper = self._call_async_generator
+            wrapper = self._stepped(run_async_generator)
         elif inspect.iscoroutinefunction(function):
-            wrapper = self._call_coroutine
+            wrapper = self._stepped(run_coroutine)
         elif inspect.isgeneratorfunction(function):
-            wrapper = self._call_generator
+            wrapper = self._stepped(run_generator)
         else:
             wrapper = self._call
         return cast(F, wrapt.FunctionWrapper(wrapped, wrapper))
