@@ -62,6 +62,17 @@ def get_random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
+def seed_all_sources(seed: int) -> Root:
+    """Seed every managed source with ``seed`` (the recipe) and return the root it gives.
+
+    The caller holds the block lock and decides what to do with the root (and the states).
+    """
+    sources = registry.active()
+    for source in sources:
+        source.seed(seed)
+    return Root(seed, {source.name: source.capture() for source in sources})
+
+
 def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     """Seed every managed generator and snapshot the root that blocks derive from.
 
@@ -100,10 +111,7 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     else:
         value = validate_seed(seed)
     with refuse_inside_block("set_seed()"):
-        sources = registry.active()
-        for source in sources:
-            source.seed(value)
-        replace_root(Root(value, {source.name: source.capture() for source in sources}))
+        replace_root(seed_all_sources(value))
         if deterministic:
             configure_deterministic_mode()
         os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
 
 import numpy as np
 import torch
 
 from . import _activation
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import Root, current_root, peek_root, replace_root
-from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
-from ._sources import GeneratorSource, registry
+from ._root import current_root, peek_root, replace_root
+from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_all_sources, validate_seed
+from ._sources import registry
 
 __all__ = ["WorkerInit", "seed_worker"]
 
@@ -65,17 +64,12 @@ def _install_root(seed: int) -> None:
         return
     with _activation.lock:
         sources = registry.active()
-        saved: list[tuple[GeneratorSource[Any], Any]] = [
-            (source, source.capture()) for source in sources
-        ]
+        saved = [source.capture() for source in sources]
         try:
-            for source in sources:
-                source.seed(seed)
-            snapshot = {source.name: source.capture() for source in sources}
+            root = seed_all_sources(seed)
         finally:
-            for source, state in saved:
-                source.install(state)
-        replace_root(Root(seed, snapshot))
+            _activation._restore_all(sources, saved)
+        replace_root(root)
 
 
 def _seed_globals_per_worker() -> None:
