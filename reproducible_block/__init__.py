@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._block import ReproducibleBlock
 from ._checkpoint import get_rng_state, load_rng_state
+from ._derivation import DERIVATION_VERSION
 from ._diagnostics import ConsumptionReport, assert_deterministic, track_consumption
 from ._errors import (
     BlockUsageError,
@@ -36,6 +37,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "DERIVATION_VERSION",
     "MAX_SEED",
     "SEED_ENVIRONMENT_VARIABLE",
     "BlockKey",

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._derive import source_seed_words
+from ._derivation import block_bits, block_message, named_bits, slot
 from ._errors import BlockUsageError
 from ._root import current_root
 from ._sources import GeneratorSource, registry
@@ -70,20 +70,38 @@ CACHE_SIZE = 256
 _cache: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
 
 
+def source_bits(message: bytes, sources: Sequence[GeneratorSource[Any]]) -> list[bytes]:
+    """The 128 bits of each source in the block of ``message``: built-ins by slot, others by
+    name."""
+    pooled: bytes | None = None
+    bits = []
+    for source in sources:
+        if source.slot is None:
+            bits.append(named_bits(message, source.name))
+        else:
+            if pooled is None:
+                pooled = block_bits(message)
+            bits.append(slot(pooled, source.slot))
+    return bits
+
+
 def derive_states(
-    key_words: tuple[int, ...],
+    message_tail: bytes,
     sources: Sequence[GeneratorSource[Any]],
     names: tuple[str, ...],
 ) -> list[Any]:
-    """The fresh states of a block: a pure function of (root seed, key, source names)."""
+    """The fresh states of a block: a pure function of (root seed, folds and key, sources)."""
     seed = current_root().seed
-    cache_key = (seed, key_words, names, registry.version)
+    cache_key = (seed, message_tail, names, registry.version)
     states = _cache.get(cache_key)
     if states is not None:
         _cache.move_to_end(cache_key)
         return states
-    words = source_seed_words(seed, key_words, names)
-    states = [source.derive(seed) for source, seed in zip(sources, words, strict=True)]
+    message = block_message(seed, message_tail)
+    states = [
+        source.derive(bits)
+        for source, bits in zip(sources, source_bits(message, sources), strict=True)
+    ]
     _cache[cache_key] = states
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
@@ -138,7 +156,7 @@ def _install_all(
 
 def enter(
     owner: object,
-    key_words: tuple[int, ...],
+    key_words: bytes,
     sources: Sequence[GeneratorSource[Any]],
     names: tuple[str, ...],
     resume: list[Any] | None = None,

@@ -9,19 +9,51 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import torch
 import wrapt
+from torch.utils.data import get_worker_info
 
 from ._activation import Frame, enter, exit_
-from ._derive import block_sequence, loader_sequence, seed_words, torch_cpu_state, words_to_int
-from ._distributed import global_rank
+from ._derivation import (
+    block_message,
+    encode_key,
+    fold_rank,
+    fold_worker,
+    loader_bits,
+    philox_seed,
+    seed_sequence,
+)
+from ._distributed import process_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._keys import BlockKey, encode_per_rank, validate_and_encode
+from ._keys import BlockKey, validate_key
 from ._root import current_root
-from ._sources import GeneratorSource, registry, select_sources
+from ._sources import GeneratorSource, registry, select_sources, torch_cpu_state
 from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
 
 __all__ = ["ReproducibleBlock"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_plain_keys: dict[object, tuple[BlockKey, bytes]] = {}
+_PLAIN_KEYS_SIZE = 1024
+
+
+def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
+    """``validate_key`` then ``encode_key``, remembered for plain str and int keys.
+
+    Only keys of exact type ``str`` or ``int`` are remembered (``True == 1``, so a bool must never
+    hit the entry of ``1``); the memory is bounded.
+    """
+    kind = type(key)
+    if kind is str or kind is int:
+        found = _plain_keys.get((kind, key))
+        if found is not None:
+            return found
+    checked = validate_key(key)
+    result = (checked, encode_key(checked))
+    if kind is str or kind is int:
+        if len(_plain_keys) >= _PLAIN_KEYS_SIZE:
+            _plain_keys.clear()
+        _plain_keys[(kind, key)] = result
+    return result
 
 
 class ReproducibleBlock:
@@ -44,6 +76,9 @@ class ReproducibleBlock:
             process group) into the key, read at each entry: every rank gets its own stream, for
             dropout or augmentation that should differ per rank. The default gives every rank
             the same stream, as model initialisation needs.
+        per_worker: ``True`` folds the DataLoader worker id (0 in the main process) into the
+            key, read at each entry: every worker gets its own stream, for an
+            ``IterableDataset`` whose ``__iter__`` runs once per worker.
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -77,6 +112,7 @@ class ReproducibleBlock:
         sources: Iterable[str] | None = None,
         enabled: bool = True,
         per_rank: bool = False,
+        per_worker: bool = False,
     ) -> None:
         self._key, self._key_words = validate_and_encode(block_seed)
         self._source_names = select_sources(sources)
@@ -90,6 +126,12 @@ class ReproducibleBlock:
                 f"per_rank must be True or False; got {type(per_rank).__name__} {per_rank!r}."
             )
         self._per_rank = per_rank
+        if not isinstance(per_worker, bool):
+            raise ReproducibleBlockTypeError(
+                f"per_worker must be True or False; got {type(per_worker).__name__} "
+                f"{per_worker!r}."
+            )
+        self._per_worker = per_worker
         self._frames: list[Frame] = []
         self._resolved: tuple[int, tuple[GeneratorSource[Any], ...], tuple[str, ...]] | None = None
 
@@ -108,15 +150,21 @@ class ReproducibleBlock:
         """Whether the global rank is folded into the key (a stream per rank)."""
         return self._per_rank
 
+    @property
+    def per_worker(self) -> bool:
+        """Whether the DataLoader worker id is folded into the key (a stream per worker)."""
+        return self._per_worker
+
     def __repr__(self) -> str:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
         extra += ", per_rank=True" if self._per_rank else ""
+        extra += ", per_worker=True" if self._per_worker else ""
         return f"ReproducibleBlock({self._key!r}{extra})"
 
-    def _loader_sequence(self, kind: str) -> np.random.SeedSequence:
+    def _loader_bits(self, kind: str) -> bytes:
         root = current_root(f"{self!r}.{kind}_generator()")
-        return loader_sequence(block_sequence(root.seed, self._words()), kind)
+        return loader_bits(block_message(root.seed, self._words()), kind)
 
     def torch_generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
@@ -151,10 +199,10 @@ class ReproducibleBlock:
                 f"device={device!r} is not a torch device; pass 'cpu' (the default, what "
                 "DataLoader samplers need) or an available device such as 'cuda:0'."
             ) from None
-        sequence = self._loader_sequence("torch")
+        bits = self._loader_bits("torch")
         if place.type == "cpu":
             generator = torch.Generator()
-            generator.set_state(torch_cpu_state(seed_words(sequence)))
+            generator.set_state(torch_cpu_state(bits))
             return generator
         try:
             generator = torch.Generator(device=place)
@@ -163,7 +211,7 @@ class ReproducibleBlock:
                 f"device={device!r} has no generator here (no such device or backend); pass "
                 "'cpu' (the default, what DataLoader samplers need) or a device this machine has."
             ) from None
-        generator.manual_seed(words_to_int(seed_words(sequence)[:2]))  # pragma: no cover
+        generator.manual_seed(philox_seed(bits))  # pragma: no cover
         return generator  # pragma: no cover
 
     def numpy_generator(self) -> np.random.Generator:
@@ -179,7 +227,7 @@ class ReproducibleBlock:
         >>> bool((order == ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)).all())
         True
         """
-        return np.random.default_rng(self._loader_sequence("numpy"))
+        return np.random.Generator(np.random.PCG64(seed_sequence(self._loader_bits("numpy"))))
 
     def _sources(self) -> tuple[tuple[GeneratorSource[Any], ...], tuple[str, ...]]:
         """The sources this block manages and their names, resolved once per registry change."""
@@ -194,11 +242,15 @@ class ReproducibleBlock:
         sources, names = self._sources()
         return enter(self, self._words(), sources, names)
 
-    def _words(self) -> tuple[int, ...]:
-        """The encoded key to derive from, with this process's rank folded in if per_rank."""
-        if self._per_rank:
-            return encode_per_rank(self._key_words, global_rank())
-        return self._key_words
+    def _words(self) -> bytes:
+        """The encoded key to derive from, with the rank and worker id folded in if asked."""
+        if not (self._per_rank or self._per_worker):
+            return self._key_words
+        folds = fold_rank(process_rank()) if self._per_rank else b""
+        if self._per_worker:
+            info = get_worker_info()
+            folds += fold_worker(0 if info is None else info.id)
+        return folds + self._key_words
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:

@@ -3,7 +3,7 @@
 One entry per global rank, each a dict of plain values (see ``_state_codec`` for each source's
 format) that ``torch.save`` writes and ``torch.load(..., weights_only=True)`` reads::
 
-    {"format_version": 1, "rank": int, "world_size": int,
+    {"format_version": 1, "derivation": DERIVATION_VERSION, "rank": int, "world_size": int,
      "open_blocks": [labels of the blocks open at capture, outermost first],
      "sources": {name: {"kind": str, "state": ...}, ...},     # every managed source
      "root": None or {"seed": int, "snapshot": {name: state}}}
@@ -20,11 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from . import _activation
 from ._activation import _install_all, open_labels
-from ._derive import seed_words, source_sequence
+from ._derivation import DERIVATION_VERSION, new_rank_bits, new_rank_named_bits, slot
 from ._distributed import all_gather_objects, global_rank, is_distributed, world_size
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import Root, peek_root, replace_root
@@ -36,9 +34,9 @@ __all__ = ["FORMAT_VERSION", "get_rng_state", "load_rng_state"]
 
 #: The version of the entries :func:`get_rng_state` writes; :func:`load_rng_state` reads it.
 FORMAT_VERSION = 1
-_ENTRY_KEYS = ("format_version", "rank", "world_size", "open_blocks", "sources", "root")
-# The SeedSequence domain of states derived for ranks a checkpoint does not have.
-_NEW_RANK_DOMAIN = 0x2A4E
+_ENTRY_KEYS = (
+    "format_version", "derivation", "rank", "world_size", "open_blocks", "sources", "root"
+)
 _MAX_RANKS = 2**31 - 1
 
 WorldSizePolicy = Literal["error", "derive"]
@@ -62,6 +60,7 @@ def _capture_entry() -> dict[str, Any]:
     sources = registry.active()
     return {
         "format_version": FORMAT_VERSION,
+        "derivation": DERIVATION_VERSION,
         "rank": global_rank(),
         "world_size": world_size(),
         "open_blocks": list(open_labels()),
@@ -124,6 +123,16 @@ def _check_header(entry: object, index: int, count: int) -> dict[str, Any]:
             f"{where}['format_version'] is {describe(version)}; this reproducible_block reads "
             f"format_version {FORMAT_VERSION}. A newer version wrote it: upgrade "
             "reproducible_block to load it, or the checkpoint is not from get_rng_state()."
+        )
+    derivation = entry.get("derivation")
+    if type(derivation) is not int or derivation != DERIVATION_VERSION:
+        raise ReproducibleBlockValueError(
+            f"{where}['derivation'] is {describe(derivation)}: the states were saved by a "
+            f"reproducible_block whose streams follow derivation version {derivation!r}, and this "
+            f"one derives version {DERIVATION_VERSION}. Blocks would derive other streams after "
+            "the load, so it is refused. Resume with the reproducible_block version that saved "
+            "the checkpoint (see the stability policy in the README), or start the streams "
+            "afresh with set_seed()."
         )
     read_fields(entry, where, _ENTRY_KEYS)
     read_int(entry["rank"], f"{where}['rank']", index, index)
@@ -190,9 +199,17 @@ def _derive_for_new_rank(plan: _Plan, rank: int) -> _Plan:  # pragma: no cover -
             "seed, and states[0] holds none (set_seed() was not called before get_rng_state()). "
             "Resume on the saved number of ranks."
         )
-    sequence = np.random.SeedSequence(plan.root.seed, spawn_key=(_NEW_RANK_DOMAIN, rank))
+    seed = plan.root.seed
+    builtin = new_rank_bits(seed, rank)
     states = [
-        (source, source.derive(seed_words(source_sequence(sequence, source.name))))
+        (
+            source,
+            source.derive(
+                new_rank_named_bits(seed, rank, source.name)
+                if source.slot is None
+                else slot(builtin, source.slot)
+            ),
+        )
         for source, _ in plan.states
     ]
     return _Plan(states, plan.root, plan.open_blocks)

@@ -7,11 +7,12 @@ collectives run (gloo on CPU; NCCL needs ``torch.cuda.set_device(local_rank)`` f
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch.distributed as dist
 
-__all__ = ["all_gather_objects", "global_rank", "is_distributed", "world_size"]
+__all__ = ["all_gather_objects", "global_rank", "is_distributed", "process_rank", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -26,6 +27,19 @@ def global_rank() -> int:
     True
     """
     return dist.get_rank() if is_distributed() else 0
+
+
+def process_rank() -> int:
+    """The global rank streams fold in: the process group's, else the launcher's ``RANK``.
+
+    DataLoader workers have no process group; with the spawn start method they do not even inherit
+    the parent's, but they inherit the environment, where ``torchrun`` and most launchers set
+    ``RANK``. Outside both, 0.
+    """
+    if is_distributed():
+        return int(dist.get_rank())
+    text = os.environ.get("RANK", "")
+    return int(text) if text.isdecimal() else 0
 
 
 def world_size() -> int:

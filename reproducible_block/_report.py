@@ -17,6 +17,7 @@ import torch
 
 from . import _activation
 from ._activation import open_frames
+from ._derivation import DERIVATION_VERSION
 from ._fingerprint import fingerprint
 from ._root import peek_root
 from ._sources import registry
@@ -61,12 +62,13 @@ def _str_hashes_fixed() -> bool:
 def environment_report() -> dict[str, Any]:
     """The versions, settings and generator states a run's results depend on, as plain data.
 
-    Sections: ``versions`` (Python, reproducible_block, torch, NumPy, the CUDA and cuDNN torch
-    was built with), ``devices``, ``deterministic`` (torch's flags, and whether Python
-    randomises ``str`` hashes), ``environment`` (the variables in :data:`REPORTED_VARIABLES`,
-    None when unset), ``root_seed`` (None before :func:`set_seed`), ``open_blocks`` and
-    ``generators``: a short fingerprint of each managed generator's current state. Every value
-    is JSON-serialisable, ready for an experiment tracker. It initialises nothing, draws nothing.
+    Sections: ``versions`` (Python, reproducible_block, its stream ``derivation`` version, torch,
+    NumPy, the CUDA and cuDNN torch was built with), ``devices``, ``deterministic`` (torch's
+    flags, and whether Python randomises ``str`` hashes), ``environment`` (the variables in
+    :data:`REPORTED_VARIABLES`, None when unset), ``root_seed`` (None before
+    :func:`set_seed`), ``open_blocks`` and ``generators``: a short fingerprint of each managed
+    generator's current state. Every value is JSON-serialisable, ready for an experiment
+    tracker. It initialises nothing, draws nothing.
 
     >>> import json
     >>> from reproducible_block import environment_report, set_seed
@@ -87,6 +89,7 @@ def environment_report() -> dict[str, Any]:
             "python": f"{platform.python_version()} ({platform.python_implementation()})",
             "platform": platform.platform(),
             "reproducible_block": _package_version(),
+            "derivation": DERIVATION_VERSION,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "cuda": torch.version.cuda,
@@ -141,6 +144,7 @@ def _rows(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
         ("Versions", [
             ("Python", f"{versions['python']} on {versions['platform']}"),
             ("reproducible_block", versions["reproducible_block"]),
+            ("stream derivation", f"version {versions['derivation']}"),
             ("torch", versions["torch"]),
             ("NumPy", versions["numpy"]),
             ("CUDA (torch built with)", cuda_built),

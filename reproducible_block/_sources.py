@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import ctypes
 import random
+import struct
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,15 +29,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from ._derive import (
-    MT_IMAGE_BYTES,
-    checked_mt_address,
-    mt_key,
-    registered_seed_sequence,
-    seed_words,
-    torch_cpu_state,
-    words_to_int,
-)
+from ._derivation import MT_WORDS, mt_words, philox_seed, registered_root_bits, seed_sequence
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 
 __all__ = [
@@ -49,11 +43,89 @@ __all__ = [
 StateT = TypeVar("StateT")
 
 
+# NumPy's MT19937 keeps its C state as 624 uint32 key words then an int position; the bit
+# generator's documented ``ctypes.state_address`` points at it. The layout is checked against the
+# public state before any use.
+MT_IMAGE_BYTES = MT_WORDS * 4 + 4
+
+
+def checked_mt_address(bit_generator: object) -> int | None:
+    """The address of an MT19937's C state if its bytes match its public state, else None."""
+    if not isinstance(bit_generator, np.random.MT19937):
+        return None
+    address = int(bit_generator.ctypes.state_address)
+    public = bit_generator.state["state"]
+    image = ctypes.string_at(address, MT_IMAGE_BYTES)
+    expected = np.asarray(public["key"], dtype=np.uint32).tobytes()
+    expected += int(public["pos"]).to_bytes(4, "little", signed=True)
+    return address if image == expected else None
+
+
+# torch's CPU generator state is a 5056-byte tensor: the initial seed (u64), ``left`` (i32),
+# ``seeded`` (i32), ``next`` (u64), then the 624 words each stored as u64, then the cached
+# normals. torch does not document the layout, so it is checked once against a generator seeded
+# the public way; if a future torch changes it, blocks fall back to ``manual_seed`` (32 bits).
+_TORCH_STATE_BYTES = 5056
+_TORCH_WORDS_OFFSET = 24
+_layout_checked: bool | None = None
+_template: np.ndarray | None = None
+
+
+def _torch_layout_ok() -> bool:
+    global _layout_checked, _template
+    if _layout_checked is None:
+        probe_seed = 0x1234_5678_9ABC
+        generator = torch.Generator()
+        generator.manual_seed(probe_seed)
+        state = generator.get_state()
+        raw = state.numpy().tobytes()
+        ok = (
+            state.numel() == _TORCH_STATE_BYTES
+            and struct.unpack_from("<QiiQ", raw, 0) == (probe_seed, 1, 1, 0)
+            and struct.unpack_from("<Q", raw, _TORCH_WORDS_OFFSET)[0] == probe_seed & 0xFFFFFFFF
+        )
+        _layout_checked = ok
+        _template = state.numpy().copy()
+        if not ok:  # pragma: no cover - only with a torch whose layout differs
+            warnings.warn(
+                "reproducible_block does not recognise this torch version's CPU generator state; "
+                "blocks seed torch's CPU generator with manual_seed, which keeps only 32 bits, so "
+                "rare keys may share a torch stream. Please report your torch version.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _layout_checked
+
+
+def torch_cpu_state(bits: bytes) -> torch.Tensor:
+    """A torch CPU generator state holding the Mersenne Twister key that ``bits`` derive.
+
+    >>> state = torch_cpu_state(bytes(16))
+    >>> generator = torch.Generator().set_state(state)  # torch accepts it as valid
+    >>> other = torch_cpu_state(bytes(15) + b"1")
+    >>> torch.equal(generator.get_state(), state), torch.equal(other, state)
+    (True, False)
+    """
+    initial_seed = philox_seed(bits)  # what torch.initial_seed() reports in the block
+    if not _torch_layout_ok() or _template is None:  # pragma: no cover - unknown layout
+        fallback = torch.Generator()
+        fallback.manual_seed(initial_seed)
+        return fallback.get_state()
+    raw = _template.copy()
+    raw[0:8].view(np.uint64)[0] = initial_seed
+    words = raw[_TORCH_WORDS_OFFSET : _TORCH_WORDS_OFFSET + 8 * MT_WORDS].view(np.uint64)
+    words[:] = mt_words(bits)
+    return torch.from_numpy(raw)
+
+
 class GeneratorSource(ABC, Generic[StateT]):
     """One random number generator that :func:`set_seed` and blocks manage."""
 
     #: The stable name used in ``sources=``, in derivation and in saved states.
     name: str
+    #: The built-in slot of derivation (``"random"``, ``"numpy"``, ``"torch"``,
+    #: ``"accelerator"``); None for registered generators, which derive from their name.
+    slot: str | None = None
 
     @abstractmethod
     def capture(self) -> StateT:
@@ -68,12 +140,11 @@ class GeneratorSource(ABC, Generic[StateT]):
         """Seed the generator for :func:`set_seed`, as the usual recipe would."""
 
     @abstractmethod
-    def derive(self, words: np.ndarray) -> Any:
+    def derive(self, bits: bytes) -> Any:
         """Return the fresh state a block installs, a pure function of 128 seed bits.
 
-        ``words`` holds four uint32 words drawn for this source from the block's
-        :class:`~numpy.random.SeedSequence`. The result may be a compact form (a seed) that only
-        ``install`` understands; it is never mutated.
+        ``bits`` holds the 16 bytes derived for this source (see ``_derivation``). The result
+        may be a compact form that only ``install`` understands; it is never mutated.
         """
 
     def save(self) -> Any:
@@ -92,24 +163,22 @@ PythonState = tuple[Any, ...]
 
 
 class PythonRandomSource(GeneratorSource[PythonState]):
-    """Python's global ``random`` module. A block's state is ``random.seed(<128-bit seed>)``."""
+    """Python's global ``random`` module. A block's state is a full derived 624-word key."""
 
     name = "random"
+    slot = "random"
 
     def capture(self) -> PythonState:
         return random.getstate()
 
-    def install(self, state: PythonState | int) -> None:
-        if isinstance(state, int):
-            random.seed(state)
-        else:
-            random.setstate(state)
+    def install(self, state: PythonState) -> None:
+        random.setstate(state)
 
     def seed(self, seed: int) -> None:
         random.seed(seed)
 
-    def derive(self, words: np.ndarray) -> int:
-        return words_to_int(words)  # random.seed(int) runs init_by_array on these words
+    def derive(self, bits: bytes) -> PythonState:
+        return (3, (*mt_words(bits).tolist(), 624), None)
 
 
 NumpyLegacyState = tuple[Any, ...]
@@ -148,6 +217,7 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
     """
 
     name = "numpy"
+    slot = "numpy"
     #: Whether blocks may save and restore through ``ctypes`` (see the class doc).
     fast_path = True
 
@@ -179,8 +249,8 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
     def seed(self, seed: int) -> None:
         np.random.seed(seed)
 
-    def derive(self, words: np.ndarray) -> bytes:
-        return mt_key(words).tobytes() + MT_WORDS_POSITION
+    def derive(self, bits: bytes) -> bytes:
+        return mt_words(bits).tobytes() + MT_WORDS_POSITION
 
     def _fast_address(self) -> int | None:
         if not self.fast_path:
@@ -241,16 +311,16 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
 
     def seed(self, seed: int) -> None:
         if self._registered:
-            self.install(self.derive(seed_words(registered_seed_sequence(seed, self.name))))
+            self.install(self.derive(registered_root_bits(seed, self.name)))
         else:
             self.generator.manual_seed(seed)
 
-    def derive(self, words: np.ndarray) -> torch.Tensor:
+    def derive(self, bits: bytes) -> torch.Tensor:
         if self.generator.device.type == "cpu":
-            return torch_cpu_state(words)
+            return torch_cpu_state(bits)
         # A registered device generator (Philox): a 64-bit seed is its whole key.
         scratch = torch.Generator(device=self.generator.device)  # pragma: no cover - needs a GPU
-        scratch.manual_seed(words_to_int(words[:2]))  # pragma: no cover - needs a GPU
+        scratch.manual_seed(philox_seed(bits))  # pragma: no cover - needs a GPU
         return scratch.get_state()  # pragma: no cover - needs a GPU
 
 
@@ -268,11 +338,10 @@ class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
         self.generator.bit_generator.state = state
 
     def seed(self, seed: int) -> None:
-        self.install(self.derive(seed_words(registered_seed_sequence(seed, self.name))))
+        self.install(self.derive(registered_root_bits(seed, self.name)))
 
-    def derive(self, words: np.ndarray) -> Mapping[str, Any]:
-        sequence = np.random.SeedSequence(words_to_int(words))
-        return type(self.generator.bit_generator)(sequence).state
+    def derive(self, bits: bytes) -> Mapping[str, Any]:
+        return type(self.generator.bit_generator)(seed_sequence(bits)).state
 
 
 # A CUDA state is either the per-device state tensors (CUDA initialised) or the seed that is
@@ -284,6 +353,7 @@ class CudaSource(GeneratorSource[CudaState]):  # pragma: no cover - needs a GPU 
     """Every CUDA device's default generator, without ever initialising CUDA itself."""
 
     name = "cuda"
+    slot = "accelerator"
 
     def __init__(self) -> None:
         self._queued_seed = 0
@@ -304,14 +374,16 @@ class CudaSource(GeneratorSource[CudaState]):  # pragma: no cover - needs a GPU 
     def seed(self, seed: int) -> None:
         self.install(seed)
 
-    def derive(self, words: np.ndarray) -> CudaState:
+    def derive(self, bits: bytes) -> CudaState:
         # One Philox seed for all devices, as torch.manual_seed does: model init on cuda:0 of
         # one rank equals model init on cuda:1 of another.
-        return words_to_int(words[:2])
+        return philox_seed(bits)
 
 
 class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):  # pragma: no cover - no such device
     """The default generators of a non-CUDA accelerator that ``torch.accelerator`` reports."""
+
+    slot = "accelerator"
 
     def __init__(self, device_type: str) -> None:
         self.name = device_type
@@ -331,14 +403,20 @@ class AcceleratorSource(GeneratorSource[list[torch.Tensor]]):  # pragma: no cove
         seed_all = getattr(self._module, "manual_seed_all", None) or self._module.manual_seed
         seed_all(seed)
 
-    def derive(self, words: np.ndarray) -> list[torch.Tensor]:
-        seed = words_to_int(words[:2])
+    def derive(self, bits: bytes) -> list[torch.Tensor]:
+        seed = philox_seed(bits)
         saved = self.capture()
         try:
             self.seed(seed)
             return self.capture()
         finally:
             self.install(saved)
+
+
+def _builtin_torch_source() -> GeneratorSource[Any]:
+    source = TorchGeneratorSource(torch.default_generator, "torch", registered=False)
+    source.slot = "torch"
+    return source
 
 
 def _accelerator_source() -> GeneratorSource[Any] | None:
@@ -376,7 +454,7 @@ class SourceRegistry:
                     sources: list[GeneratorSource[Any]] = [
                         PythonRandomSource(),
                         NumpyGlobalSource(),
-                        TorchGeneratorSource(torch.default_generator, "torch", registered=False),
+                        _builtin_torch_source(),
                     ]
                     accelerator = _accelerator_source()
                     if accelerator is not None:  # pragma: no cover - needs a device

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._derive import MT_WORDS
+from ._derivation import MT_WORDS
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._sources import (
     AcceleratorSource,

@@ -30,7 +30,7 @@ class Stream:
     def __init__(
         self,
         owner: object,
-        key_words: tuple[int, ...],
+        key_words: bytes,
         sources: Sequence[GeneratorSource[Any]],
         names: tuple[str, ...],
     ) -> None:

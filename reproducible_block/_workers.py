@@ -15,12 +15,13 @@ spawn (or forkserver) the library's module state is gone, so the root seed has t
 from __future__ import annotations
 
 import os
-import random
 
 import numpy as np
 import torch
 
 from . import _activation
+from ._derivation import slot, worker_bits
+from ._distributed import process_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import current_root, peek_root, replace_root
 from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_all_sources, validate_seed
@@ -72,11 +73,13 @@ def _install_root(seed: int) -> None:
         replace_root(root)
 
 
-def _seed_globals_per_worker() -> None:
-    """PyTorch's recipe: NumPy and Python ``random`` from this worker's torch seed."""
-    worker_seed = torch.initial_seed() % (MAX_SEED + 1)
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
+def _seed_globals_per_worker(worker_id: int, rank: int) -> None:
+    """Python ``random``, NumPy's global and torch from (the loader's base seed, worker, rank)."""
+    bits = worker_bits(torch.initial_seed() - worker_id, worker_id, rank)
+    with _activation.lock:
+        for source in registry.builtin():
+            if source.slot in ("random", "numpy", "torch"):
+                source.install(source.derive(slot(bits, source.slot)))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -111,7 +114,7 @@ def seed_worker(worker_id: int) -> None:
         seed = _seed_from_environment()
         if seed is not None:
             _install_root(seed)
-    _seed_globals_per_worker()
+    _seed_globals_per_worker(worker_id, process_rank())
 
 
 class WorkerInit:
@@ -154,4 +157,4 @@ class WorkerInit:
         """Run in each worker by the DataLoader: install the root, then seed the globals."""
         _check_worker_id(worker_id)
         _install_root(self._root_seed)
-        _seed_globals_per_worker()
+        _seed_globals_per_worker(worker_id, process_rank())

@@ -41,7 +41,8 @@ class AugmentedSamples(Dataset[Row]):
         return {
             "index": index,
             "worker": -1 if info is None else info.id,
-            "torch_seed": torch.initial_seed(),
+            # The seed the DataLoader gave this worker (base seed + worker id).
+            "torch_seed": -1 if info is None else info.seed,
             "augmentation": augmentation,
             "outside": outside,
         }

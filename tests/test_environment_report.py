@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import reproducible_block as rb
 from reproducible_block import (
     ReproducibleBlock,
     ReproducibleBlockTypeError,
@@ -55,6 +56,7 @@ def test_versions_and_settings_match_what_the_libraries_say() -> None:
     assert versions["python"].startswith(platform.python_version())
     assert (versions["torch"], versions["numpy"]) == (torch.__version__, np.__version__)
     assert versions["cuda"] == torch.version.cuda
+    assert versions["derivation"] == rb.DERIVATION_VERSION == 1
     assert report["devices"]["cuda_available"] == torch.cuda.is_available()
     assert report["devices"]["torch_cpu_threads"] == torch.get_num_threads()
     hash_seed = os.environ.get("PYTHONHASHSEED", "random")
@@ -167,8 +169,11 @@ def test_main_prints_json_or_table(capsys: pytest.CaptureFixture[str]) -> None:
     printed = json.loads(capsys.readouterr().out)
     assert printed["root_seed"] == 8
     assert printed["generators"] == environment_report()["generators"]
+    assert printed["versions"]["derivation"] == 1
     assert main([]) == 0
-    assert "Generator state fingerprints" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "Generator state fingerprints" in table
+    assert re.search(r"stream derivation +version 1\n", table)
 
 
 @pytest.mark.parametrize(("hash_seed", "fixed"), [("123", True), ("0", True)])

@@ -94,6 +94,7 @@ def test_entries_hold_only_what_weights_only_loads() -> None:
     assert not any(isinstance(leaf, np.ndarray) for leaf in leaves(states))
     (entry,) = through_file(states)
     assert entry["format_version"] == 1
+    assert entry["derivation"] == 1
     assert (entry["rank"], entry["world_size"], entry["open_blocks"]) == (0, 1, [])
     assert list(entry["sources"]) == list(registry.names())
     assert entry["root"]["seed"] == 11

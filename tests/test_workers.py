@@ -149,20 +149,22 @@ def first_sample_of_each_worker(samples: list[Row]) -> dict[int, Row]:
 
 
 def assert_worker_streams_differ(samples: list[Row]) -> None:
-    """Outside blocks, workers draw different global streams: NumPy and random per the recipe."""
+    """Outside blocks, workers draw different global streams (torch, NumPy and random)."""
     first = first_sample_of_each_worker(samples)
     seeds = [first[worker]["torch_seed"] for worker in sorted(first)]
-    # torch's worker seeds are the DataLoader's base_seed + worker_id, left as they were.
+    # The DataLoader's worker seeds are base_seed + worker_id.
     assert seeds == list(range(seeds[0], seeds[0] + len(seeds)))
-    for sample in first.values():
-        worker_seed = sample["torch_seed"] % (MAX_SEED + 1)
-        numpy_expected = np.random.RandomState(worker_seed).random_sample()
-        random_expected = random.Random(worker_seed).random()
-        assert sample["outside"][1].item() == numpy_expected
-        assert sample["outside"][2].item() == random_expected
     for column in range(3):
         values = [sample["outside"][column].item() for sample in first.values()]
         assert len(set(values)) == len(values), f"generator {column} repeats across workers"
+
+
+def outside_draws(samples: list[Row]) -> dict[int, list[float]]:
+    """Each worker's first draws outside blocks, by worker id."""
+    return {
+        worker: sample["outside"].tolist()
+        for worker, sample in first_sample_of_each_worker(samples).items()
+    }
 
 
 def test_seed_worker_gives_each_fork_worker_its_own_global_streams() -> None:
@@ -172,16 +174,36 @@ def test_seed_worker_gives_each_fork_worker_its_own_global_streams() -> None:
     assert_worker_streams_differ(samples)
 
 
-def test_without_seed_worker_numpy_is_not_seeded_from_the_worker_torch_seed() -> None:
-    # Shows that the recipe check in assert_worker_streams_differ can fail.
+def test_worker_streams_repeat_between_runs_with_a_loader_generator() -> None:
     set_seed(ROOT_SEED)
-    samples = load(2, batch_size=1, init=None)
-    first = first_sample_of_each_worker(samples)
-    assert any(
-        sample["outside"][1].item()
-        != np.random.RandomState(sample["torch_seed"] % (MAX_SEED + 1)).random_sample()
-        for sample in first.values()
-    )
+    first = outside_draws(load(2, batch_size=1, shuffle=True))
+    _ = torch.rand(100)  # other draws between the two runs do not matter
+    set_seed(ROOT_SEED)
+    assert outside_draws(load(2, batch_size=1, shuffle=True)) == first
+
+
+def test_worker_streams_differ_between_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every rank seeded alike (set_seed(s) everywhere, the same loader generator): without the
+    # rank folded in, each rank's workers would repeat the other ranks' draws outside blocks.
+    # Forked workers read the launcher's RANK when no process group is initialised here.
+    streams = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        set_seed(ROOT_SEED)
+        streams[rank] = outside_draws(load(2, batch_size=1, shuffle=True))
+    assert set(streams["0"]) == set(streams["1"]) == {0, 1}
+    for worker in (0, 1):
+        assert streams["0"][worker] != streams["1"][worker]
+
+
+def test_without_seed_worker_ranks_share_worker_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shows that the check above can fail: PyTorch's own worker seeding ignores the rank.
+    streams = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        set_seed(ROOT_SEED)
+        streams[rank] = outside_draws(load(2, batch_size=1, shuffle=True, init=None))
+    assert streams["0"] == streams["1"]
 
 
 # seed_worker and WorkerInit called in this process, standing in for a fresh spawned worker:
@@ -215,16 +237,11 @@ def test_seed_worker_rebuilds_the_parent_root_from_the_environment(
     with Reproducible_Block(block_seed=2):
         expected_compat = torch.rand(4)
 
-    worker_seed = become_fresh_worker(monkeypatch, str(ROOT_SEED))
-    torch_state = torch.get_rng_state()
+    become_fresh_worker(monkeypatch, str(ROOT_SEED))
     seed_worker(0)
     root = _root.peek_root()
     assert root is not None
     assert root.seed == ROOT_SEED
-    assert torch.equal(torch.get_rng_state(), torch_state)
-    assert torch.initial_seed() == worker_seed
-    assert np.random.rand() == np.random.RandomState(worker_seed % 2**32).random_sample()
-    assert random.random() == random.Random(worker_seed % 2**32).random()
     with ReproducibleBlock(("sample", 3)):
         drawn = (torch.rand(4), np.random.rand(4), random.random())
     assert torch.equal(drawn[0], expected[0])
@@ -243,12 +260,31 @@ def test_seed_worker_keeps_an_inherited_root(monkeypatch: pytest.MonkeyPatch) ->
     assert _root.peek_root() is root
 
 
+def worker_globals(worker_id: int) -> list[object]:
+    """What a fresh worker draws outside blocks after seed_worker(worker_id)."""
+    torch.manual_seed(2**40 + 17 + worker_id)  # base seed + worker id, as the DataLoader does
+    seed_worker(worker_id)
+    return [torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()]
+
+
+def test_seed_worker_seeds_every_global_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    become_fresh_worker(monkeypatch, None)
+    first = worker_globals(0)
+    assert worker_globals(0) == first  # the same worker seed, the same streams
+    other = worker_globals(1)
+    assert all(a != b for a, b in zip(first, other, strict=True))
+    torch.manual_seed(2**40 + 17)
+    plain = [torch.rand(2).tolist()]  # PyTorch's own worker seeding, before seed_worker
+    assert plain[0] != first[0]
+
+
 def test_seed_worker_without_a_root_leaves_blocks_unseeded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    worker_seed = become_fresh_worker(monkeypatch, None)
-    seed_worker(0)  # still seeds the globals, as the plain PyTorch recipe does
-    assert np.random.rand() == np.random.RandomState(worker_seed % 2**32).random_sample()
+    become_fresh_worker(monkeypatch, None)
+    before = np.random.get_state()[1].copy()
+    seed_worker(0)  # still seeds the globals per worker
+    assert not np.array_equal(np.random.get_state()[1], before)
     assert _root.peek_root() is None
     with pytest.raises(NotSeededError, match="seed_worker"), ReproducibleBlock("x"):
         pass
@@ -293,14 +329,11 @@ def test_worker_init_carries_the_root_it_was_made_with(monkeypatch: pytest.Monke
     assert repr(init) == f"WorkerInit(root_seed={ROOT_SEED})"
 
     set_seed(ROOT_SEED + 1)  # a later root (fork) or exported seed (spawn) must not matter
-    worker_seed = become_fresh_worker(monkeypatch, str(ROOT_SEED + 1))
-    torch_state = torch.get_rng_state()
+    become_fresh_worker(monkeypatch, str(ROOT_SEED + 1))
     init(0)
     root = _root.peek_root()
     assert root is not None
     assert root.seed == ROOT_SEED
-    assert torch.equal(torch.get_rng_state(), torch_state)
-    assert random.random() == random.Random(worker_seed % 2**32).random()
     with ReproducibleBlock(("sample", 9)):
         assert torch.equal(torch.rand(4), expected)
 

@@ -1,0 +1,308 @@
+"""Stream derivation, version 1: every rule that turns (root seed, key, source) into a state.
+
+This module owns the stream contract. Each rule and constant below decides the numbers users get,
+so none of them changes without a new :data:`DERIVATION_VERSION` (see the README's stability
+policy); ``tests/test_golden_streams.py`` pins their output.
+
+**Bits.** Every derived stream starts from 128 bits taken from one keyed BLAKE2b digest
+(``person`` = :data:`PERSON`) of a message that starts with a domain byte, so that blocks, loader
+generators, registered generators, new ranks and DataLoader workers never share an input. Every
+field has a fixed width or a length prefix, so each message is injective in its fields. Inside a
+block the message is ``BLOCK, root seed (8 bytes), folds, key``, where the folds are the rank
+(``per_rank``) and the DataLoader worker id (``per_worker``); one 64-byte digest gives the four
+built-in sources their 128 bits from fixed slots (Python ``random``, NumPy's global generator,
+torch's CPU generator, the accelerator), so a source's bits do not depend on which other sources
+a block manages. A registered generator gets a 16-byte digest of the same message followed by its
+name (domain ``BLOCK_NAMED``): every name has its own stream.
+
+**States.** The Mersenne Twister generators (Python ``random``, NumPy's legacy global, torch's
+CPU generators) get a full 624-word key from their 128 bits: a PCG64 whose 128-bit state is the
+bits and whose increment is :data:`PCG_INCREMENT` gives 312 64-bit outputs, each split into its
+low then its high 32 bits, and the first word is set to ``0x80000000`` (as NumPy does for its own
+MT19937 seeding) so the state is never all zero; the generator starts at the end of its key (it
+twists before its first output). Seeding from an int instead would collide: torch's CPU
+``manual_seed`` keeps only 32 bits. Philox generators (CUDA and other accelerators) take the low
+64 bits as their seed; a NumPy ``Generator`` takes ``SeedSequence(the 128 bits)``.
+
+Everything is little-endian and independent of ``PYTHONHASHSEED``, the platform and the byte
+order; the cost depends on the key's size (a few bytes), never on its value.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import struct
+import sys
+import threading
+
+import numpy as np
+
+from . import _memory
+from ._keys import BlockKey
+
+__all__ = [
+    "BUILTIN_SLOTS",
+    "DERIVATION_VERSION",
+    "SEED_BYTES",
+    "block_bits",
+    "block_message",
+    "encode_key",
+    "fold_rank",
+    "fold_worker",
+    "loader_bits",
+    "mt_words",
+    "named_bits",
+    "new_rank_bits",
+    "new_rank_named_bits",
+    "philox_seed",
+    "registered_root_bits",
+    "seed_sequence",
+    "slot",
+    "worker_bits",
+]
+
+#: The version of the rules below; recorded in checkpoints and reports. A change to any stream is
+#: a breaking change that bumps it.
+DERIVATION_VERSION = 1
+
+#: BLAKE2b personalisation of every derivation digest (at most 16 bytes).
+PERSON = b"reproducible_bl1"
+#: Bytes of seed material each derived stream starts from (128 bits).
+SEED_BYTES = 16
+
+# Domain bytes: the first byte of every message.
+BLOCK = 1  # a block's built-in sources: 64 bytes, four slots
+BLOCK_NAMED = 2  # a registered generator in a block
+LOADER = 3  # torch_generator() / numpy_generator()
+SEED_NAMED = 4  # what set_seed seeds a registered generator with
+NEW_RANK = 5  # a rank that a checkpoint has no entry for: built-in sources
+NEW_RANK_NAMED = 6  # the same, registered generators
+WORKER = 7  # seed_worker: a DataLoader worker's global generators
+
+# The built-in sources' slots in a 64-byte digest.
+BUILTIN_SLOTS = {"random": 0, "numpy": 1, "torch": 2, "accelerator": 3}
+
+# Key encoding: a tag byte, then a fixed-width int or a length-prefixed UTF-8 string.
+TAG_INT = 0x01
+TAG_STR = 0x02
+TAG_TUPLE = 0x03
+# Folds, written between the root seed and the key; tags no key starts with.
+TAG_RANK = 0x10
+TAG_WORKER = 0x11
+
+#: PCG64 increment of the Mersenne Twister key expansion (odd, as PCG64 requires).
+PCG_INCREMENT = 0xDA3E39CB94B95BDB
+MT_WORDS = 624
+#: The first key word of every derived Mersenne Twister state.
+MT_FIRST_WORD = 0x80000000
+
+_U64 = struct.Struct("<Q")
+_TAGGED_U64 = struct.Struct("<BQ")
+_TAGGED_U32 = struct.Struct("<BI")
+_BUILTIN_BYTES = SEED_BYTES * len(BUILTIN_SLOTS)
+_MASK64 = 2**64 - 1
+
+
+def _encode_part(part: int | str) -> bytes:
+    if type(part) is int:
+        return _TAGGED_U64.pack(TAG_INT, part)
+    data = str(part).encode("utf-8", "surrogatepass")
+    return _TAGGED_U32.pack(TAG_STR, len(data)) + data
+
+
+def encode_key(key: BlockKey) -> bytes:
+    """A validated key as bytes, injectively: ``1``, ``"1"`` and ``(1,)`` differ.
+
+    An int is a tag and 8 bytes (keys are below 2**64), so key ``10**12`` costs what key ``1``
+    costs; a str is a tag, its UTF-8 length (4 bytes) and its bytes; a tuple is a tag, its item
+    count (one byte: at most 32 items) and its items.
+
+    >>> encode_key(1) != encode_key("1") != encode_key((1,))
+    True
+    >>> len(encode_key(10**12)) == len(encode_key(1)) == 9
+    True
+    """
+    if type(key) is not tuple:
+        return _encode_part(key)  # type: ignore[arg-type]
+    encoded = bytearray((TAG_TUPLE, len(key)))
+    for part in key:
+        encoded += _encode_part(part)
+    return bytes(encoded)
+
+
+def fold_rank(rank: int) -> bytes:
+    """The fold of a rank (global, or within a process group) into a block's message."""
+    return _TAGGED_U64.pack(TAG_RANK, rank)
+
+
+def fold_worker(worker_id: int) -> bytes:
+    """The fold of a DataLoader worker id into a block's message."""
+    return _TAGGED_U64.pack(TAG_WORKER, worker_id)
+
+
+def block_message(root_seed: int, key_bytes: bytes, folds: bytes = b"") -> bytes:
+    """What a block's bits are a digest of: root seed, folds (rank, worker), encoded key."""
+    return _U64.pack(root_seed) + folds + key_bytes
+
+
+def _digest(domain: int, message: bytes, size: int) -> bytes:
+    return hashlib.blake2b(
+        bytes((domain,)) + message, digest_size=size, person=PERSON
+    ).digest()
+
+
+def _name_part(name: str) -> bytes:
+    data = name.encode("utf-8", "surrogatepass")
+    return _TAGGED_U32.pack(TAG_STR, len(data)) + data
+
+
+def block_bits(message: bytes) -> bytes:
+    """64 bytes: 16 for each built-in source's slot (see :data:`BUILTIN_SLOTS`).
+
+    >>> bits = block_bits(block_message(0, encode_key("train")))
+    >>> len(bits), bits == block_bits(block_message(1, encode_key("train")))
+    (64, False)
+    """
+    return _digest(BLOCK, message, _BUILTIN_BYTES)
+
+
+def named_bits(message: bytes, name: str) -> bytes:
+    """16 bytes for the registered generator ``name`` in the block of ``message``."""
+    return _digest(BLOCK_NAMED, message + _name_part(name), SEED_BYTES)
+
+
+def loader_bits(message: bytes, kind: str) -> bytes:
+    """16 bytes for the generator ``torch_generator()`` (kind ``"torch"``) or
+    ``numpy_generator()`` (``"numpy"``) hands out: independent of the block's own streams."""
+    return _digest(LOADER, message + _name_part(kind), SEED_BYTES)
+
+
+def registered_root_bits(root_seed: int, name: str) -> bytes:
+    """16 bytes that ``set_seed(root_seed)`` seeds the registered generator ``name`` from."""
+    return _digest(SEED_NAMED, _U64.pack(root_seed) + _name_part(name), SEED_BYTES)
+
+
+def new_rank_bits(root_seed: int, rank: int) -> bytes:
+    """64 bytes (four slots) for the built-in sources of a rank a checkpoint has no entry for."""
+    return _digest(NEW_RANK, _U64.pack(root_seed) + _U64.pack(rank), _BUILTIN_BYTES)
+
+
+def new_rank_named_bits(root_seed: int, rank: int, name: str) -> bytes:
+    """16 bytes for the registered generator ``name`` of such a rank."""
+    message = _U64.pack(root_seed) + _U64.pack(rank) + _name_part(name)
+    return _digest(NEW_RANK_NAMED, message, SEED_BYTES)
+
+
+def worker_bits(base_seed: int, worker_id: int, rank: int) -> bytes:
+    """64 bytes (four slots) that ``seed_worker`` seeds a DataLoader worker's globals from.
+
+    ``base_seed`` is the loader's base seed for the epoch (``torch.initial_seed() - worker_id`` in
+    the worker), so streams differ between workers, between ranks and between epochs, and
+    repeat between runs.
+    """
+    message = _U64.pack(base_seed & _MASK64) + _U64.pack(worker_id) + _U64.pack(rank)
+    return _digest(WORKER, message, _BUILTIN_BYTES)
+
+
+def slot(bits: bytes, source: str) -> bytes:
+    """The 16 bytes of a built-in source (``"random"``, ``"numpy"``, ``"torch"``,
+    ``"accelerator"``) in a 64-byte digest."""
+    start = SEED_BYTES * BUILTIN_SLOTS[source]
+    return bits[start : start + SEED_BYTES]
+
+
+def philox_seed(bits: bytes) -> int:
+    """The 64-bit seed of a Philox generator (CUDA, other accelerators): the low 64 bits.
+
+    It is also what ``torch.initial_seed()`` reports inside a block.
+    """
+    return int.from_bytes(bits[:8], "little")
+
+
+def seed_sequence(bits: bytes) -> np.random.SeedSequence:
+    """The ``SeedSequence`` a NumPy ``Generator`` is built from: all 128 bits."""
+    return np.random.SeedSequence(int.from_bytes(bits, "little"))
+
+
+def _public_expansion(bits: bytes) -> np.ndarray:
+    """312 outputs of a PCG64 whose state is ``bits`` (little-endian) and increment fixed."""
+    generator = np.random.PCG64()
+    generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": int.from_bytes(bits, "little"), "inc": PCG_INCREMENT},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return generator.random_raw(MT_WORDS // 2)
+
+
+class _Expander:
+    """One thread's PCG64, its 128-bit state written in place: what the public expansion gives.
+
+    Bit generators hold their own lock while they generate with the GIL released, so each thread
+    has its own (a shared one would need a lock of ours, which a fork could leave held).
+    """
+
+    __slots__ = ("increment", "random_raw", "state")
+
+    def __init__(self) -> None:
+        generator = np.random.PCG64()
+        generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": 0, "inc": PCG_INCREMENT},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        self.increment = PCG_INCREMENT
+        self.random_raw = generator.random_raw
+        # NumPy's pcg64_state starts with a pointer to {pcg128_t state; pcg128_t increment}.
+        pointer = ctypes.c_void_p.from_address(int(generator.ctypes.state_address)).value
+        self.state = _memory.memory_view(int(pointer or 0), SEED_BYTES)
+
+
+_threads = threading.local()
+_fast: bool | None = None  # None: not checked yet; the check runs once per process
+
+
+def _new_expander() -> _Expander | None:
+    """A checked expander for this thread, or None when the fast path is off."""
+    global _fast
+    if _fast is False or sys.byteorder != "little" or _memory.FREE_THREADED:
+        _fast = False
+        return None
+    expander = _Expander()
+    if _fast is None:
+        probe = bytes(range(1, SEED_BYTES + 1))
+        expander.state[:] = probe
+        _fast = bool((expander.random_raw(MT_WORDS // 2) == _public_expansion(probe)).all())
+        if not _fast:
+            _memory.warn_fallback(
+                "deriving Mersenne Twister keys", "PCG64's layout is not the expected one"
+            )
+            return None
+    _threads.expander = expander
+    return expander
+
+
+def mt_words(bits: bytes) -> np.ndarray:
+    """The 624-word Mersenne Twister key (uint32) that 128 bits give.
+
+    >>> key = mt_words(bytes(range(16)))
+    >>> key.shape, key.dtype == np.uint32, int(key[0]) == MT_FIRST_WORD
+    ((624,), True, True)
+    >>> bool((key == mt_words(bytes(range(16)))).all())
+    True
+    """
+    expander: _Expander | None = getattr(_threads, "expander", None)
+    if expander is None or expander.increment != PCG_INCREMENT:
+        expander = _new_expander()
+    if expander is None:
+        raw = _public_expansion(bits)
+        # Low then high half of each output, whatever the byte order of this machine.
+        words = raw.astype("<u8", copy=False).view("<u4").astype(np.uint32, copy=False)
+    else:
+        expander.state[:] = bits
+        words = expander.random_raw(MT_WORDS // 2).view(np.uint32)  # little-endian here
+    words[0] = MT_FIRST_WORD
+    return words
