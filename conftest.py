@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import torch
 
-from reproducible_block import SEED_ENVIRONMENT_VARIABLE, _root, deterministic
-from reproducible_block._sources import registry
+from reproducible_block.testing import isolated_random_state
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
-    """Restore every generator, the root and its exported seed, registered generators and
-    deterministic settings."""
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    torch_state = torch.get_rng_state()
-    root = _root.peek_root()
-    registered = registry.registered()
-    settings = deterministic._current_settings()
-    exported_seed = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
-    try:
+    """Restore every generator, the root and its exported seed, registered generators,
+    deterministic settings and the block wait limit (reproducible_block.testing)."""
+    with isolated_random_state():
         yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        _root.replace_root(root)
-        registry.restore_registered(registered)
-        deterministic._apply(settings)
-        if exported_seed is None:
-            os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
-        else:
-            os.environ[SEED_ENVIRONMENT_VARIABLE] = exported_seed
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from reproducible_block import ReproducibleBlock, _activation, set_seed
+from reproducible_block import ReproducibleBlock, _block, set_seed
 
 ROUNDS = 15
 
@@ -174,7 +174,7 @@ def memory_growth(keys: int) -> tuple[float, int]:
         with ReproducibleBlock(("memory", index)):
             pass
     gc.collect()
-    return rss_mib() - before, _activation.cached_states()
+    return rss_mib() - before, _block.cached_states()
 
 
 @dataclass
@@ -204,13 +204,13 @@ def main() -> int:
     rows.append(Row("block, fresh key / floor", f"{timings['fresh']:.1f} µs",
                     timings["fresh"] / timings["floor"], 1.4))
 
-    cache_size = _activation.CACHE_SIZE
-    _activation.CACHE_SIZE = 0  # derive on every entry: the cost that depends on the key
-    _activation.clear_cache()
+    cache_size = _block.CACHE_SIZE
+    _block.CACHE_SIZE = 0  # derive on every entry: the cost that depends on the key
+    _block.clear_cache()
     try:
         keys = medians({"one": key_one_uncached, "huge": key_huge_uncached}, calls)
     finally:
-        _activation.CACHE_SIZE = cache_size
+        _block.CACHE_SIZE = cache_size
     rows.append(Row("uncached key 10**12 / key 1", f"{keys['huge']:.1f} / {keys['one']:.1f} µs",
                     keys["huge"] / keys["one"], 1.25))
 

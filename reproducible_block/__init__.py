@@ -4,8 +4,6 @@
 every generator is in a state derived only from (root seed, key).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._block import ReproducibleBlock
 from ._checkpoint import get_rng_state, load_rng_state
 from ._derivation import DERIVATION_VERSION
@@ -20,21 +18,20 @@ from ._errors import (
 )
 from ._keys import BlockKey
 from ._report import environment_report, format_environment_report
-from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, get_random_seed, set_seed
-from ._sources import (
-    GeneratorSource,
+from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
+from ._seeding import (
+    get_random_seed,
     register_generator,
     registered_generators,
+    set_seed,
     unregister_generator,
 )
+from ._sources import GeneratorSource
+from ._stack import get_block_wait_timeout, set_block_wait_timeout
+from ._version import __version__
 from ._workers import WorkerInit, seed_worker
 from .compat import Reproducible_Block
 from .deterministic import configure_deterministic_mode, deterministic_mode
-
-try:
-    __version__ = version("reproducible_block")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "DERIVATION_VERSION",
@@ -58,12 +55,14 @@ __all__ = [
     "deterministic_mode",
     "environment_report",
     "format_environment_report",
+    "get_block_wait_timeout",
     "get_random_seed",
     "get_rng_state",
     "load_rng_state",
     "register_generator",
     "registered_generators",
     "seed_worker",
+    "set_block_wait_timeout",
     "set_seed",
     "track_consumption",
     "unregister_generator",

@@ -2,49 +2,49 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import wrapt
 from torch.utils.data import get_worker_info
 
-from ._activation import Frame, enter, exit_
+from . import _root, _stack
+from ._checks import check_bool
+from ._decorator import decorate
 from ._derivation import (
+    block_bits,
     block_message,
     encode_key,
     fold_rank,
     fold_worker,
     loader_bits,
+    named_bits,
     philox_seed,
     seed_sequence,
+    slot,
 )
 from ._distributed import process_rank
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._keys import BlockKey, validate_key
-from ._root import current_root
-from ._sources import GeneratorSource, registry, select_sources, torch_cpu_state
-from ._stepping import Stream, run_async_generator, run_coroutine, run_generator
+from ._sources.registry import Selection, check_sources, registry
+from ._sources.torch_random import torch_cpu_state
 
-__all__ = ["ReproducibleBlock"]
+__all__ = ["CACHE_SIZE", "ReproducibleBlock", "cached_states", "clear_cache", "derive_states"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Plain str and int keys, validated and encoded (only exact types: True == 1, and a bool must
+# never hit the entry of 1). Bounded.
 _plain_keys: dict[object, tuple[BlockKey, bytes]] = {}
-_PLAIN_KEYS_SIZE = 1024
+_PLAIN_KEYS_SIZE = 4096
 
 
 def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
-    """``validate_key`` then ``encode_key``, remembered for plain str and int keys.
-
-    Only keys of exact type ``str`` or ``int`` are remembered (``True == 1``, so a bool must never
-    hit the entry of ``1``); the memory is bounded.
-    """
+    """``validate_key`` then ``encode_key``, remembered for plain str and int keys."""
     kind = type(key)
     if kind is str or kind is int:
-        found = _plain_keys.get((kind, key))
+        found = _plain_keys.get(key if kind is str else (key,))
         if found is not None:
             return found
     checked = validate_key(key)
@@ -52,8 +52,61 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
     if kind is str or kind is int:
         if len(_plain_keys) >= _PLAIN_KEYS_SIZE:
             _plain_keys.clear()
-        _plain_keys[(kind, key)] = result
+        _plain_keys[key if kind is str else (key,)] = result
     return result
+
+
+# sources= tuples already checked (a few distinct ones per program).
+_checked_sources: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _remember_sources(names: tuple[str, ...]) -> tuple[str, ...]:
+    if len(_checked_sources) < 256:
+        _checked_sources[names] = names
+    return names
+
+
+# Derived states are pure functions of (root seed, folds and key, sources), so a block entered
+# again with the same key reuses them. The cache is bounded: per-sample keys never make it grow
+# past this; the oldest entries go first.
+CACHE_SIZE = 256
+_cache: dict[tuple[int, bytes, Selection], list[Any]] = {}
+
+
+def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
+    """The states a block installs: each source's ``from_bits`` of its derived 128 bits.
+
+    A pure function of (root seed, ``tail`` = folds and encoded key, the selected sources).
+    """
+    cache_key = (seed, tail, selection)
+    states = _cache.get(cache_key)
+    if states is not None:
+        return states
+    message = block_message(seed, tail)
+    pooled: bytes | None = None
+    states = []
+    for source in selection.sources:
+        if source.slot is None:
+            states.append(source.from_bits(named_bits(message, source.name)))
+        else:
+            if pooled is None:
+                pooled = block_bits(message)
+            states.append(source.from_bits(slot(pooled, source.slot)))
+    while len(_cache) >= CACHE_SIZE > 0:
+        del _cache[next(iter(_cache))]
+    if CACHE_SIZE > 0:
+        _cache[cache_key] = states
+    return states
+
+
+def clear_cache() -> None:
+    """Forget every cached derived state (they are derived again on demand)."""
+    _cache.clear()
+
+
+def cached_states() -> int:
+    """How many blocks' derived states are cached (bounded by ``CACHE_SIZE``)."""
+    return len(_cache)
 
 
 class ReproducibleBlock:
@@ -61,21 +114,22 @@ class ReproducibleBlock:
 
     On entry the caller's state of every managed generator (Python ``random``, NumPy's global
     RNG, torch CPU, every accelerator device, registered generators) is saved and the block's
-    state is installed: a pure function of the root snapshot taken by :func:`set_seed` and the
-    key, whatever ran before. On exit (normal, exception or ``KeyboardInterrupt``) the caller's
-    state is restored exactly, so the code outside continues as if the block had not run.
+    state is installed: a pure function of the root seed given to :func:`set_seed` and the key,
+    whatever ran before. On exit (normal, exception or ``KeyboardInterrupt``) the caller's state
+    is restored exactly, so the code outside continues as if the block had not run.
 
     Args:
         block_seed: the key: a non-negative int, a str, or a flat tuple of those, such as
             ``("epoch", 3)``. Distinct keys give independent streams; the key is part of the
             code, not a hyper-parameter (change the root seed to vary a run).
         sources: names of the sources to manage (for example ``("torch",)``); ``None``, the
-            default, manages every source. Unnamed sources are left as they are.
+            default, manages every source. Unnamed sources are left as they are. An
+            accelerator type that this machine lacks (``"cuda"`` on a CPU machine) is a no-op.
         enabled: ``False`` turns the block into a no-op (handy to compare with and without).
-        per_rank: ``True`` folds the global ``torch.distributed`` rank (0 without an initialised
-            process group) into the key, read at each entry: every rank gets its own stream, for
-            dropout or augmentation that should differ per rank. The default gives every rank
-            the same stream, as model initialisation needs.
+        per_rank: ``True`` folds the global ``torch.distributed`` rank (the launcher's ``RANK``
+            without an initialised process group, else 0) into the key, read at each entry:
+            every rank gets its own stream, for dropout or augmentation that should differ per
+            rank. The default gives every rank the same stream, as model initialisation needs.
         per_worker: ``True`` folds the DataLoader worker id (0 in the main process) into the
             key, read at each entry: every worker gets its own stream, for an
             ``IterableDataset`` whose ``__iter__`` runs once per worker.
@@ -84,14 +138,19 @@ class ReproducibleBlock:
     outer block continues where it was.
 
     As a decorator (``@ReproducibleBlock(key)``) every call starts the block afresh. Put it above
-    ``@staticmethod``/``@classmethod``. A function called once per epoch that needs a stream per
-    epoch uses a tuple key inside: ``with ReproducibleBlock(("train", epoch)):``. A decorated
-    generator, coroutine or async generator keeps the block's stream across ``yield`` and
-    ``await``: its draws continue on each resume, and none leak into the caller's stream.
+    ``@staticmethod``/``@classmethod``. On a class, construction (``__init__``) runs in the
+    block and the class stays itself: ``type(Net()) is Net``, instances pickle. A function
+    called once per epoch that needs a stream per epoch uses a tuple key inside:
+    ``with ReproducibleBlock(("train", epoch)):``. A decorated generator, coroutine or async
+    generator keeps the block's stream across ``yield`` and ``await``: its draws continue on
+    each resume, and none leak into the caller's stream.
 
     Threads: the global generators are process-wide, so blocks are serialised: while a block is
-    open in one thread, a block entered in another thread waits for it to close. Code outside
-    blocks in other threads still shares the global generators.
+    open in one thread, a block entered in another thread waits for it to close (at most
+    :func:`set_block_wait_timeout` seconds). Code outside blocks in other threads still shares
+    the global generators.
+
+    Copies and pickles of a block are new blocks with the same key and options.
 
     >>> import torch
     >>> from reproducible_block import ReproducibleBlock, set_seed
@@ -105,6 +164,19 @@ class ReproducibleBlock:
     True
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_enabled",
+        "_frames",
+        "_key",
+        "_key_bytes",
+        "_per_rank",
+        "_per_worker",
+        "_selection",
+        "_source_names",
+        "_version",
+    )
+
     def __init__(
         self,
         block_seed: BlockKey,
@@ -114,26 +186,38 @@ class ReproducibleBlock:
         per_rank: bool = False,
         per_worker: bool = False,
     ) -> None:
-        self._key, self._key_words = validate_and_encode(block_seed)
-        self._source_names = select_sources(sources)
-        if not isinstance(enabled, bool):
-            raise ReproducibleBlockTypeError(
-                f"enabled must be True or False; got {type(enabled).__name__} {enabled!r}."
-            )
+        self._key, self._key_bytes = validate_and_encode(block_seed)
+        if sources is None:
+            self._source_names = None
+        else:
+            try:
+                found = _checked_sources.get(sources) if type(sources) is tuple else None
+            except TypeError:  # an unhashable item: check_sources says what is wrong
+                found = None
+            if found is None:
+                found = check_sources(sources)
+                if type(sources) is tuple and found == sources:
+                    _remember_sources(found)
+            self._source_names = found
+        if enabled is not True and enabled is not False:
+            check_bool(enabled, "enabled")
+        if per_rank is not False:
+            check_bool(per_rank, "per_rank", "True gives every rank its own stream.")
+        if per_worker is not False:
+            check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own "
+                       "stream.")
         self._enabled = enabled
-        if not isinstance(per_rank, bool):
-            raise ReproducibleBlockTypeError(
-                f"per_rank must be True or False; got {type(per_rank).__name__} {per_rank!r}."
-            )
         self._per_rank = per_rank
-        if not isinstance(per_worker, bool):
-            raise ReproducibleBlockTypeError(
-                f"per_worker must be True or False; got {type(per_worker).__name__} "
-                f"{per_worker!r}."
-            )
         self._per_worker = per_worker
-        self._frames: list[Frame] = []
-        self._resolved: tuple[int, tuple[GeneratorSource[Any], ...], tuple[str, ...]] | None = None
+        self._frames: list[_stack.Frame] = []
+        self._selection: Selection | None = None
+        self._version = -1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy or a pickle is a new, closed block: never the open frames, nor the cached
+        # sources (which hold the process's generators themselves).
+        return (_rebuild, (self._key, self._source_names, self._enabled, self._per_rank,
+                           self._per_worker))
 
     @property
     def key(self) -> BlockKey:
@@ -162,9 +246,59 @@ class ReproducibleBlock:
         extra += ", per_worker=True" if self._per_worker else ""
         return f"ReproducibleBlock({self._key!r}{extra})"
 
+    def _tail(self) -> bytes:
+        """The folds (rank, worker id) and the encoded key: what derivation reads after the
+        root seed."""
+        if not (self._per_rank or self._per_worker):
+            return self._key_bytes
+        folds = fold_rank(process_rank()) if self._per_rank else b""
+        if self._per_worker:
+            info = get_worker_info()
+            folds += fold_worker(0 if info is None else info.id)
+        return folds + self._key_bytes
+
+    def _states(self) -> list[Any]:
+        """The states to install, deriving them if they are not cached; sets ``_selection``."""
+        seed = _root.seed
+        if seed is None:
+            _root.current_seed()  # raises NotSeededError
+        selection = self._selection
+        if selection is None or self._version != registry.version:
+            selection = self._selection = registry.select(self._source_names)
+            self._version = registry.version
+        tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
+        states = _cache.get((seed, tail, selection))  # type: ignore[arg-type]
+        if states is None:
+            states = derive_states(seed, tail, selection)  # type: ignore[arg-type]
+        return states
+
+    def _open(self) -> _stack.Frame:
+        """Switch to the block's stream; :func:`_stack.leave` switches back."""
+        states = self._states()
+        return _stack.enter(self, self._selection.sources, states)  # type: ignore[union-attr]
+
+    def __enter__(self) -> ReproducibleBlock:
+        if self._enabled:
+            # _open(), inlined: this is the hot path of every block.
+            states = self._states()
+            self._frames.append(_stack.enter(self, self._selection.sources, states))  # type: ignore[union-attr]
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if self._enabled:
+            frames = self._frames
+            if not frames:
+                raise BlockUsageError(
+                    f"{self!r}.__exit__() was called, but the block is not open. Use it as "
+                    "`with block:` (which enters and exits it) or as a decorator."
+                )
+            _stack.leave(frames.pop())
+
+    # Generators handed out: no block is entered, no global generator changes.
+
     def _loader_bits(self, kind: str) -> bytes:
-        root = current_root(f"{self!r}.{kind}_generator()")
-        return loader_bits(block_message(root.seed, self._words()), kind)
+        seed = _root.current_seed(f"{self!r}.{kind}_generator()")
+        return loader_bits(block_message(seed, self._tail()), kind)
 
     def torch_generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
@@ -211,8 +345,8 @@ class ReproducibleBlock:
                 f"device={device!r} has no generator here (no such device or backend); pass "
                 "'cpu' (the default, what DataLoader samplers need) or a device this machine has."
             ) from None
-        generator.manual_seed(philox_seed(bits))  # pragma: no cover
-        return generator  # pragma: no cover
+        generator.manual_seed(philox_seed(bits))  # pragma: no cover - needs a device
+        return generator  # pragma: no cover - needs a device
 
     def numpy_generator(self) -> np.random.Generator:
         """A new ``np.random.Generator`` seeded from (root seed, key), like :meth:`torch_generator`.
@@ -229,78 +363,16 @@ class ReproducibleBlock:
         """
         return np.random.Generator(np.random.PCG64(seed_sequence(self._loader_bits("numpy"))))
 
-    def _sources(self) -> tuple[tuple[GeneratorSource[Any], ...], tuple[str, ...]]:
-        """The sources this block manages and their names, resolved once per registry change."""
-        resolved = self._resolved
-        if resolved is None or resolved[0] != registry.version:
-            sources = registry.select(self._source_names)
-            resolved = (registry.version, sources, registry.names_of(sources))
-            self._resolved = resolved
-        return resolved[1], resolved[2]
-
-    def _enter(self) -> Frame:
-        sources, names = self._sources()
-        return enter(self, self._words(), sources, names)
-
-    def _words(self) -> bytes:
-        """The encoded key to derive from, with the rank and worker id folded in if asked."""
-        if not (self._per_rank or self._per_worker):
-            return self._key_words
-        folds = fold_rank(process_rank()) if self._per_rank else b""
-        if self._per_worker:
-            info = get_worker_info()
-            folds += fold_worker(0 if info is None else info.id)
-        return folds + self._key_words
-
-    def __enter__(self) -> ReproducibleBlock:
-        if self._enabled:
-            self._frames.append(self._enter())
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._enabled:
-            exit_(self._frames.pop())
-
-    def _stream(self) -> Stream:
-        return Stream(self, self._words(), *self._sources())
-
-    # The wrappers take wrapt's (wrapped, instance, args, kwargs); wrapt binds methods for us.
-
-    def _call(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        if not self._enabled:
-            return wrapped(*args, **kwargs)
-        frame = self._enter()
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            exit_(frame)
-
-    def _stepped(self, runner: Callable[[Stream, Any], Any]) -> Callable[..., Any]:
-        """A wrapper for generator, coroutine or async generator functions: ``runner`` drives
-        the object a call returns, inside a stream that lives as long as that object."""
-
-        def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-            if not self._enabled:
-                return wrapped(*args, **kwargs)
-            return runner(self._stream(), wrapped(*args, **kwargs))
-
-        return call
+    # The decorator.
 
     def __call__(self, wrapped: F) -> F:
         """Decorate ``wrapped`` so that every call runs in this block (see the class doc)."""
-        function = getattr(wrapped, "__func__", wrapped)  # staticmethod / classmethod objects
-        if not callable(function):
-            raise ReproducibleBlockTypeError(
-                f"@ReproducibleBlock(...) decorates functions, methods and classes; got "
-                f"{type(wrapped).__name__} {wrapped!r}."
-            )
-        wrapper: Callable[..., Any]
-        if inspect.isasyncgenfunction(function):
-            wrapper = self._stepped(run_async_generator)
-        elif inspect.iscoroutinefunction(function):
-            wrapper = self._stepped(run_coroutine)
-        elif inspect.isgeneratorfunction(function):
-            wrapper = self._stepped(run_generator)
-        else:
-            wrapper = self._call
-        return cast(F, wrapt.FunctionWrapper(wrapped, wrapper))
+        return decorate(self, wrapped)
+
+
+def _rebuild(
+    key: BlockKey, sources: Sequence[str] | None, enabled: bool, per_rank: bool, per_worker: bool
+) -> ReproducibleBlock:
+    return ReproducibleBlock(
+        key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker
+    )

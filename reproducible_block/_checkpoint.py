@@ -1,36 +1,34 @@
 """``get_rng_state`` and ``load_rng_state``: every managed stream, saved and resumed bit-exactly.
 
-One entry per global rank, each a dict of plain values (see ``_state_codec`` for each source's
-format) that ``torch.save`` writes and ``torch.load(..., weights_only=True)`` reads::
+One entry per global rank, each a dict of plain values (each source writes its own state: see
+its ``to_checkpoint``) that ``torch.save`` writes and ``torch.load(..., weights_only=True)``
+reads::
 
     {"format_version": 1, "derivation": DERIVATION_VERSION, "rank": int, "world_size": int,
      "open_blocks": [labels of the blocks open at capture, outermost first],
      "sources": {name: {"kind": str, "state": ...}, ...},     # every managed source
-     "root": None or {"seed": int, "snapshot": {name: state}}}
+     "root": None or {"seed": int}}
 
-The root is stored with its snapshot (the states ``set_seed`` left), not recomputed on load:
-seeding scratch generators again would not reproduce a snapshot taken before CUDA initialised,
-or a registered generator's. So after a load, blocks and the compat ``Reproducible_Block``
-derive exactly what they derived before the save.
+The root is its seed: blocks derive the same streams after a load as before the save.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _activation
-from ._activation import _install_all, open_labels
+from . import _root, _stack
+from ._checks import describe, invalid, read_fields, read_int
 from ._derivation import DERIVATION_VERSION, new_rank_bits, new_rank_named_bits, slot
 from ._distributed import all_gather_objects, global_rank, is_distributed, world_size
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import Root, peek_root, replace_root
-from ._seeding import MAX_SEED
-from ._sources import GeneratorSource, registry
-from ._state_codec import codec_for, describe, invalid, read_fields, read_int
+from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
+from ._sources import GeneratorSource
+from ._sources.registry import registry
 
-__all__ = ["FORMAT_VERSION", "get_rng_state", "load_rng_state"]
+__all__ = ["FORMAT_VERSION", "get_rng_state", "load_rng_state", "new_rank_states"]
 
 #: The version of the entries :func:`get_rng_state` writes; :func:`load_rng_state` reads it.
 FORMAT_VERSION = 1
@@ -42,36 +40,22 @@ _MAX_RANKS = 2**31 - 1
 WorldSizePolicy = Literal["error", "derive"]
 
 
-def _encode_root(root: Root | None, sources: Sequence[GeneratorSource[Any]]) -> Any:
-    if root is None:
-        return None
-    # A generator unregistered since set_seed has no source left to read its snapshot back.
-    return {
-        "seed": root.seed,
-        "snapshot": {
-            source.name: codec_for(source).encode(source, root.snapshot[source.name])
-            for source in sources
-            if source.name in root.snapshot
-        },
-    }
-
-
 def _capture_entry() -> dict[str, Any]:
-    sources = registry.active()
+    seed = _root.seed
     return {
         "format_version": FORMAT_VERSION,
         "derivation": DERIVATION_VERSION,
         "rank": global_rank(),
         "world_size": world_size(),
-        "open_blocks": list(open_labels()),
+        "open_blocks": list(_stack.open_labels()),
         "sources": {
             source.name: {
-                "kind": codec_for(source).kind,
-                "state": codec_for(source).encode(source, source.capture()),
+                "kind": source.checkpoint_kind,
+                "state": source.to_checkpoint(source.get_state()),
             }
-            for source in sources
+            for source in registry.active()
         },
-        "root": _encode_root(peek_root(), sources),
+        "root": None if seed is None else {"seed": seed},
     }
 
 
@@ -83,7 +67,7 @@ def get_rng_state() -> list[dict[str, Any]]:
     rank, and save the list from one of them; with NCCL, ``torch.cuda.set_device`` first). An
     entry holds Python ``random``, NumPy's global generator, torch's CPU generator, every CUDA
     device, the generators registered with :func:`register_generator` (by name), the root seed
-    with the states :func:`set_seed` left (so blocks derive the same after a load), and a format
+    (so blocks derive the same after a load), the stream derivation version and a format
     version. It holds only tensors, int, float, str, None, lists and dicts:
     ``torch.load(path, weights_only=True)`` reads it.
 
@@ -99,17 +83,23 @@ def get_rng_state() -> list[dict[str, Any]]:
     >>> torch.equal(first, torch.rand(3))
     True
     """
-    with _activation.lock:
+    with _stack.held("get_rng_state()"):
         entry = _capture_entry()
     return all_gather_objects(entry)
 
 
 @dataclass
 class _Plan:
-    """What a load installs: checked states for every managed source, the root, the place."""
+    """What a load installs: checked states for every managed source, the root, the place.
 
-    states: list[tuple[GeneratorSource[Any], Any]]
-    root: Root | None
+    ``portable`` says whether the states are in ``get_state``'s form (from a checkpoint) or in
+    ``restore``'s (derived for a new rank).
+    """
+
+    sources: list[GeneratorSource[Any]]
+    states: list[Any]
+    portable: bool
+    root_seed: int | None
     open_blocks: tuple[str, ...]
 
 
@@ -140,24 +130,11 @@ def _check_header(entry: object, index: int, count: int) -> dict[str, Any]:
     return entry
 
 
-def _decode_root(data: object, where: str, sources: dict[str, GeneratorSource[Any]]) -> Root | None:
+def _decode_root(data: object, where: str) -> int | None:
     if data is None:
         return None
-    fields = read_fields(data, where, ("seed", "snapshot"))
-    seed = read_int(fields["seed"], f"{where}['seed']", 0, MAX_SEED)
-    snapshot = fields["snapshot"]
-    if not isinstance(snapshot, dict) or not set(snapshot) <= set(sources):
-        raise invalid(
-            f"{where}['snapshot']", snapshot, f"a dict keyed by managed sources {sorted(sources)}"
-        )
-    return Root(
-        seed,
-        {
-            name: codec_for(source).decode(source, snapshot[name], f"{where}['snapshot'][{name!r}]")
-            for name, source in sources.items()
-            if name in snapshot
-        },
-    )
+    fields = read_fields(data, where, ("seed",))
+    return read_int(fields["seed"], f"{where}['seed']", 0, MAX_SEED)
 
 
 def _decode_entry(entry: dict[str, Any], where: str) -> _Plan:
@@ -165,59 +142,65 @@ def _decode_entry(entry: dict[str, Any], where: str) -> _Plan:
     labels = entry["open_blocks"]
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise invalid(f"{where}['open_blocks']", labels, "a list of block labels (str)")
-    sources = {source.name: source for source in registry.active()}
+    sources = registry.active()
     saved = entry["sources"]
     if not isinstance(saved, dict):
         raise invalid(f"{where}['sources']", saved, "a dict of source states by name")
-    if set(saved) != set(sources):
-        missing, extra = sorted(set(sources) - set(saved)), sorted(set(saved) - set(sources))
+    names = [source.name for source in sources]
+    if set(saved) != set(names):
+        missing, extra = sorted(set(names) - set(saved)), sorted(set(saved) - set(names))
         raise ReproducibleBlockValueError(
             f"{where} holds the sources {sorted(saved)} and this process manages "
-            f"{sorted(sources)} (missing from the states: {missing}; not managed here: {extra}). "
+            f"{sorted(names)} (missing from the states: {missing}; not managed here: {extra}). "
             "Register the same generators, by name, with register_generator() before loading, "
             "and resume on the same kind of devices."
         )
     states = []
-    for name, source in sources.items():
-        item_where = f"{where}['sources'][{name!r}]"
-        item = read_fields(saved[name], item_where, ("kind", "state"))
-        codec = codec_for(source)
-        if item["kind"] != codec.kind:
+    for source in sources:
+        item_where = f"{where}['sources'][{source.name!r}]"
+        item = read_fields(saved[source.name], item_where, ("kind", "state"))
+        if item["kind"] != source.checkpoint_kind:
             raise invalid(
                 f"{item_where}['kind']", item["kind"],
-                f"{codec.kind!r}: {name!r} is a {type(source).__name__} in this process",
+                f"{source.checkpoint_kind!r}: {source.name!r} is a {type(source).__name__} in "
+                "this process",
             )
-        states.append((source, codec.decode(source, item["state"], f"{item_where}['state']")))
-    return _Plan(states, _decode_root(entry["root"], f"{where}['root']", sources), tuple(labels))
+        states.append(source.from_checkpoint(item["state"], f"{item_where}['state']"))
+    root_seed = _decode_root(entry["root"], f"{where}['root']")
+    return _Plan(list(sources), states, True, root_seed, tuple(labels))
+
+
+def new_rank_states(
+    root_seed: int, rank: int, sources: Sequence[GeneratorSource[Any]]
+) -> list[Any]:
+    """The states (``restore``'s form) a rank that a checkpoint has no entry for starts from:
+    derived from (the saved root seed, the rank), independent of every block's stream."""
+    builtin = new_rank_bits(root_seed, rank)
+    return [
+        source.from_bits(
+            new_rank_named_bits(root_seed, rank, source.name)
+            if source.slot is None
+            else slot(builtin, source.slot)
+        )
+        for source in sources
+    ]
 
 
 def _derive_for_new_rank(plan: _Plan, rank: int) -> _Plan:  # pragma: no cover - spawned ranks
     """Fresh states for a rank the checkpoint has no entry for: from (saved root seed, rank)."""
-    if plan.root is None:
+    if plan.root_seed is None:
         raise ReproducibleBlockValueError(
             "on_world_size_change='derive' derives the states of new ranks from the saved root "
             "seed, and states[0] holds none (set_seed() was not called before get_rng_state()). "
             "Resume on the saved number of ranks."
         )
-    seed = plan.root.seed
-    builtin = new_rank_bits(seed, rank)
-    states = [
-        (
-            source,
-            source.derive(
-                new_rank_named_bits(seed, rank, source.name)
-                if source.slot is None
-                else slot(builtin, source.slot)
-            ),
-        )
-        for source, _ in plan.states
-    ]
-    return _Plan(states, plan.root, plan.open_blocks)
+    states = new_rank_states(plan.root_seed, rank, plan.sources)
+    return _Plan(plan.sources, states, False, plan.root_seed, plan.open_blocks)
 
 
 def _check_place(saved: tuple[str, ...]) -> None:
     """Refuse a load in another place than the save: the block stack must be the same."""
-    here = open_labels()
+    here = _stack.open_labels()
     if here == saved:
         return
     if not saved:
@@ -284,11 +267,12 @@ def load_rng_state(
 ) -> None:
     """Restore what :func:`get_rng_state` saved: each rank installs its own entry.
 
-    Everything is checked before anything changes: the format version, the number of ranks,
-    each device count, the managed sources (names and kinds) and every field of every state. A
-    refused load raises and leaves every generator and the root as they were; under
-    ``torch.distributed`` it is refused on every rank if one rank refuses (it is a collective
-    there: call it on every rank).
+    Everything is checked before anything changes: the format and derivation versions, the
+    number of ranks, each device count, the managed sources (names and kinds) and every field
+    of every state. A refused load raises and leaves every generator and the root as they were;
+    under ``torch.distributed`` it is refused on every rank if one rank refuses (it is a
+    collective there: call it on every rank). A load also exports the loaded root seed, as
+    :func:`set_seed` does, for the DataLoader workers started afterwards.
 
     Load where you saved. States saved outside every block load outside every block (inside one
     it raises :class:`BlockUsageError`). States saved inside blocks, such as a training function
@@ -313,16 +297,16 @@ def load_rng_state(
     >>> torch.equal(first, torch.rand(3))
     True
     """
-    with _activation.lock:
+    with _stack.held("load_rng_state()"):
         try:
             plan = _plan(states, on_world_size_change)
         except Exception as error:  # every rank must reach the collective, whatever went wrong
             _tell_peers(error)
             raise
         _tell_peers(None)
-        for source, state in plan.states:
-            codec_for(source).before_install(state)
-        sources = [source for source, _ in plan.states]
-        saved = [source.capture() for source in sources]
-        _install_all(sources, [state for _, state in plan.states], saved)
-        replace_root(plan.root)
+        _stack.install_all(plan.sources, plan.states, portable=plan.portable)
+        _root.replace_seed(plan.root_seed)
+        if plan.root_seed is None:
+            os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
+        else:
+            os.environ[SEED_ENVIRONMENT_VARIABLE] = str(plan.root_seed)

@@ -51,6 +51,7 @@ __all__ = [
     "fold_rank",
     "fold_worker",
     "loader_bits",
+    "mt_image",
     "mt_words",
     "named_bits",
     "new_rank_bits",
@@ -127,7 +128,12 @@ def encode_key(key: BlockKey) -> bytes:
         return _encode_part(key)  # type: ignore[arg-type]
     encoded = bytearray((TAG_TUPLE, len(key)))
     for part in key:
-        encoded += _encode_part(part)
+        if type(part) is int:
+            encoded += _TAGGED_U64.pack(TAG_INT, part)
+        else:
+            data = str(part).encode("utf-8", "surrogatepass")
+            encoded += _TAGGED_U32.pack(TAG_STR, len(data))
+            encoded += data
     return bytes(encoded)
 
 
@@ -285,6 +291,20 @@ def _new_expander() -> _Expander | None:
     return expander
 
 
+def _raw(bits: bytes) -> np.ndarray | None:
+    """The 312 outputs of the fast expansion (little-endian machines only), or None."""
+    try:
+        expander: _Expander = _threads.expander
+    except AttributeError:
+        expander = _new_expander()  # type: ignore[assignment]
+    if expander is None or expander.increment != PCG_INCREMENT:
+        expander = _new_expander()  # type: ignore[assignment]
+        if expander is None:
+            return None
+    expander.state[:] = bits
+    return expander.random_raw(MT_WORDS // 2)
+
+
 def mt_words(bits: bytes) -> np.ndarray:
     """The 624-word Mersenne Twister key (uint32) that 128 bits give.
 
@@ -294,15 +314,27 @@ def mt_words(bits: bytes) -> np.ndarray:
     >>> bool((key == mt_words(bytes(range(16)))).all())
     True
     """
-    expander: _Expander | None = getattr(_threads, "expander", None)
-    if expander is None or expander.increment != PCG_INCREMENT:
-        expander = _new_expander()
-    if expander is None:
-        raw = _public_expansion(bits)
+    raw = _raw(bits)
+    if raw is None:
         # Low then high half of each output, whatever the byte order of this machine.
-        words = raw.astype("<u8", copy=False).view("<u4").astype(np.uint32, copy=False)
+        raw = _public_expansion(bits).astype("<u8", copy=False)
+        words = raw.view("<u4").astype(np.uint32, copy=False)
     else:
-        expander.state[:] = bits
-        words = expander.random_raw(MT_WORDS // 2).view(np.uint32)  # little-endian here
+        words = raw.view(np.uint32)  # little-endian here
     words[0] = MT_FIRST_WORD
     return words
+
+
+def mt_image(bits: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
+    """``before``, :func:`mt_words` as the bytes of 624 uint32 in this machine's byte order (what
+    the C states of Python's and NumPy's Mersenne Twisters hold), then ``after``.
+
+    >>> mt_image(bytes(16), b"<", b">") == b"<" + mt_words(bytes(16)).tobytes() + b">"
+    True
+    """
+    raw = _raw(bits)
+    if raw is None:
+        return before + mt_words(bits).tobytes() + after
+    words = raw.view(np.uint32)
+    words[0] = MT_FIRST_WORD
+    return before + words.tobytes() + after

@@ -6,13 +6,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from . import _activation
-from ._activation import _restore_all
+from . import _root, _stack
 from ._compare import first_difference
 from ._errors import BlockUsageError, NondeterminismError, ReproducibleBlockTypeError
 from ._fingerprint import state_digest
-from ._root import peek_root, replace_root
-from ._sources import GeneratorSource, registry, select_sources
+from ._sources import GeneratorSource
+from ._sources.registry import check_sources, registry
 
 __all__ = ["ConsumptionReport", "assert_deterministic", "track_consumption"]
 
@@ -63,8 +62,8 @@ class ConsumptionReport:
 
 
 def _digests(sources: tuple[GeneratorSource[Any], ...]) -> list[bytes]:
-    with _activation.lock:
-        return [state_digest(source.capture()) for source in sources]
+    with _stack.held("track_consumption()"):
+        return [state_digest(source.get_state()) for source in sources]
 
 
 @contextmanager
@@ -92,7 +91,7 @@ def track_consumption(sources: Iterable[str] | None = None) -> Iterator[Consumpt
     >>> inside.consumed == () and around.consumed == ("torch",)
     True
     """
-    tracked = registry.select(select_sources(sources))
+    tracked = registry.select(check_sources(sources)).sources
     report = ConsumptionReport(tuple(source.name for source in tracked))
     before = _digests(tracked)
     try:
@@ -131,18 +130,18 @@ def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
             f"{type(fn).__name__} {fn!r}. Write assert_deterministic(model, x), not "
             "assert_deterministic(model(x))."
         )
-    with _activation.lock:
+    with _stack.held("assert_deterministic()"):
         sources = registry.active()
-        saved = [source.capture() for source in sources]
-    root = peek_root()
+        saved = [source.save() for source in sources]
+    root = _root.peek_seed()
     try:
         first = fn(*args, **kwargs)
-        _restore_all(sources, saved)
-        replace_root(root)
+        _stack.restore_all(sources, saved)
+        _root.replace_seed(root)
         second = fn(*args, **kwargs)
     finally:
-        _restore_all(sources, saved)
-        replace_root(root)
+        _stack.restore_all(sources, saved)
+        _root.replace_seed(root)
     found = first_difference(first, second)
     if found is not None:
         name = getattr(fn, "__qualname__", repr(fn))

@@ -66,6 +66,17 @@ def validate_key(key: object) -> BlockKey:
     ...
     reproducible_block._errors.ReproducibleBlockValueError: block key is -1, out of range; ...
     """
+    if type(key) is tuple and 0 < len(key) <= MAX_KEY_TUPLE_LENGTH:
+        # The common case, checked without building anything: plain int and str parts.
+        for part in key:
+            kind = type(part)
+            if not (
+                (kind is int and 0 <= part <= MAX_KEY_INT)
+                or (kind is str and len(part) <= MAX_KEY_STR_LENGTH)
+            ):
+                break
+        else:
+            return key
     if isinstance(key, tuple):
         if not key:
             raise ReproducibleBlockValueError(

@@ -1,7 +1,7 @@
 """The environment report: what a run's reproducibility depends on, as a dict or a table.
 
 Reading it never initialises CUDA and never changes a generator's state: generator states are
-read with each source's ``capture()`` and shown as short fingerprints.
+read with each source's ``get_state()`` and shown as short fingerprints.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _activation
-from ._activation import open_frames
+from . import _root, _stack
 from ._derivation import DERIVATION_VERSION
 from ._fingerprint import fingerprint
-from ._root import peek_root
-from ._sources import registry
+from ._sources.registry import registry
+from ._version import __version__
 
 __all__ = ["REPORTED_VARIABLES", "environment_report", "format_environment_report"]
 
@@ -33,12 +32,6 @@ REPORTED_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
 )
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _cudnn_version() -> int | None:
@@ -80,15 +73,15 @@ def environment_report() -> dict[str, Any]:
     True
     """
     cuda_initialized = bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
-    with _activation.lock:
-        states = {source.name: fingerprint(source.capture()) for source in registry.active()}
-        blocks = open_frames()
-    root = peek_root()
+    with _stack.held("environment_report()"):
+        states = {source.name: fingerprint(source.get_state()) for source in registry.active()}
+        blocks = _stack.open_count()
+    root = _root.peek_seed()
     return {
         "versions": {
             "python": f"{platform.python_version()} ({platform.python_implementation()})",
             "platform": platform.platform(),
-            "reproducible_block": _package_version(),
+            "reproducible_block": __version__,
             "derivation": DERIVATION_VERSION,
             "torch": torch.__version__,
             "numpy": np.__version__,
@@ -109,7 +102,7 @@ def environment_report() -> dict[str, Any]:
             "str_hashes_fixed": _str_hashes_fixed(),
         },
         "environment": {name: os.environ.get(name) for name in REPORTED_VARIABLES},
-        "root_seed": None if root is None else root.seed,
+        "root_seed": root,
         "open_blocks": blocks,
         "generators": states,
     }

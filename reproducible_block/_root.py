@@ -1,45 +1,79 @@
-"""The process's root: the seed :func:`set_seed` used and the states it left (the snapshot)."""
+"""The process's root: the seed :func:`set_seed` used, which every derived stream starts from.
+
+The root is an int and nothing else. Seeding the built-in generators with it (the usual recipe)
+gives the states ``set_seed`` left, so no snapshot of them is kept: the compat
+``Reproducible_Block``, DataLoader workers and checkpoints all start from the seed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import numpy as np
 
-from ._errors import NotSeededError
+from ._errors import NotSeededError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 
-__all__ = ["Root", "current_root", "peek_root", "replace_root"]
+__all__ = [
+    "MAX_SEED",
+    "SEED_ENVIRONMENT_VARIABLE",
+    "current_seed",
+    "peek_seed",
+    "replace_seed",
+    "validate_seed",
+]
+
+#: The largest seed accepted (NumPy's legacy ``np.random.seed`` takes 32 bits).
+MAX_SEED = 2**32 - 1
+
+#: Where :func:`set_seed` exports the root seed, so that processes started afterwards (DataLoader
+#: workers with the spawn start method, ranks a launcher starts) can rebuild the root.
+SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
+
+#: The root seed, or None before ``set_seed`` (read directly on the hot path).
+seed: int | None = None
 
 
-@dataclass(frozen=True)
-class Root:
-    """What every block derives from: the root seed, and each source's state right after seeding."""
+def validate_seed(value: object) -> int:
+    """Return ``value`` as an int in ``[0, MAX_SEED]``, or raise a clear error.
 
-    seed: int
-    snapshot: Mapping[str, Any] = field(repr=False, compare=False)
+    >>> validate_seed(np.uint8(7))
+    7
+    >>> validate_seed(1.0)
+    Traceback (most recent call last):
+    ...
+    reproducible_block._errors.ReproducibleBlockTypeError: seed must be an int ...
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ReproducibleBlockTypeError(
+            f"seed must be an int (NumPy integers too) from 0 to MAX_SEED = {MAX_SEED}; got "
+            f"{type(value).__name__} {value!r}. Pass int(seed) if it holds a whole number, or "
+            "None to draw a fresh seed."
+        )
+    number = int(value)
+    if not 0 <= number <= MAX_SEED:
+        raise ReproducibleBlockValueError(
+            f"seed must be from 0 to MAX_SEED = {MAX_SEED} (2**32 - 1); got {number}. "
+            f"Use seed % (MAX_SEED + 1) to fold a larger number into range."
+        )
+    return number
 
 
-_current: Root | None = None
-
-
-def current_root(action: str = "entering a ReproducibleBlock") -> Root:
-    """The root, or :class:`NotSeededError` telling the user to call ``set_seed`` first."""
-    if _current is None:
+def current_seed(action: str = "entering a ReproducibleBlock") -> int:
+    """The root seed, or :class:`NotSeededError` telling the user to call ``set_seed`` first."""
+    if seed is None:
         raise NotSeededError(
             f"{action} needs a root seed, and set_seed() has not been called in this process. "
             "Call reproducible_block.set_seed(seed) once, before any block, at the start of "
             "your program (or in each worker: see seed_worker)."
         )
-    return _current
+    return seed
 
 
-def peek_root() -> Root | None:
-    """The root if there is one, else None (for reports and fixtures)."""
-    return _current
+def peek_seed() -> int | None:
+    """The root seed if there is one, else None (for reports and fixtures)."""
+    return seed
 
 
-def replace_root(root: Root | None) -> Root | None:
-    """Install ``root`` and return the previous one (so callers can restore it)."""
-    global _current
-    previous, _current = _current, root
+def replace_seed(new: int | None) -> int | None:
+    """Install ``new`` as the root seed and return the previous one (so callers can restore it)."""
+    global seed
+    previous, seed = seed, new
     return previous

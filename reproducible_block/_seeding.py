@@ -1,54 +1,33 @@
-"""``set_seed``: the usual seeding recipe, plus the root snapshot that blocks derive from."""
+"""``set_seed`` (the usual seeding recipe, and the root blocks derive from) and the registration of
+users' generators."""
 
 from __future__ import annotations
 
 import logging
 import os
 import secrets
+from typing import Any
 
 import numpy as np
+import torch
 
-from ._activation import refuse_inside_block
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import Root, replace_root
-from ._sources import registry
+from . import _root, _stack
+from ._checks import check_bool
+from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
+from ._sources import GeneratorSource
+from ._sources.registry import check_name, make_source, registry
 from .deterministic import configure_deterministic_mode
 
-__all__ = ["MAX_SEED", "SEED_ENVIRONMENT_VARIABLE", "get_random_seed", "set_seed", "validate_seed"]
+__all__ = [
+    "get_random_seed",
+    "register_generator",
+    "registered_generators",
+    "seed_all_sources",
+    "set_seed",
+    "unregister_generator",
+]
 
 logger = logging.getLogger("reproducible_block")
-
-#: The largest seed accepted (NumPy's legacy ``np.random.seed`` takes 32 bits).
-MAX_SEED = 2**32 - 1
-
-#: Where :func:`set_seed` exports the root seed, so that processes started afterwards (DataLoader
-#: workers with the spawn start method) can rebuild the root: see ``seed_worker``.
-SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
-
-
-def validate_seed(seed: object) -> int:
-    """Return ``seed`` as an int in ``[0, MAX_SEED]``, or raise a clear error.
-
-    >>> validate_seed(np.uint8(7))
-    7
-    >>> validate_seed(1.0)
-    Traceback (most recent call last):
-    ...
-    reproducible_block._errors.ReproducibleBlockTypeError: seed must be an int ...
-    """
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise ReproducibleBlockTypeError(
-            f"seed must be an int (NumPy integers too) from 0 to MAX_SEED = {MAX_SEED}; got "
-            f"{type(seed).__name__} {seed!r}. Pass int(seed) if it holds a whole number, or "
-            "None to draw a fresh seed."
-        )
-    value = int(seed)
-    if not 0 <= value <= MAX_SEED:
-        raise ReproducibleBlockValueError(
-            f"seed must be from 0 to MAX_SEED = {MAX_SEED} (2**32 - 1); got {value}. "
-            f"Use seed % (MAX_SEED + 1) to fold a larger number into range."
-        )
-    return value
 
 
 def get_random_seed() -> int:
@@ -62,19 +41,18 @@ def get_random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
-def seed_all_sources(seed: int) -> Root:
-    """Seed every managed source with ``seed`` (the recipe) and return the root it gives.
+def seed_all_sources(seed: int) -> None:
+    """Seed every managed source with ``seed`` (the recipe) and make it the root.
 
-    The caller holds the block lock and decides what to do with the root (and the states).
+    The caller holds the block lock.
     """
-    sources = registry.active()
-    for source in sources:
+    for source in registry.active():
         source.seed(seed)
-    return Root(seed, {source.name: source.capture() for source in sources})
+    _root.replace_seed(seed)
 
 
 def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
-    """Seed every managed generator and snapshot the root that blocks derive from.
+    """Seed every managed generator and make ``seed`` the root that blocks derive from.
 
     Python ``random``, NumPy's global RNG and torch (CPU and every device) are seeded exactly as
     ``random.seed(s); np.random.seed(s); torch.manual_seed(s)`` would, so code outside blocks
@@ -99,20 +77,61 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     >>> drawn[:2] == (random.random(), np.random.rand()) and torch.equal(drawn[2], torch.rand(1))
     True
     """
-    if not isinstance(deterministic, bool):
-        raise ReproducibleBlockTypeError(
-            f"deterministic must be True or False; got {type(deterministic).__name__} "
-            f"{deterministic!r}. True also turns on deterministic kernels for the process."
-        )
+    check_bool(deterministic, "deterministic", "True also turns on deterministic kernels for the "
+               "process.")
     if seed is None:
         value = get_random_seed()
         logger.info("set_seed: no seed given, drew %d; call set_seed(%d) to repeat this run",
                     value, value)
     else:
         value = validate_seed(seed)
-    with refuse_inside_block("set_seed()"):
-        replace_root(seed_all_sources(value))
+    with _stack.refuse_inside_block("set_seed()"):
+        seed_all_sources(value)
         if deterministic:
             configure_deterministic_mode()
         os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
     return value
+
+
+def register_generator(
+    generator: torch.Generator | np.random.Generator | GeneratorSource[Any], *, name: str
+) -> None:
+    """Manage a generator you own: :func:`set_seed` seeds it and blocks isolate it.
+
+    ``generator`` is a ``torch.Generator``, an ``np.random.Generator``, or an instance of your
+    own :class:`GeneratorSource` subclass (for any other kind of generator). ``set_seed(s)``
+    seeds it from (``s``, ``name``), so two registered generators get different streams and the
+    order of registration does not matter. Inside a block it is in a state derived from (root,
+    key, ``name``) and gets its caller's state back on exit; checkpoints save and load it by
+    name. A generator registered after ``set_seed`` keeps its state until the next
+    ``set_seed``. torch's and NumPy's global generators are managed already and are refused.
+
+    >>> import torch
+    >>> from reproducible_block import ReproducibleBlock, register_generator, set_seed
+    >>> from reproducible_block import unregister_generator
+    >>> g = torch.Generator()
+    >>> register_generator(g, name="doc-augment")
+    >>> _ = set_seed(0)
+    >>> with ReproducibleBlock("aug"):
+    ...     first = torch.rand(2, generator=g)
+    >>> with ReproducibleBlock("aug"):
+    ...     again = torch.rand(2, generator=g)
+    >>> torch.equal(first, again)
+    True
+    >>> unregister_generator("doc-augment")
+    """
+    checked = check_name(name)
+    with _stack.refuse_inside_block("register_generator()"):
+        registry.add(make_source(generator, checked), checked)
+
+
+def unregister_generator(name: str) -> None:
+    """Stop managing the generator registered under ``name``; its state is left as it is."""
+    check_name(name)
+    with _stack.refuse_inside_block("unregister_generator()"):
+        registry.remove(name)
+
+
+def registered_generators() -> tuple[str, ...]:
+    """The names of the generators registered with :func:`register_generator`."""
+    return tuple(registry.registered())

@@ -1,36 +1,40 @@
-"""DataLoader workers: seed NumPy and Python ``random`` per worker, and give blocks the root.
+"""DataLoader workers: per-worker, per-rank global streams, and the parent's root for blocks.
 
-A worker's global generators should differ from its siblings' (else NumPy augmentations repeat
-across workers), while a block inside a worker must derive from the *parent's* root seed, so that
-``ReproducibleBlock(("sample", index))`` gives a sample the same augmentation whichever worker,
-and however many workers, load it. With the fork start method the worker inherits the root; with
-spawn (or forkserver) the library's module state is gone, so the root seed has to travel:
+A worker's global generators should differ from its siblings' and from the workers of other
+ranks (else "random" augmentations outside blocks repeat), while a block inside a worker must
+derive from the *parent's* root seed, so that ``ReproducibleBlock(("sample", index))`` gives a
+sample the same augmentation whichever worker, and however many workers, load it. With the fork
+start method the worker inherits the root; with spawn or forkserver the library's module state
+is gone, so the root has to travel:
 
-* :func:`seed_worker` reads it from the environment variable that :func:`set_seed` exports
-  (``REPRODUCIBLE_BLOCK_SEED``): the root at the time the workers start.
-* :class:`WorkerInit` captures it when it is constructed and travels pickled with the loader:
-  the root at the time the loader was built, whatever the start method and environment.
+* :data:`seed_worker` carries the root seed and the rank of the process that starts the
+  workers: the DataLoader pickles its ``worker_init_fn`` when it starts them, and the pickle
+  holds the root current at that moment. Without one (a worker process started some other way)
+  it falls back to the environment variable :func:`set_seed` exports.
+* :class:`WorkerInit` carries the root seed and rank current when it is constructed.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import _activation
+from . import _root, _stack
 from ._derivation import slot, worker_bits
 from ._distributed import process_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import current_root, peek_root, replace_root
-from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_all_sources, validate_seed
-from ._sources import registry
+from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
+from ._sources.registry import registry
 
 __all__ = ["WorkerInit", "seed_worker"]
 
+_WORKER_SLOTS = ("random", "numpy", "torch")
 
-def _check_worker_id(worker_id: object) -> None:
+
+def _check_worker_id(worker_id: object) -> int:
     if isinstance(worker_id, (bool, np.bool_)) or not isinstance(worker_id, (int, np.integer)):
         raise ReproducibleBlockTypeError(
             f"worker_id must be the int a DataLoader passes to worker_init_fn; got "
@@ -41,6 +45,7 @@ def _check_worker_id(worker_id: object) -> None:
             f"worker_id must be a non-negative int (a DataLoader numbers its workers from 0); got "
             f"{worker_id}. Pass worker_init_fn=seed_worker and let the DataLoader call it."
         )
+    return int(worker_id)
 
 
 def _seed_from_environment() -> int | None:
@@ -58,73 +63,99 @@ def _seed_from_environment() -> int | None:
         ) from None
 
 
-def _install_root(seed: int) -> None:
-    """Make ``seed`` this process's root, as ``set_seed`` would, without changing any generator."""
-    root = peek_root()
-    if root is not None and root.seed == seed:
-        return
-    with _activation.lock:
-        sources = registry.active()
-        saved = [source.capture() for source in sources]
-        try:
-            root = seed_all_sources(seed)
-        finally:
-            _activation._restore_all(sources, saved)
-        replace_root(root)
+def _seed_worker_globals(worker_id: int, rank: int) -> None:
+    """Python ``random``, NumPy's global and torch from (the loader's base seed, worker, rank).
 
-
-def _seed_globals_per_worker(worker_id: int, rank: int) -> None:
-    """Python ``random``, NumPy's global and torch from (the loader's base seed, worker, rank)."""
-    bits = worker_bits(torch.initial_seed() - worker_id, worker_id, rank)
-    with _activation.lock:
-        for source in registry.builtin():
-            if source.slot in ("random", "numpy", "torch"):
-                source.install(source.derive(slot(bits, source.slot)))
-
-
-def seed_worker(worker_id: int) -> None:
-    """A DataLoader ``worker_init_fn``: per-worker global seeds, and the parent's root for blocks.
-
-    In each worker, NumPy's global RNG and Python ``random`` are seeded from
-    ``torch.initial_seed()`` (which the DataLoader sets to ``base_seed + worker_id``), as
-    PyTorch's reproducibility notes recommend, so workers draw different global streams and the
-    streams repeat from run to run. torch's own generator is left as the DataLoader seeded it.
-
-    Blocks inside the worker derive from the parent's root seed, not the worker's, so
-    ``with ReproducibleBlock(("sample", index)):`` in ``Dataset.__getitem__`` gives a sample the
-    same draws in every worker, for any ``num_workers``. With the fork start method the worker
-    inherits the root; otherwise it is rebuilt from the environment variable
-    ``REPRODUCIBLE_BLOCK_SEED`` that :func:`set_seed` exports, read when the worker starts. If
-    neither exists (no ``set_seed`` in the parent), blocks in the worker raise
-    :class:`NotSeededError`. With forkserver, whose server process keeps the environment of its
-    own start, use :class:`WorkerInit` instead.
-
-    If you have your own ``worker_init_fn``, call ``seed_worker(worker_id)`` first in it.
-
-    >>> import torch
-    >>> from torch.utils.data import DataLoader
-    >>> from reproducible_block import seed_worker, set_seed
-    >>> _ = set_seed(0)
-    >>> loader = DataLoader(range(8), batch_size=4, num_workers=2, worker_init_fn=seed_worker)
-    >>> [batch.tolist() for batch in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    True
+    The DataLoader seeds torch with ``base_seed + worker_id`` before calling ``worker_init_fn``;
+    ``base_seed`` comes from the loader's generator, so the streams repeat between runs.
     """
-    _check_worker_id(worker_id)
-    if peek_root() is None:
-        seed = _seed_from_environment()
-        if seed is not None:
-            _install_root(seed)
-    _seed_globals_per_worker(worker_id, process_rank())
+    bits = worker_bits(torch.initial_seed() - worker_id, worker_id, rank)
+    with _stack.held("seed_worker()"):
+        for source in registry.builtin():
+            if source.slot in _WORKER_SLOTS:
+                source.restore(source.from_bits(slot(bits, source.slot)))
+
+
+def _check_rank(rank: object) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ReproducibleBlockValueError(
+            f"a pickled worker_init_fn holds the rank {rank!r}; expected a non-negative int. "
+            "Pickle only what reproducible_block itself wrote."
+        )
+    return rank
+
+
+class _SeedWorker:
+    """The type of :data:`seed_worker`: a function that carries the root when it is pickled."""
+
+    __slots__ = ("_rank", "_root_seed")
+
+    def __init__(self, root_seed: int | None = None, rank: int | None = None) -> None:
+        self._root_seed = root_seed
+        self._rank = rank
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled when a DataLoader starts spawn or forkserver workers: the root and the rank
+        # of the process starting them travel along.
+        return (_SeedWorker, (_root.seed, process_rank()))
+
+    def __setstate__(self, state: object) -> None:  # pragma: no cover - not produced by pickle
+        raise ReproducibleBlockValueError("seed_worker carries no state of its own.")
+
+    def __repr__(self) -> str:
+        return "<function reproducible_block.seed_worker>"
+
+    def __call__(self, worker_id: int) -> None:
+        """A DataLoader ``worker_init_fn``: per-worker global streams, the parent's root.
+
+        In each worker, Python ``random``, NumPy's global RNG and torch are seeded from (the
+        loader's base seed for the epoch, the worker id, the global rank), so workers draw
+        different global streams from their siblings and from the workers of other ranks, and
+        the streams repeat from run to run (give the loader its own ``generator=`` for that).
+
+        Blocks inside the worker derive from the parent's root seed, not the worker's, so
+        ``with ReproducibleBlock(("sample", index)):`` in ``Dataset.__getitem__`` gives a sample
+        the same draws in every worker, for any ``num_workers``. With the fork start method the
+        worker inherits the root; with spawn and forkserver the root current when the DataLoader
+        started its workers travels with ``seed_worker`` itself (pickled); otherwise it is read
+        from the environment variable ``REPRODUCIBLE_BLOCK_SEED`` that :func:`set_seed` exports.
+        If there is none (no ``set_seed`` in the parent), blocks in the worker raise
+        :class:`NotSeededError`.
+
+        If you have your own ``worker_init_fn``, call ``seed_worker(worker_id)`` first in it.
+
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> from reproducible_block import seed_worker, set_seed
+        >>> _ = set_seed(0)
+        >>> loader = DataLoader(range(8), batch_size=4, num_workers=2, worker_init_fn=seed_worker)
+        >>> [batch.tolist() for batch in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        True
+        """
+        worker = _check_worker_id(worker_id)
+        if self._root_seed is not None:
+            root = validate_seed(self._root_seed)
+            _root.replace_seed(root)
+        elif _root.seed is None:
+            exported = _seed_from_environment()
+            if exported is not None:
+                _root.replace_seed(exported)
+        rank = process_rank() if self._rank is None else _check_rank(self._rank)
+        _seed_worker_globals(worker, rank)
+
+
+#: A DataLoader ``worker_init_fn``: ``DataLoader(..., worker_init_fn=seed_worker)``. Per-worker
+#: and per-rank global streams in each worker, and the parent's root for blocks (see its call).
+seed_worker = _SeedWorker()
 
 
 class WorkerInit:
     """A picklable ``worker_init_fn`` that carries the root seed of the process that made it.
 
-    It does what :func:`seed_worker` does, but the root seed travels inside the object (pickled
-    with the DataLoader), so blocks in workers derive from the root that was current when the
-    ``WorkerInit`` was constructed, with every start method (fork, spawn, forkserver) and without
-    the environment variable. Construct it after :func:`set_seed` (else it raises
-    :class:`NotSeededError`), for example right where the DataLoader is built.
+    It does what :data:`seed_worker` does, but with the root seed and the rank current when the
+    ``WorkerInit`` was constructed, with every start method and without the environment. Build
+    it after :func:`set_seed` (else it raises :class:`NotSeededError`), for example right where
+    the DataLoader is built.
 
     >>> import pickle
     >>> from reproducible_block import WorkerInit, set_seed
@@ -134,27 +165,33 @@ class WorkerInit:
     True
     """
 
-    __slots__ = ("_root_seed",)
+    __slots__ = ("_rank", "_root_seed")
 
     def __init__(self) -> None:
-        self._root_seed = current_root("creating a WorkerInit").seed
+        self._root_seed = _root.current_seed("creating a WorkerInit")
+        self._rank = process_rank()
 
     @property
     def root_seed(self) -> int:
         """The root seed that blocks in the workers derive from."""
         return self._root_seed
 
-    def __getstate__(self) -> int:
-        return self._root_seed
-
-    def __setstate__(self, state: int) -> None:
-        self._root_seed = validate_seed(state)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_worker_init, (self._root_seed, self._rank))
 
     def __repr__(self) -> str:
         return f"WorkerInit(root_seed={self._root_seed})"
 
     def __call__(self, worker_id: int) -> None:
         """Run in each worker by the DataLoader: install the root, then seed the globals."""
-        _check_worker_id(worker_id)
-        _install_root(self._root_seed)
-        _seed_globals_per_worker(worker_id, process_rank())
+        worker = _check_worker_id(worker_id)
+        _root.replace_seed(self._root_seed)
+        _seed_worker_globals(worker, self._rank)
+
+
+def _worker_init(root_seed: object, rank: object) -> WorkerInit:
+    """Unpickle a :class:`WorkerInit`, checking what the pickle holds."""
+    init = WorkerInit.__new__(WorkerInit)
+    init._root_seed = validate_seed(root_seed)
+    init._rank = _check_rank(rank)
+    return init

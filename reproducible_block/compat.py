@@ -5,16 +5,25 @@ Migrating users get bit-identical tensors for the same program, draws outside bl
 * ``Reproducible_Block.set_seed(s)`` seeds like :func:`reproducible_block.set_seed` (the same
   call; it also gives :class:`~reproducible_block.ReproducibleBlock` its root).
 * Entering ``Reproducible_Block(block_seed=n)`` resets Python ``random``, NumPy's global RNG, torch
-  CPU and CUDA to the root snapshot, then makes ``n`` rounds of one ``random.randint(1, 10)``, one
-  ``np.random.randint(1, 10)`` and one ``torch.randint(1, 10, (1,))``: entry costs ``O(n)`` and
-  neighbouring keys give overlapping streams, which is why new code should use
-  :class:`~reproducible_block.ReproducibleBlock`.
-* Exit restores the caller's state only with ``reset_state_after=True``; by default the code
-  after the block continues from the block's stream, as in 0.0.1.
+  CPU and CUDA to the reference state (the state ``set_seed`` left), then makes ``n`` rounds of
+  one ``random.randint(1, 10)``, one ``np.random.randint(1, 10)`` and one
+  ``torch.randint(1, 10, (1,))``: entry costs ``O(n)`` and neighbouring keys give overlapping
+  streams, which is why new code should use :class:`~reproducible_block.ReproducibleBlock`.
+* Exit restores the state the block found only with ``reset_state_after=True``; by default the
+  code after the block continues from the block's stream, as in 0.0.1. Like 0.0.1, a block
+  object keeps one such saved state (``initial_state``): a recursive function decorated with
+  ``reset_state_after=True`` restores, at every exit, the state its innermost call found.
+* The class methods of 0.0.1 are here: ``reset_to_reference_state()``, ``set_reference_state()``
+  (the current state becomes the reference, for ``Reproducible_Block`` only),
+  ``get_random_state()`` and ``set_random_state(state)`` (a dict with the keys ``'py'``,
+  ``'np'``, ``'torch'``, and ``'torch_cuda'`` once CUDA is initialised), and the class
+  attribute ``reference_state`` (None before ``set_seed``).
 
-Where 0.0.1 asserted, this raises: a missing or invalid ``block_seed`` gives ``TypeError`` or
-``ValueError`` at construction; entering before ``set_seed`` gives ``RuntimeError`` (at entry, so
-functions may be decorated at import time, before the seed is set).
+Deliberate differences: where 0.0.1 asserted, this raises (``TypeError``/``ValueError`` for a
+bad ``block_seed``; ``RuntimeError`` when a block is entered before ``set_seed``, at entry rather
+than at construction, so that functions may be decorated at import time); decorated functions
+keep their name, signature and keyword arguments; CUDA is never initialised by the library, and
+every CUDA device (not only the current one) goes back to the reference state.
 
 >>> import torch
 >>> from reproducible_block.compat import Reproducible_Block
@@ -31,25 +40,56 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import wrapt
 
-from . import _activation
+from . import _root, _stack
+from ._checks import check_bool
+from ._decorator import wrap_function
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import current_root
 from ._seeding import set_seed
-from ._sources import GeneratorSource, registry
+from ._sources.registry import registry
 
 __all__ = ["Reproducible_Block"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+RandomState = dict[str, Any]
+
+# A reference state that set_reference_state() captured (not derivable from the root seed), with
+# the root seed it was captured under: a new root makes it stale.
+_captured: tuple[int, RandomState] | None = None
 
 
-class Reproducible_Block:
-    """The 0.0.1 block: reset to the root snapshot, then advance ``block_seed`` draws."""
+def _captured_reference() -> RandomState | None:
+    if _captured is None or _captured[0] != _root.peek_seed():
+        return None
+    return _captured[1]
+
+
+def _reference_of_seed(seed: int) -> RandomState:
+    """The states ``set_seed(seed)`` leaves, in 0.0.1's form, without touching a generator."""
+    python = random.Random(seed).getstate()
+    numpy = np.random.RandomState(seed).get_state(legacy=True)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return {"py": python, "np": numpy, "torch": generator.get_state()}
+
+
+class _CompatMeta(type):
+    @property
+    def reference_state(cls) -> RandomState | None:
+        """The state blocks reset to (0.0.1's class attribute): None before ``set_seed``."""
+        captured = _captured_reference()
+        if captured is not None:
+            return captured
+        seed = _root.peek_seed()
+        return None if seed is None else _reference_of_seed(seed)
+
+
+class Reproducible_Block(metaclass=_CompatMeta):
+    """The 0.0.1 block: reset to the reference state, then advance ``block_seed`` draws."""
 
     def __init__(self, block_seed: int | None = None, reset_state_after: bool = False) -> None:
         if block_seed is None:
@@ -68,44 +108,79 @@ class Reproducible_Block:
             raise ReproducibleBlockValueError(
                 f"block_seed must be a non-negative int; got {block_seed}."
             )
-        if not isinstance(reset_state_after, bool):
-            raise ReproducibleBlockTypeError(
-                f"reset_state_after must be True or False; got {reset_state_after!r}."
-            )
         self.block_seed = int(block_seed)
-        self.reset_state_after = reset_state_after
-        self._saved: list[list[tuple[GeneratorSource[Any], Any]]] = []
+        self.reset_state_after = check_bool(reset_state_after, "reset_state_after")
+        #: The state found at the last entry, restored on exit with ``reset_state_after``.
+        self.initial_state: RandomState | None = None
 
     @classmethod
     def set_seed(cls, seed: int) -> None:
-        """Seed Python, NumPy and torch (CPU and CUDA) and snapshot the root, as 0.0.1 did."""
+        """Seed Python, NumPy and torch (CPU and CUDA) and make it the reference, as 0.0.1 did."""
+        global _captured
         set_seed(seed)
+        _captured = None
+
+    @classmethod
+    def set_reference_state(cls) -> None:
+        """Make the current state the reference state blocks reset to (0.0.1's method)."""
+        global _captured
+        seed = _root.current_seed("Reproducible_Block.set_reference_state()")
+        _captured = (seed, cls.get_random_state())
+
+    @classmethod
+    def reset_to_reference_state(cls) -> None:
+        """Put Python, NumPy, torch and CUDA back in the reference state (0.0.1's method)."""
+        with _stack.held("Reproducible_Block.reset_to_reference_state()"):
+            seed = _root.current_seed("Reproducible_Block.reset_to_reference_state()")
+            captured = _captured_reference()
+            if captured is not None:
+                cls.set_random_state(captured)
+                return
+            for source in registry.builtin():
+                source.seed(seed)
+
+    @classmethod
+    def get_random_state(cls) -> RandomState:
+        """The current state, in 0.0.1's form (``'torch_cuda'`` only once CUDA is initialised)."""
+        state: RandomState = {
+            "py": random.getstate(),
+            "np": np.random.get_state(legacy=True),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # pragma: no cover
+            state["torch_cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    @classmethod
+    def set_random_state(cls, state: RandomState) -> None:
+        """Install a state from :meth:`get_random_state` (0.0.1's method)."""
+        random.setstate(state["py"])
+        np.random.set_state(state["np"])
+        torch.set_rng_state(state["torch"])
+        if "torch_cuda" in state:  # pragma: no cover - needs a GPU
+            torch.cuda.set_rng_state(state["torch_cuda"])
 
     def __enter__(self) -> None:
-        with _activation.lock:
-            root = current_root("entering a Reproducible_Block")
-            sources = registry.builtin()
+        with _stack.held("entering a Reproducible_Block"):
+            _root.current_seed("entering a Reproducible_Block")
             if self.reset_state_after:
-                self._saved.append([(source, source.capture()) for source in sources])
-            for source in sources:
-                source.install(root.snapshot[source.name])
+                self.initial_state = self.get_random_state()
+            self.reset_to_reference_state()
             for _ in range(self.block_seed):
                 random.randint(1, 10)
                 np.random.randint(1, 10)
                 torch.randint(1, 10, (1,))
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.reset_state_after:
-            with _activation.lock:
-                for source, state in self._saved.pop():
-                    source.install(state)
+        if self.reset_state_after and self.initial_state is not None:
+            with _stack.held("leaving a Reproducible_Block"):
+                self.set_random_state(self.initial_state)
 
     def __call__(self, function: F) -> F:
         """Decorate ``function``: each call runs inside this block."""
 
-        @wrapt.decorator
         def in_block(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
             with self:
                 return wrapped(*args, **kwargs)
 
-        return cast(F, in_block(function))
+        return wrap_function(function, in_block)

@@ -29,6 +29,7 @@ from ._errors import ReproducibleBlockTypeError
 __all__ = [
     "CUBLAS_WORKSPACE_VARIABLE",
     "DETERMINISTIC_CUBLAS_CONFIGS",
+    "DeterministicSettings",
     "configure_deterministic_mode",
     "deterministic_mode",
 ]
@@ -43,8 +44,15 @@ _warned: set[str] = set()
 
 
 @dataclass(frozen=True)
-class _Settings:
-    """Every setting deterministic mode changes, as one value to save and put back."""
+class DeterministicSettings:
+    """Every setting deterministic mode changes, as one value to save and put back.
+
+    >>> before = DeterministicSettings.current()
+    >>> configure_deterministic_mode()
+    >>> before.apply()
+    >>> DeterministicSettings.current() == before
+    True
+    """
 
     algorithms: bool
     warn_only: bool
@@ -52,25 +60,26 @@ class _Settings:
     cudnn_benchmark: bool
     cublas_workspace: str | None
 
+    @classmethod
+    def current(cls) -> DeterministicSettings:
+        """The settings in effect now."""
+        return cls(
+            algorithms=torch.are_deterministic_algorithms_enabled(),
+            warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+            cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
+            cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+            cublas_workspace=os.environ.get(CUBLAS_WORKSPACE_VARIABLE),
+        )
 
-def _current_settings() -> _Settings:
-    return _Settings(
-        algorithms=torch.are_deterministic_algorithms_enabled(),
-        warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
-        cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
-        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
-        cublas_workspace=os.environ.get(CUBLAS_WORKSPACE_VARIABLE),
-    )
-
-
-def _apply(settings: _Settings) -> None:
-    torch.use_deterministic_algorithms(settings.algorithms, warn_only=settings.warn_only)
-    torch.backends.cudnn.deterministic = settings.cudnn_deterministic
-    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
-    if settings.cublas_workspace is None:
-        os.environ.pop(CUBLAS_WORKSPACE_VARIABLE, None)
-    else:
-        os.environ[CUBLAS_WORKSPACE_VARIABLE] = settings.cublas_workspace
+    def apply(self) -> None:
+        """Put these settings in effect (the environment variable included)."""
+        torch.use_deterministic_algorithms(self.algorithms, warn_only=self.warn_only)
+        torch.backends.cudnn.deterministic = self.cudnn_deterministic
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        if self.cublas_workspace is None:
+            os.environ.pop(CUBLAS_WORKSPACE_VARIABLE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE_VARIABLE] = self.cublas_workspace
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -95,7 +104,7 @@ def _check_warn_only(warn_only: object) -> bool:
     return warn_only
 
 
-def _deterministic_settings(warn_only: bool) -> _Settings:
+def _deterministic_settings(warn_only: bool) -> DeterministicSettings:
     """The settings to apply, warning about a workspace value that cannot take effect."""
     workspace = os.environ.get(CUBLAS_WORKSPACE_VARIABLE)
     if workspace not in DETERMINISTIC_CUBLAS_CONFIGS:
@@ -117,7 +126,7 @@ def _deterministic_settings(warn_only: bool) -> _Settings:
                 "environment.",
             )
         workspace = DETERMINISTIC_CUBLAS_CONFIGS[0]
-    return _Settings(
+    return DeterministicSettings(
         algorithms=True,
         warn_only=warn_only,
         cudnn_deterministic=True,
@@ -146,7 +155,7 @@ def configure_deterministic_mode(*, warn_only: bool = False) -> None:
     >>> torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
     True
     """
-    _apply(_deterministic_settings(_check_warn_only(warn_only)))
+    _deterministic_settings(_check_warn_only(warn_only)).apply()
 
 
 class deterministic_mode:  # lower case, like torch.no_grad: it reads as a setting
@@ -168,16 +177,16 @@ class deterministic_mode:  # lower case, like torch.no_grad: it reads as a setti
 
     def __init__(self, *, warn_only: bool = False) -> None:
         self._warn_only = _check_warn_only(warn_only)
-        self._saved: list[_Settings] = []
+        self._saved: list[DeterministicSettings] = []
 
     def __repr__(self) -> str:
         return f"deterministic_mode(warn_only={self._warn_only!r})"
 
     def __enter__(self) -> deterministic_mode:
-        previous = _current_settings()
-        _apply(_deterministic_settings(self._warn_only))
+        previous = DeterministicSettings.current()
+        _deterministic_settings(self._warn_only).apply()
         self._saved.append(previous)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        _apply(self._saved.pop())
+        self._saved.pop().apply()

@@ -120,7 +120,7 @@ def test_same_instance_is_reusable_and_reentrant(draw: Callable[[], list[float]]
 
 
 def test_block_before_set_seed_raises_and_changes_nothing() -> None:
-    rb._root.replace_root(None)
+    rb._root.replace_seed(None)
     state = (random.getstate(), torch.get_rng_state())
     with pytest.raises(rb.NotSeededError, match=r"set_seed\(\)"), ReproducibleBlock("x"):
         pass  # pragma: no cover - never entered
@@ -199,28 +199,24 @@ def test_out_of_order_exit_is_reported() -> None:
 
 def test_a_failing_restore_still_restores_the_other_sources_and_raises() -> None:
     class FailsOnRestore(rb.GeneratorSource[int]):
-        name = "fails-on-restore"
-
         def __init__(self) -> None:
             self.state = 0
 
-        def capture(self) -> int:
+        def get_state(self) -> int:
             return self.state
 
-        def install(self, state: int) -> None:
+        def set_state(self, state: int) -> None:
             if state == 0 and self.state == 7:
                 raise OSError("device lost on restore")
             self.state = state
 
         def seed(self, seed: int) -> None: ...
 
-        def derive(self, words: np.ndarray) -> int:
+        def from_bits(self, bits: bytes) -> int:
             return 7
 
-    from reproducible_block._sources import registry
-
     set_seed(0)
-    registry.add(FailsOnRestore())
+    rb.register_generator(FailsOnRestore(), name="fails-on-restore")
     expected = draw_all()
     set_seed(0)
     with pytest.raises(OSError, match="on restore"), ReproducibleBlock("k"):

@@ -8,6 +8,7 @@ the caller's state only with reset_state_after=True.
 
 from __future__ import annotations
 
+import pickle
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,9 +132,112 @@ def test_where_0_0_1_asserted_or_misbehaved_we_raise(
 
 
 def test_entering_before_set_seed_raises_runtime_error() -> None:
-    rb._root.replace_root(None)
+    rb._root.replace_seed(None)
     block = Reproducible_Block(block_seed=3)  # construction is fine (decorate at import time)
     state = torch.get_rng_state()
     with pytest.raises(RuntimeError, match="set_seed"), block:
         pass  # pragma: no cover - never entered
     assert torch.equal(torch.get_rng_state(), state)
+
+
+class SingleSlotOracle(Oracle):
+    """0.0.1's reset_state_after: one saved state per block object, overwritten by each entry."""
+
+    def __init__(self, block_seed: int) -> None:
+        self.block_seed = block_seed
+        self.initial: tuple[Any, ...] = ()
+
+    def __enter__(self) -> None:
+        self.initial = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.setstate(self.snapshot[0])
+        np.random.set_state(self.snapshot[1])
+        torch.set_rng_state(self.snapshot[2])
+        for _ in range(self.block_seed):
+            random.randint(1, 10)
+            np.random.randint(1, 10)
+            torch.randint(1, 10, (1,))
+
+    def __exit__(self, *exc_info: object) -> None:
+        random.setstate(self.initial[0])
+        np.random.set_state(self.initial[1])
+        torch.set_rng_state(self.initial[2])
+
+
+def recursion(block: Any) -> list[object]:
+    """A recursive function whose every call enters the same block object, drawing around."""
+    out: list[object] = []
+
+    def step(depth: int) -> None:
+        with block:
+            out.append(torch.rand(2))
+            if depth:
+                out.append(random.random())
+                step(depth - 1)
+                out.append(np.random.rand())
+        out.append(torch.rand(1))
+
+    step(2)
+    return out
+
+
+def test_a_recursive_block_with_reset_state_after_behaves_as_0_0_1() -> None:
+    Oracle.set_seed(3)
+    torch.rand(5)
+    expected = recursion(SingleSlotOracle(4))
+    Reproducible_Block.set_seed(3)
+    torch.rand(5)
+    actual = recursion(Reproducible_Block(block_seed=4, reset_state_after=True))
+    assert all(_equal(a, e) for a, e in zip(actual, expected, strict=True))
+
+
+def test_the_class_methods_and_reference_state_of_0_0_1() -> None:
+    rb._root.replace_seed(None)
+    assert Reproducible_Block.reference_state is None
+    Reproducible_Block.set_seed(42)
+    reference = Reproducible_Block.reference_state
+    assert reference is not None
+    assert set(reference) == {"py", "np", "torch"}
+    Oracle.set_seed(42)
+    assert reference["py"] == Oracle.snapshot[0]
+    assert torch.equal(reference["torch"], Oracle.snapshot[2])
+    first = (random.random(), torch.rand(2), np.random.random())
+    Reproducible_Block.reset_to_reference_state()
+    again = (random.random(), torch.rand(2), np.random.random())
+    assert first[0] == again[0]
+    assert torch.equal(first[1], again[1])
+    assert first[2] == again[2]
+
+
+def test_set_reference_state_moves_the_reference_until_the_next_set_seed() -> None:
+    Reproducible_Block.set_seed(1)
+    torch.rand(3)
+    Reproducible_Block.set_reference_state()
+    captured = Reproducible_Block.get_random_state()
+    with Reproducible_Block(block_seed=0):
+        expected = torch.rand(2)
+    Reproducible_Block.set_random_state(captured)
+    assert torch.equal(torch.rand(2), expected)  # block 0 resets to the captured reference
+    Reproducible_Block.set_seed(1)  # a new set_seed makes the seeded state the reference again
+    with Reproducible_Block(block_seed=0):
+        seeded = torch.rand(2)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(2), seeded)
+    rb.set_seed(2)  # a new root from the new API drops the captured reference too
+    assert torch.equal(Reproducible_Block.reference_state["torch"],  # type: ignore[index]
+                       torch.Generator().manual_seed(2).get_state())
+
+
+def test_reset_to_reference_state_needs_a_seed() -> None:
+    rb._root.replace_seed(None)
+    with pytest.raises(RuntimeError, match="set_seed"):
+        Reproducible_Block.reset_to_reference_state()
+    with pytest.raises(RuntimeError, match="set_seed"):
+        Reproducible_Block.set_reference_state()
+
+
+def test_a_decorated_function_pickles_by_reference() -> None:
+    from tests._decorated import legacy_noise
+
+    assert pickle.loads(pickle.dumps(legacy_noise)) is legacy_noise
+    Reproducible_Block.set_seed(0)
+    assert torch.equal(legacy_noise(), legacy_noise())

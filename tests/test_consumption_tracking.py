@@ -18,7 +18,7 @@ from reproducible_block import (
     set_seed,
     track_consumption,
 )
-from reproducible_block._sources import registry
+from reproducible_block._sources.registry import registry
 
 DRAWS = {
     "random": lambda: random.random(),

@@ -28,7 +28,8 @@ from reproducible_block import (
     set_seed,
 )
 from reproducible_block.__main__ import main
-from reproducible_block._sources import GeneratorSource, registry
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.registry import registry
 
 
 def _raw_states() -> tuple[Any, ...]:
@@ -122,27 +123,23 @@ def test_registered_generators_get_fingerprints() -> None:
 class _CustomSource(GeneratorSource[Any]):
     """A source whose state is whatever the test puts in it."""
 
-    def __init__(self, name: str, state: object) -> None:
-        self.name = name
+    def __init__(self, state: object) -> None:
         self.state = state
 
-    def capture(self) -> Any:
+    def get_state(self) -> Any:
         return self.state
 
-    def install(self, state: Any) -> None:
+    def set_state(self, state: Any) -> None:
         self.state = state
 
-    def seed(self, seed: int) -> None:
-        self.state = seed
-
-    def derive(self, sequence: np.random.SeedSequence) -> Any:
-        return int(sequence.generate_state(1)[0])
+    def from_bits(self, bits: bytes) -> Any:
+        return int.from_bytes(bits, "little")
 
 
 def test_picklable_custom_state_is_fingerprinted_and_unpicklable_is_refused() -> None:
-    registry.add(_CustomSource("fractions", Fraction(1, 3)))
+    register_generator(_CustomSource(Fraction(1, 3)), name="fractions")
     assert len(environment_report()["generators"]["fractions"]) == 12
-    registry.add(_CustomSource("lambdas", lambda: None))
+    register_generator(_CustomSource(lambda: None), name="lambdas")
     with pytest.raises(ReproducibleBlockTypeError, match="cannot digest a generator state"):
         environment_report()
 

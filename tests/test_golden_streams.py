@@ -21,7 +21,6 @@ import reproducible_block as rb
 from reproducible_block import (
     Reproducible_Block,
     ReproducibleBlock,
-    _activation,
     _block,
     _checkpoint,
     _derivation,
@@ -29,8 +28,7 @@ from reproducible_block import (
     seed_worker,
     set_seed,
 )
-from reproducible_block._root import Root
-from reproducible_block._sources import registry
+from reproducible_block._sources.registry import registry
 
 #: (root seed, key) pairs: str, int, tuple, large-int and unicode keys.
 CASES: list[tuple[int, Any]] = [
@@ -146,10 +144,10 @@ def observe_new_ranks(generators: Registered) -> dict[str, Observation]:
     set_seed(42)
     drawn = {}
     for rank in (1, 2):
-        plan = _checkpoint._Plan([(s, None) for s in registry.active()], Root(42, {}), ())
-        derived = _checkpoint._derive_for_new_rank(plan, rank)
-        for source, state in derived.states:
-            source.install(state)
+        sources = registry.active()
+        for source, state in zip(sources, _checkpoint.new_rank_states(42, rank, sources),
+                                 strict=True):
+            source.restore(state)
         drawn.update({f"rank{rank}.{name}": value for name, value in global_draws().items()})
         drawn.update({f"rank{rank}.{name}": value for name, value in generators.draws().items()})
     return drawn
@@ -452,7 +450,7 @@ def observe_everything(monkeypatch: pytest.MonkeyPatch, generators: Registered) 
 
 def forget_derived_states() -> None:
     """Drop every cache of derived values, so that the next draws use the patched constants."""
-    _activation.clear_cache()
+    _block.clear_cache()
     _block._plain_keys.clear()
 
 

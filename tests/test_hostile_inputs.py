@@ -129,7 +129,7 @@ def _everything() -> tuple[Any, ...]:
         np.random.get_state()[1].tobytes(),
         np.random.get_state()[2:],
         torch.get_rng_state().tolist(),
-        rb._root.peek_root(),
+        rb._root.peek_seed(),
         rb.registered_generators(),
     )
 

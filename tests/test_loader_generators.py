@@ -178,7 +178,7 @@ def test_loader_generators_ignore_sources_and_enabled() -> None:
 
 
 def test_loader_generators_need_a_root() -> None:
-    _root.replace_root(None)
+    _root.replace_seed(None)
     block = ReproducibleBlock("data")
     with pytest.raises(NotSeededError, match="torch_generator"):
         block.torch_generator()

@@ -14,7 +14,7 @@ from reproducible_block import (
     set_seed,
     unregister_generator,
 )
-from reproducible_block._sources import registry
+from reproducible_block._sources.registry import registry
 
 
 def test_builtin_sources_on_a_cpu_only_machine() -> None:
@@ -66,7 +66,8 @@ def test_registered_generator_not_in_sources_is_left_alone() -> None:
         (np.random.RandomState(0), "x", TypeError),
         ("not a generator", "x", TypeError),
         (torch.Generator(), "", ValueError),
-        (torch.Generator(), 3, ValueError),
+        (torch.Generator(), 3, TypeError),
+        (torch.Generator(), b"x", TypeError),
         (torch.Generator(), "torch", ValueError),
     ],
 )
@@ -91,22 +92,20 @@ def test_unregistering_an_unknown_name_is_refused() -> None:
 
 def test_failed_install_rolls_back_the_sources_already_switched() -> None:
     class Broken(rb.GeneratorSource[int]):
-        name = "broken"
-
-        def capture(self) -> int:
+        def get_state(self) -> int:
             return 0
 
-        def install(self, state: int) -> None:
+        def set_state(self, state: int) -> None:
             if state == 1:
                 raise OSError("device lost")
 
         def seed(self, seed: int) -> None: ...
 
-        def derive(self, sequence: np.random.SeedSequence) -> int:
+        def from_bits(self, bits: bytes) -> int:
             return 1
 
     set_seed(0)
-    registry.add(Broken())
+    rb.register_generator(Broken(), name="broken")
     state = torch.get_rng_state()
     python_state = __import__("random").getstate()
     with pytest.raises(OSError, match="device lost"), ReproducibleBlock("k"):

@@ -16,14 +16,14 @@ from reproducible_block import (
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
+    _checkpoint,
     get_rng_state,
     load_rng_state,
     register_generator,
     unregister_generator,
 )
-from reproducible_block._root import peek_root
-from reproducible_block._sources import CudaSource
-from reproducible_block._state_codec import codec_for
+from reproducible_block._root import peek_seed
+from reproducible_block._sources.torch_random import CudaSource, QueuedSeeds
 
 from ._raw import Managed, managed_setup
 
@@ -39,14 +39,14 @@ def assert_refused_changes_nothing(
     managed: Managed, load: Callable[[], None], error: type[Exception], match: str
 ) -> None:
     """The load raises ``error``; the next draws equal those of a program that never called it."""
-    root = peek_root()
+    root = peek_seed()
     before = managed.capture()
     with pytest.raises(error, match=match):
         load()
     after_refusal = managed.draw()
     managed.restore(before)
     assert managed.draw() == after_refusal
-    assert peek_root() is root
+    assert peek_seed() == root
 
 
 def edited(edit: Callable[[Entry], object]) -> Callable[[list[Entry]], list[Entry]]:
@@ -182,10 +182,12 @@ CORRUPTIONS: list[tuple[str, Callable[[list[Entry]], object], type[Exception], s
      ReproducibleBlockValueError, "an int, float, str"),
     ("a root seed out of range", edited(_set(("root", "seed"), -1)), ReproducibleBlockValueError,
      r"\['seed'\]"),
-    ("a root snapshot of an unknown source", edited(_set(("root", "snapshot", "other"), 1)),
-     ReproducibleBlockValueError, "keyed by managed sources"),
-    ("a corrupted root snapshot", edited(_set(("root", "snapshot", "torch", "state"), 0)),
-     ReproducibleBlockValueError, r"\['snapshot'\]\['torch'\]"),
+    ("a root seed that is a bool", edited(_set(("root", "seed"), True)),
+     ReproducibleBlockValueError, r"\['seed'\] is bool"),
+    ("a truncated root", edited(_delete("root", "seed")), ReproducibleBlockValueError,
+     r"\['root'\] is a dict with the keys \[\]; expected a dict with the keys \['seed'\]"),
+    ("a root with an extra field", edited(_set(("root", "snapshot"), {})),
+     ReproducibleBlockValueError, r"\['root'\]"),
     ("open blocks that are no list", edited(_set(("open_blocks",), "none")),
      ReproducibleBlockValueError, r"\['open_blocks'\]"),
     ("sources that are no dict", edited(_set(("sources",), [])), ReproducibleBlockValueError,
@@ -284,10 +286,8 @@ def test_states_saved_inside_a_block_are_refused_elsewhere(managed: Managed) -> 
 
 
 def test_a_derived_rank_needs_a_saved_root() -> None:
-    from reproducible_block._checkpoint import _derive_for_new_rank, _Plan
-
     with pytest.raises(ReproducibleBlockValueError, match="holds none"):
-        _derive_for_new_rank(_Plan([], None, ()), rank=1)
+        _checkpoint._derive_for_new_rank(_checkpoint._Plan([], [], True, None, ()), rank=1)
 
 
 # CUDA's format, read with the CUDA source of a machine without CUDA (it never touches CUDA).
@@ -295,18 +295,22 @@ def test_a_derived_rank_needs_a_saved_root() -> None:
 
 def test_a_queued_cuda_seed_round_trips_without_cuda() -> None:
     source = CudaSource()
-    codec = codec_for(source)
-    data = codec.encode(source, 2**64 - 1)
-    assert data == {"device_count": torch.cuda.device_count(), "queued_seed": 2**64 - 1}
-    assert codec.decode(source, data, "cuda") == 2**64 - 1
+    state = QueuedSeeds((("all", 2**64 - 1), ("current", 7)))
+    data = source.to_checkpoint(state)
+    assert data == {
+        "device_count": torch.cuda.device_count(), "queued": [["all", 2**64 - 1], ["current", 7]]
+    }
+    assert source.from_checkpoint(data, "cuda") == state
 
 
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"device_count": torch.cuda.device_count() + 1, "queued_seed": 1}, "device"),
+        ({"device_count": torch.cuda.device_count() + 1, "queued": [["all", 1]]}, "device"),
         ({"device_count": torch.cuda.device_count() + 2, "states": []}, "device"),
-        ({"device_count": torch.cuda.device_count(), "queued_seed": 2**64}, "queued_seed"),
+        ({"device_count": torch.cuda.device_count(), "queued": [["all", 2**64]]}, "queued"),
+        ({"device_count": torch.cuda.device_count(), "queued": [["some", 1]]}, "'current'"),
+        ({"device_count": torch.cuda.device_count(), "queued": "all"}, "'current'"),
         ({"device_count": torch.cuda.device_count(), "states": "none"}, "one per device"),
         ({"device_count": torch.cuda.device_count()}, "keys"),
     ],
@@ -314,7 +318,7 @@ def test_a_queued_cuda_seed_round_trips_without_cuda() -> None:
 def test_cuda_states_of_another_device_count_or_shape_are_refused(data: Entry, match: str) -> None:
     source = CudaSource()
     with pytest.raises(ReproducibleBlockValueError, match=match):
-        codec_for(source).decode(source, data, "cuda")
+        source.from_checkpoint(data, "cuda")
 
 
 def test_a_generator_state_numpy_would_convert_is_refused() -> None:

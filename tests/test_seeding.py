@@ -71,7 +71,7 @@ def test_bad_seeds_raise_and_change_nothing(bad: object, error: type[Exception])
     set_seed(5)
     random.random()
     before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
-    root = rb._root.peek_root()
+    root = rb._root.peek_seed()
     with pytest.raises(error) as info:
         set_seed(bad)  # type: ignore[arg-type]
     assert isinstance(info.value, rb.ReproducibleBlockError)
@@ -81,7 +81,7 @@ def test_bad_seeds_raise_and_change_nothing(bad: object, error: type[Exception])
     assert random.getstate() == before[0]
     assert np.array_equal(np.random.get_state()[1], before[1])
     assert torch.equal(torch.get_rng_state(), before[2])
-    assert rb._root.peek_root() is root
+    assert rb._root.peek_seed() == root
 
 
 def test_set_seed_inside_a_block_is_refused_and_changes_nothing() -> None:
@@ -91,8 +91,8 @@ def test_set_seed_inside_a_block_is_refused_and_changes_nothing() -> None:
         with pytest.raises(rb.BlockUsageError, match="outside every block"):
             set_seed(2)
         assert torch.equal(torch.get_rng_state(), state)
-    assert rb._root.peek_root() is not None
-    assert rb._root.peek_root().seed == 1  # type: ignore[union-attr]
+    assert rb._root.peek_seed() is not None
+    assert rb._root.peek_seed() == 1  # type: ignore[union-attr]
 
 
 def test_root_seed_changes_every_block_stream() -> None:

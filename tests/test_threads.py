@@ -1,14 +1,28 @@
-"""Threads: blocks from several threads are serialised, so no block ever sees another's stream."""
+"""Threads: blocks from several threads are serialised, so no block ever sees another's stream,
+and a thread that would wait forever for another's block gets an error instead."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import random
+import subprocess
+import sys
 import threading
 
 import numpy as np
+import pytest
 import torch
 
-from reproducible_block import ReproducibleBlock, set_seed
+import reproducible_block as rb
+from reproducible_block import (
+    BlockUsageError,
+    ReproducibleBlock,
+    get_block_wait_timeout,
+    set_block_wait_timeout,
+    set_seed,
+)
+from reproducible_block._stack import WAIT_TIMEOUT_VARIABLE
 
 THREADS, BLOCKS = 8, 100
 
@@ -82,3 +96,91 @@ def test_a_thread_waits_while_another_thread_holds_a_block() -> None:
     assert not second.is_alive()
     assert len(seen) == 1
     assert torch.equal(seen[0], expected)
+
+
+def test_a_thread_pool_fed_from_inside_a_block_fails_instead_of_hanging() -> None:
+    # The pool's tasks enter per-sample blocks while the main thread holds "train": without a
+    # bounded wait they would wait for "train" forever.
+    set_seed(0)
+    set_block_wait_timeout(0.2)
+
+    def sample(index: int) -> float:
+        with ReproducibleBlock(("sample", index)):
+            return random.random()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        with ReproducibleBlock("train"):
+            future = pool.submit(sample, 1)
+            with pytest.raises(BlockUsageError) as info:
+                future.result(timeout=60)
+        message = str(info.value)
+        assert "ReproducibleBlock(('sample', 1))" in message
+        assert "'MainThread'" in message
+        assert "ReproducibleBlock('train')" in message
+        assert "torch_generator()" in message
+        assert "set_block_wait_timeout" in message
+        # Outside the block the same task runs.
+        assert pool.submit(sample, 1).result(timeout=60) == sample(1)
+
+
+def test_other_users_of_the_lock_wait_boundedly_too() -> None:
+    set_seed(0)
+    set_block_wait_timeout(0.2)
+    failures: list[BaseException] = []
+
+    def report() -> None:
+        try:
+            rb.environment_report()
+        except BaseException as error:
+            failures.append(error)
+
+    with ReproducibleBlock("train"):
+        thread = threading.Thread(target=report)
+        thread.start()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert len(failures) == 1
+    assert isinstance(failures[0], BlockUsageError)
+    assert "environment_report()" in str(failures[0])
+
+
+def test_the_wait_limit_is_set_and_read_back() -> None:
+    assert get_block_wait_timeout() == 60.0
+    assert set_block_wait_timeout(5) == 60.0
+    assert get_block_wait_timeout() == 5.0
+    assert set_block_wait_timeout(None) == 5.0
+    assert get_block_wait_timeout() is None
+    assert set_block_wait_timeout(0.5) is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
+     ("5", TypeError), (True, TypeError)],
+)
+def test_a_bad_wait_limit_is_refused_and_changes_nothing(bad: object, error: type) -> None:
+    set_block_wait_timeout(7)
+    with pytest.raises(error, match="seconds"):
+        set_block_wait_timeout(bad)  # type: ignore[arg-type]
+    assert get_block_wait_timeout() == 7.0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0.25", "0.25"), ("none", "None"), ("", "60.0")])
+def test_the_environment_sets_the_default_wait(value: str, expected: str) -> None:
+    env = {**os.environ, WAIT_TIMEOUT_VARIABLE: value}
+    printed = subprocess.run(
+        [sys.executable, "-c",
+         "import reproducible_block as rb; print(rb.get_block_wait_timeout())"],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.strip()
+    assert printed == expected
+
+
+def test_a_bad_environment_wait_is_a_clear_error_at_import() -> None:
+    env = {**os.environ, WAIT_TIMEOUT_VARIABLE: "soon"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import reproducible_block"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "REPRODUCIBLE_BLOCK_WAIT_TIMEOUT='soon'" in result.stderr

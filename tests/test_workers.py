@@ -211,7 +211,7 @@ def test_without_seed_worker_ranks_share_worker_streams(monkeypatch: pytest.Monk
 
 
 def become_fresh_worker(monkeypatch: pytest.MonkeyPatch, exported: str | None) -> int:
-    _root.replace_root(None)
+    _root.replace_seed(None)
     if exported is None:
         monkeypatch.delenv(SEED_ENVIRONMENT_VARIABLE, raising=False)
     else:
@@ -239,9 +239,9 @@ def test_seed_worker_rebuilds_the_parent_root_from_the_environment(
 
     become_fresh_worker(monkeypatch, str(ROOT_SEED))
     seed_worker(0)
-    root = _root.peek_root()
+    root = _root.peek_seed()
     assert root is not None
-    assert root.seed == ROOT_SEED
+    assert root == ROOT_SEED
     with ReproducibleBlock(("sample", 3)):
         drawn = (torch.rand(4), np.random.rand(4), random.random())
     assert torch.equal(drawn[0], expected[0])
@@ -255,9 +255,9 @@ def test_seed_worker_keeps_an_inherited_root(monkeypatch: pytest.MonkeyPatch) ->
     # Under fork the worker inherits the parent's root; that is the one blocks must use.
     set_seed(ROOT_SEED)
     monkeypatch.setenv(SEED_ENVIRONMENT_VARIABLE, "5")
-    root = _root.peek_root()
+    root = _root.peek_seed()
     seed_worker(1)
-    assert _root.peek_root() is root
+    assert _root.peek_seed() == root
 
 
 def worker_globals(worker_id: int) -> list[object]:
@@ -285,7 +285,7 @@ def test_seed_worker_without_a_root_leaves_blocks_unseeded(
     before = np.random.get_state()[1].copy()
     seed_worker(0)  # still seeds the globals per worker
     assert not np.array_equal(np.random.get_state()[1], before)
-    assert _root.peek_root() is None
+    assert _root.peek_seed() is None
     with pytest.raises(NotSeededError, match="seed_worker"), ReproducibleBlock("x"):
         pass
 
@@ -302,7 +302,7 @@ def test_seed_worker_refuses_a_bad_exported_seed_and_changes_nothing(
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), states[1],
                                                     strict=True))
     assert torch.equal(torch.get_rng_state(), states[2])
-    assert _root.peek_root() is None
+    assert _root.peek_seed() is None
 
 
 @pytest.mark.parametrize("worker_id", ["0", 1.0, None, True])
@@ -315,7 +315,7 @@ def test_worker_init_functions_refuse_a_bad_worker_id(worker_id: Any) -> None:
 
 
 def test_worker_init_needs_a_root() -> None:
-    _root.replace_root(None)
+    _root.replace_seed(None)
     with pytest.raises(NotSeededError, match="WorkerInit"):
         WorkerInit()
 
@@ -331,23 +331,37 @@ def test_worker_init_carries_the_root_it_was_made_with(monkeypatch: pytest.Monke
     set_seed(ROOT_SEED + 1)  # a later root (fork) or exported seed (spawn) must not matter
     become_fresh_worker(monkeypatch, str(ROOT_SEED + 1))
     init(0)
-    root = _root.peek_root()
+    root = _root.peek_seed()
     assert root is not None
-    assert root.seed == ROOT_SEED
+    assert root == ROOT_SEED
     with ReproducibleBlock(("sample", 9)):
         assert torch.equal(torch.rand(4), expected)
 
 
 def test_worker_init_keeps_an_inherited_root_with_its_seed() -> None:
     set_seed(ROOT_SEED)
-    root = _root.peek_root()
+    root = _root.peek_seed()
     WorkerInit()(0)
-    assert _root.peek_root() is root
+    assert _root.peek_seed() == root
 
 
-def test_worker_init_refuses_a_bad_pickled_state() -> None:
+@pytest.mark.parametrize(("root_seed", "rank"), [(-3, 0), (ROOT_SEED, -1), (ROOT_SEED, "0")])
+def test_worker_init_refuses_a_bad_pickled_state(root_seed: object, rank: object) -> None:
     set_seed(ROOT_SEED)
-    init = WorkerInit()
+    rebuild, arguments = WorkerInit().__reduce__()
+    assert rebuild(*arguments).root_seed == ROOT_SEED
     with pytest.raises(ReproducibleBlockValueError):
-        init.__setstate__(-3)
-    assert init.root_seed == ROOT_SEED
+        rebuild(root_seed, rank)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_worker_init_with_root_seed_0_survives_every_pickle_protocol(protocol: int) -> None:
+    set_seed(0)
+    copy = pickle.loads(pickle.dumps(WorkerInit(), protocol=protocol))
+    assert copy.root_seed == 0
+    with ReproducibleBlock("x"):
+        expected = torch.rand(2)
+    set_seed(1)
+    copy(0)  # installs root 0 again
+    with ReproducibleBlock("x"):
+        assert torch.equal(torch.rand(2), expected)

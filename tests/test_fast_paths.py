@@ -1,38 +1,88 @@
-"""NumPy's global state saved through ctypes is exactly the public state, cached Gaussian included.
+"""Fast paths copy C state directly; they must equal the public API, Gaussian caches included.
 
-Every test runs twice: with the fast path and with the public ``get_state``/``set_state`` path.
+Python ``random`` and NumPy's global generator are copied from their C structs, and Mersenne
+Twister keys are derived through a PCG64 whose state is written in place. Every test of a copy
+runs with the fast path and with the public ``getstate``/``get_state`` path.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reproducible_block import ReproducibleBlock, set_seed
-from reproducible_block._activation import CACHE_SIZE, cached_states, clear_cache
-from reproducible_block._sources import NumpyGlobalSource, registry
+from reproducible_block import ReproducibleBlock, _derivation, set_seed
+from reproducible_block._block import CACHE_SIZE, cached_states, clear_cache
+from reproducible_block._sources.numpy_random import NumpyGlobalSource
+from reproducible_block._sources.python_random import PythonRandomSource
+from reproducible_block._sources.registry import registry
+
+FAST_SOURCES = (PythonRandomSource, NumpyGlobalSource)
 
 
 @pytest.fixture(params=[True, False], ids=["fast", "public"])
 def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(NumpyGlobalSource, "fast_path", request.param)
+    for kind in FAST_SOURCES:
+        monkeypatch.setattr(kind, "fast_path", request.param)
     return bool(request.param)
 
 
 def _full_state() -> tuple[Any, ...]:
     name, key, position, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
-    return (name, key.tolist(), position, has_gauss, gauss)
+    return (name, key.tolist(), position, has_gauss, gauss, random.getstate())
 
 
-def test_fast_path_is_available_with_this_numpy() -> None:
-    source = registry.builtin()[1]
-    assert isinstance(source, NumpyGlobalSource)
-    assert source._fast_address() is not None
+@pytest.mark.parametrize("kind", FAST_SOURCES)
+def test_the_fast_paths_are_available_here(kind: type) -> None:
+    (source,) = [source for source in registry.builtin() if isinstance(source, kind)]
+    saved = source.save()
+    assert type(saved[0]) is bytes  # a C image, not the public state
+    source.restore(saved)
+
+
+def test_the_fast_expansion_equals_the_public_one() -> None:
+    for index in range(20):
+        bits = index.to_bytes(16, "little")
+        assert np.array_equal(
+            _derivation.mt_words(bits)[1:], _derivation._public_expansion(bits).view("<u4")[1:]
+        )
+
+
+def test_streams_are_the_same_without_the_fast_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_seed(0)
+    with ReproducibleBlock(("x", 1)):
+        fast = (random.random(), np.random.rand(), torch.rand(2))
+    monkeypatch.setattr(_derivation, "_fast", False)
+    monkeypatch.setattr(_derivation, "_threads", threading.local())
+    clear_cache()
+    with ReproducibleBlock(("x", 1)):
+        public = (random.random(), np.random.rand(), torch.rand(2))
+    assert fast[:2] == public[:2]
+    assert torch.equal(fast[2], public[2])
+
+
+def test_a_caller_state_saved_by_one_path_is_restored_by_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_seed(0)
+    random.gauss(0, 1)
+    np.random.randn()  # both leave a Gaussian cached
+    expected = _full_state()
+    block = ReproducibleBlock("switch")
+    block.__enter__()
+    for kind in FAST_SOURCES:  # the fast path goes off while the block is open
+        monkeypatch.setattr(kind, "fast_path", False)
+    np.random.randn()
+    random.gauss(0, 1)
+    block.__exit__(None, None, None)
+    assert _full_state() == expected
 
 
 @pytest.mark.parametrize("before", [0, 1, 2, 3])
@@ -62,14 +112,16 @@ def test_block_starts_without_the_callers_gaussian(fast_path: bool, before: int)
 
 def test_generator_keeps_its_own_cached_gaussian_across_yields(fast_path: bool) -> None:
     @ReproducibleBlock("gen")
-    def normals() -> Iterator[float]:
+    def normals() -> Iterator[tuple[float, float]]:
         for _ in range(4):
-            yield float(np.random.randn())  # odd: leaves a Gaussian cached between resumes
+            # Odd counts: a Gaussian stays cached between resumes.
+            yield float(np.random.randn()), random.gauss(0, 1)
 
     set_seed(0)
     with ReproducibleBlock("gen"):
-        expected = [float(np.random.randn()) for _ in range(4)]
+        expected = [(float(np.random.randn()), random.gauss(0, 1)) for _ in range(4)]
     np.random.randn(1)
+    random.gauss(0, 1)
     outside = _full_state()
     got = []
     for value in normals():
@@ -83,6 +135,7 @@ operations = st.recursive(
     st.one_of(
         st.tuples(st.just("randn"), st.integers(0, 3)),
         st.tuples(st.just("rand"), st.integers(0, 3)),
+        st.tuples(st.just("gauss"), st.integers(0, 3)),
     ),
     lambda children: st.tuples(st.just("block"), st.integers(0, 3), st.lists(children, max_size=4)),
     max_leaves=12,
@@ -96,6 +149,8 @@ def _run(program: list[Any], out: list[Any]) -> None:
                 _run(operation[2], out)
         elif operation[0] == "randn":
             out.append(np.random.randn(operation[1]).tolist())
+        elif operation[0] == "gauss":
+            out.append([random.gauss(0, 1) for _ in range(operation[1])])
         else:
             out.append(np.random.rand(operation[1]).tolist())
 
@@ -105,14 +160,16 @@ def _run(program: list[Any], out: list[Any]) -> None:
 def test_fast_and_public_paths_give_the_same_draws_and_states(program: list[Any]) -> None:
     results = []
     for fast in (True, False):
-        NumpyGlobalSource.fast_path = fast
+        for kind in FAST_SOURCES:
+            kind.fast_path = fast
         try:
             set_seed(0)
             out: list[Any] = []
             _run(program, out)
             results.append((out, _full_state()))
         finally:
-            NumpyGlobalSource.fast_path = True
+            for kind in FAST_SOURCES:
+                kind.fast_path = True
     assert results[0] == results[1]
 
 

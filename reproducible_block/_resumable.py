@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Generator, Sequence
 from typing import Any, Protocol
 
-from ._activation import Frame, enter, exit_
-from ._sources import GeneratorSource
+from ._stack import Frame, enter, leave
 
 __all__ = ["Stream", "run_async_generator", "run_coroutine", "run_generator"]
 
@@ -25,26 +24,28 @@ class _Steppable(Protocol):
 
 
 class Stream:
-    """A block's stream that lives across steps: the states it had when it last stepped out."""
+    """A block's stream that lives across steps: the states it had when it last stepped out.
 
-    def __init__(
-        self,
-        owner: object,
-        key_words: bytes,
-        sources: Sequence[GeneratorSource[Any]],
-        names: tuple[str, ...],
-    ) -> None:
-        self._owner = owner
-        self._key_words = key_words
-        self._sources = sources
-        self._names = names
+    ``block`` is a ``ReproducibleBlock``; its sources and fresh states are resolved at the
+    first step (so a missing root raises there, as entering the block would).
+    """
+
+    __slots__ = ("_block", "_sources", "_states")
+
+    def __init__(self, block: Any) -> None:
+        self._block = block
+        self._sources: Sequence[Any] = ()
         self._states: list[Any] | None = None
 
     def step_in(self) -> Frame:
-        return enter(self._owner, self._key_words, self._sources, self._names, self._states)
+        states = self._states
+        if states is None:
+            states = self._block._states()
+            self._sources = self._block._selection.sources
+        return enter(self._block, self._sources, states)
 
     def step_out(self, frame: Frame) -> None:
-        self._states = exit_(frame, keep=True)
+        self._states = leave(frame, keep=True)
 
 
 def _drive(stream: Stream, target: _Steppable) -> Generator[Any, Any, Any]:

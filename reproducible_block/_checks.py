@@ -1,0 +1,124 @@
+"""Argument and checkpoint-field checks, in the library's error voice.
+
+Every message says what was given, what is allowed and what to do. Argument checks raise at the
+call that got the bad value; checkpoint readers (``read_*``) raise
+:class:`ReproducibleBlockValueError` naming the field (``states[0]['sources']['torch']...``),
+always before anything is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+
+__all__ = [
+    "MAX_WORD",
+    "check_bool",
+    "describe",
+    "invalid",
+    "read_fields",
+    "read_float",
+    "read_int",
+    "read_tensor",
+    "read_words",
+    "words_tensor",
+]
+
+MAX_WORD = 2**32 - 1
+_CHECKPOINT_HINT = (
+    "The checkpoint is corrupted or truncated, or was not written by "
+    "reproducible_block.get_rng_state(); load an intact one."
+)
+
+
+def describe(value: object) -> str:
+    """A short description of a value for an error message.
+
+    >>> describe(torch.zeros(2)), describe({"b": 1, "a": 2}), describe(7)
+    ('a torch.float32 tensor of shape (2,)', "a dict with the keys ['a', 'b']", 'int 7')
+    """
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return f"a dict with the keys {sorted(map(str, value))}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def check_bool(value: object, name: str, meaning: str = "") -> bool:
+    """``value`` if it is True or False, else a :class:`ReproducibleBlockTypeError`.
+
+    ``meaning`` (a sentence) says what the flag does, for the message.
+    """
+    if value is True or value is False:
+        return value
+    raise ReproducibleBlockTypeError(
+        f"{name} must be True or False; got {describe(value)}." + (f" {meaning}" if meaning else "")
+    )
+
+
+def invalid(where: str, value: object, expected: str) -> ReproducibleBlockValueError:
+    """The error for a checkpoint field that is not what ``get_rng_state()`` writes."""
+    return ReproducibleBlockValueError(
+        f"{where} is {describe(value)}; expected {expected}. {_CHECKPOINT_HINT}"
+    )
+
+
+def read_fields(value: object, where: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """``value`` as a dict with exactly the keys ``names``."""
+    if not isinstance(value, dict) or set(value) != set(names):
+        raise invalid(where, value, f"a dict with the keys {sorted(names)}")
+    return value
+
+
+def read_int(value: object, where: str, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (a bool is not an int here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(where, value, f"an int from {low} to {high}")
+    return value
+
+
+def read_float(value: object, where: str) -> float:
+    """``value`` as a float (not an int, not a bool)."""
+    if not isinstance(value, float):
+        raise invalid(where, value, "a float")
+    return value
+
+
+def read_tensor(value: object, where: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+    """A dense 1-D tensor of ``dtype`` and ``numel`` elements, copied to the CPU.
+
+    Refuses tensors without data (``map_location="meta"``), sparse and other layouts, and
+    tensor subclasses, so that no torch error escapes a checkpoint check.
+    """
+    if (
+        not isinstance(value, torch.Tensor)
+        or type(value) not in (torch.Tensor, torch.nn.Parameter)
+        or value.layout != torch.strided
+        or value.is_meta
+        or value.dtype != dtype
+        or value.dim() != 1
+        or value.numel() != numel
+    ):
+        raise invalid(where, value, f"a dense 1-D {dtype} tensor of {numel} elements with data")
+    try:
+        return value.detach().to("cpu", copy=True).contiguous()
+    except RuntimeError as error:  # pragma: no cover - a device tensor that cannot be read
+        raise invalid(where, value, f"a tensor that can be copied to the CPU ({error})") from None
+
+
+def words_tensor(words: Any) -> torch.Tensor:
+    """Mersenne Twister words as an int64 tensor, the checkpoint form (torch lacks full uint32)."""
+    return torch.from_numpy(np.asarray(words, dtype=np.int64).copy())
+
+
+def read_words(value: object, where: str, count: int) -> np.ndarray:
+    """``count`` Mersenne Twister words from a :func:`words_tensor`, as uint32."""
+    tensor = read_tensor(value, where, torch.int64, count)
+    if int(tensor.min()) < 0 or int(tensor.max()) > MAX_WORD:
+        raise invalid(where, value, f"{count} values from 0 to 2**32 - 1")
+    return tensor.numpy().astype(np.uint32)

@@ -1,0 +1,128 @@
+"""``@ReproducibleBlock(key)``: the wrappers for functions, methods, classes and resumables.
+
+Functions and methods are wrapped with ``wrapt`` (name, docstring, signature and binding kept),
+in a wrapper that pickles by reference like the function it decorates, so decorated functions
+travel to spawn and forkserver workers, ``multiprocessing.Pool`` and ``mp.spawn``. A class is not
+wrapped: its ``__init__`` is, in place, so the class stays itself (``type(Net()) is Net``, its
+instances pickle, subclasses inherit the block through ``super().__init__()``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pickle
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import wrapt
+
+from . import _stack
+from ._errors import ReproducibleBlockTypeError
+from ._resumable import Stream, run_async_generator, run_coroutine, run_generator
+
+__all__ = ["decorate", "wrap_function"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# wrapt's wrapper types (generic in its stubs, plain classes at run time in older wrapt).
+_FunctionWrapper: Any = wrapt.FunctionWrapper
+_BoundFunctionWrapper: Any = wrapt.BoundFunctionWrapper
+
+
+def _resolve(module: str, qualname: str) -> Any:
+    """The object named ``qualname`` in ``module`` (how a decorated function is unpickled)."""
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _reference(wrapper: Any) -> tuple[Any, ...]:
+    """Pickle a decorated function by reference: its module and qualified name."""
+    qualname = wrapper.__qualname__
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise pickle.PicklingError(
+            f"cannot pickle the decorated function {qualname!r}: it is defined inside a "
+            "function (or is a lambda), so another process cannot import it. Define it at "
+            "module level, as pickle requires for any function."
+        )
+    return (_resolve, (wrapper.__module__, qualname))
+
+
+class _BoundBlockFunction(_BoundFunctionWrapper):  # type: ignore[misc]
+    """A decorated method bound to an instance or class."""
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        instance = self._self_instance
+        if instance is None:  # accessed on the class: the function itself
+            return _reference(self)
+        return (getattr, (instance, self.__name__))
+
+
+class _BlockFunction(_FunctionWrapper):  # type: ignore[misc]
+    """A decorated function: wrapt's wrapper, pickled by reference."""
+
+    __bound_function_wrapper__ = _BoundBlockFunction
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        return _reference(self)
+
+
+def _call(block: Any) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if not block._enabled:
+            return wrapped(*args, **kwargs)
+        frame = block._open()
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            _stack.leave(frame)
+
+    return call
+
+
+def _stepped(block: Any, runner: Callable[[Stream, Any], Any]) -> Callable[..., Any]:
+    """A wrapper for generator, coroutine or async generator functions: ``runner`` drives the
+    object a call returns, inside a stream that lives as long as that object."""
+
+    def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if not block._enabled:
+            return wrapped(*args, **kwargs)
+        return runner(Stream(block), wrapped(*args, **kwargs))
+
+    return call
+
+
+def _decorate_class(block: Any, cls: type) -> type:
+    """Run ``cls.__init__`` (its own or the one it inherits) in the block, in place."""
+    cls.__init__ = _BlockFunction(cls.__init__, _call(block))  # type: ignore[misc]
+    return cls
+
+
+def decorate(block: Any, wrapped: F) -> F:
+    """``wrapped`` run in ``block`` on every call (see ``ReproducibleBlock``)."""
+    if isinstance(wrapped, type):
+        return cast(F, _decorate_class(block, wrapped))
+    function = getattr(wrapped, "__func__", wrapped)  # staticmethod / classmethod objects
+    if not callable(function):
+        raise ReproducibleBlockTypeError(
+            f"@ReproducibleBlock(...) decorates functions, methods and classes; got "
+            f"{type(wrapped).__name__} {wrapped!r}."
+        )
+    wrapper: Callable[..., Any]
+    if inspect.isasyncgenfunction(function):
+        wrapper = _stepped(block, run_async_generator)
+    elif inspect.iscoroutinefunction(function):
+        wrapper = _stepped(block, run_coroutine)
+    elif inspect.isgeneratorfunction(function):
+        wrapper = _stepped(block, run_generator)
+    else:
+        wrapper = _call(block)
+    return cast(F, _BlockFunction(wrapped, wrapper))
+
+
+def wrap_function(function: F, wrapper: Callable[..., Any]) -> F:
+    """``function`` behind a ``wrapt`` ``wrapper(wrapped, instance, args, kwargs)`` that
+    pickles by reference (for other decorators of the library)."""
+    return cast(F, _BlockFunction(function, wrapper))

@@ -1,0 +1,289 @@
+"""NumPy's generators as sources: the legacy global ``RandomState`` and users' ``Generator``s."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import _memory
+from .._checks import invalid, read_fields, read_float, read_int, read_words, words_tensor
+from .._derivation import MT_WORDS, mt_image, seed_sequence
+from .._errors import BlockUsageError, ReproducibleBlockTypeError
+from .._fingerprint import same_state
+from . import GeneratorSource
+
+__all__ = ["NumpyGeneratorSource", "NumpyGlobalSource"]
+
+NumpyLegacyState = tuple[Any, ...]
+
+_MT_IMAGE_BYTES = 4 * MT_WORDS + 4  # NumPy's mt19937_state: uint32 key[624], then int pos
+_POSITION_AT_END = struct.pack("=i", MT_WORDS)  # a fresh key: the generator twists first
+
+
+class _Layout:
+    """Where the legacy ``RandomState`` keeps its MT19937 state and its cached Gaussian.
+
+    The MT19937 state sits where the bit generator's documented ``ctypes.state_address``
+    points. The cached Gaussian (``has_gauss``, an int, and ``gauss``, a double) sits in the
+    ``RandomState`` object itself, at offsets found once on a scratch ``RandomState`` by writing
+    known values through the public ``set_state`` and checked the same way.
+    """
+
+    def __init__(self, gauss_start: int, gauss_end: int) -> None:
+        self.gauss_start = gauss_start
+        self.gauss_end = gauss_end
+
+    @classmethod
+    def find(cls) -> _Layout | None:
+        scratch = np.random.RandomState(0)
+        size = type(scratch).__basicsize__
+        key = np.arange(MT_WORDS, dtype=np.uint32)
+
+        def image(has_gauss: int, gauss: float) -> bytes:
+            scratch.set_state(("MT19937", key, MT_WORDS, has_gauss, gauss))
+            return bytes(_memory.memory_view(id(scratch), size))
+
+        marker = 0.123456789012345678
+        with_gauss = image(1, marker)
+        gauss_at = with_gauss.find(struct.pack("=d", marker))
+        flag_at = gauss_at - 8
+        without = image(0, -marker)
+        if (
+            gauss_at < 8
+            or struct.unpack_from("=i", with_gauss, flag_at) != (1,)
+            or struct.unpack_from("=i", without, flag_at) != (0,)
+            or struct.unpack_from("=d", without, gauss_at) != (-marker,)
+        ):
+            return None  # pragma: no cover - only with a NumPy whose layout differs
+        return cls(flag_at, gauss_at + 8)
+
+
+_NO_GAUSSIAN = bytes(16)  # has_gauss = 0 (and its padding), gauss = 0.0
+
+
+class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
+    """NumPy's legacy global ``RandomState`` behind ``np.random.*``, cached Gaussian included.
+
+    Its state is the MT19937 C state (624 words and a position) plus the Gaussian the legacy
+    ``RandomState`` caches next to it. Blocks copy both directly, under the bit generator's own
+    lock (so a thread drawing with the GIL released never sees a torn state): about 0.5 µs where
+    ``np.random.get_state``/``set_state`` cost about 50 µs each. The layout is checked once
+    against the public state; set ``NumpyGlobalSource.fast_path = False`` to use only the public
+    calls.
+    """
+
+    name = "numpy"
+    slot = "numpy"
+    checkpoint_kind = "numpy-random-state"
+    #: Whether blocks may copy the C state directly (see the class doc).
+    fast_path = True
+
+    def __init__(self) -> None:
+        self._global: Any = np.random.mtrand._rand
+        self._bit_generator: Any = None
+        self._mt: memoryview | None = None
+        self._gauss: memoryview | None = None
+        self._lock: Any = None
+        self._layout = None if _memory.FREE_THREADED else _Layout.find()
+        if not self._attach() and not _memory.FREE_THREADED:  # pragma: no cover - other layout
+            _memory.warn_fallback("NumPy's global generator", "its layout is not the expected one")
+
+    def _attach(self) -> bool:
+        """Point the views at the global's current bit generator, if it is a checked MT19937."""
+        bit_generator = self._global._bit_generator
+        layout = self._layout
+        if layout is None or not isinstance(bit_generator, np.random.MT19937):
+            self._mt = None
+            return False
+        public = bit_generator.state["state"]
+        mt = _memory.memory_view(int(bit_generator.ctypes.state_address), _MT_IMAGE_BYTES)
+        expected = np.asarray(public["key"], dtype=np.uint32).tobytes()
+        if bytes(mt) != expected + struct.pack("=i", int(public["pos"])):
+            self._mt = None  # pragma: no cover - only with a NumPy whose layout differs
+            return False  # pragma: no cover
+        self._bit_generator = bit_generator
+        self._lock = bit_generator.lock
+        self._mt = mt
+        self._gauss = _memory.memory_view(
+            id(self._global) + layout.gauss_start, layout.gauss_end - layout.gauss_start
+        )
+        return True
+
+    def _fast(self) -> bool:
+        """Whether the views may be used now (re-attached if ``np.random.set_bit_generator``
+        swapped the global's bit generator)."""
+        if not self.fast_path:
+            return False
+        if self._global._bit_generator is not self._bit_generator:
+            return self._attach()
+        return self._mt is not None
+
+    def get_state(self) -> NumpyLegacyState:
+        state = np.random.get_state(legacy=True)
+        if not isinstance(state, tuple):  # pragma: no cover - only if the global was replaced
+            raise BlockUsageError(
+                "np.random's global generator is not an MT19937 RandomState; "
+                "reproducible_block cannot manage it. Use np.random.seed(...) to reset it."
+            )
+        return state
+
+    def set_state(self, state: NumpyLegacyState) -> None:
+        np.random.set_state(state)
+
+    def save(self) -> Any:
+        if not self._fast():
+            return self.get_state()
+        with self._lock:
+            return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
+
+    def restore(self, saved: Any) -> None:
+        image = saved[0]
+        if type(image) is not bytes:
+            np.random.set_state(saved)
+        elif not self._fast():
+            np.random.set_state(_public(saved))
+        else:
+            with self._lock:
+                self._mt[:] = image  # type: ignore[index]
+                self._gauss[:] = saved[1]  # type: ignore[index]
+
+    def seed(self, seed: int) -> None:
+        np.random.seed(seed)
+
+    def from_bits(self, bits: bytes) -> Any:
+        # The C images: restore() installs them either way (copied, or through set_state).
+        return mt_image(bits, after=_POSITION_AT_END), _NO_GAUSSIAN
+
+    def to_checkpoint(self, state: NumpyLegacyState) -> Any:
+        name, key, pos, has_gauss, cached_gaussian = state
+        return {
+            "bit_generator": name,
+            "key": words_tensor(key),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        }
+
+    def from_checkpoint(self, data: object, where: str) -> NumpyLegacyState:
+        fields = read_fields(
+            data, where, ("bit_generator", "key", "pos", "has_gauss", "cached_gaussian")
+        )
+        if fields["bit_generator"] != "MT19937":
+            raise invalid(f"{where}['bit_generator']", fields["bit_generator"], "'MT19937'")
+        return (
+            "MT19937",
+            read_words(fields["key"], f"{where}['key']", MT_WORDS),
+            read_int(fields["pos"], f"{where}['pos']", 0, MT_WORDS),
+            read_int(fields["has_gauss"], f"{where}['has_gauss']", 0, 1),
+            read_float(fields["cached_gaussian"], f"{where}['cached_gaussian']"),
+        )
+
+
+def _public(saved: Any) -> NumpyLegacyState:
+    """A state saved as C images, in ``np.random.set_state``'s form."""
+    image, gauss = saved
+    key = np.frombuffer(image[:-4], dtype=np.uint32).copy()
+    position = struct.unpack("=i", image[-4:])[0]
+    has_gauss = struct.unpack_from("=i", gauss, 0)[0]
+    return ("MT19937", key, position, has_gauss, struct.unpack_from("=d", gauss, 8)[0])
+
+
+# A registered Generator's state is its bit generator's nested dict; NumPy arrays in it are
+# written into checkpoints as ("ndarray", dtype name, shape, values).
+_NDARRAY = "ndarray"
+_INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def _to_plain(value: object, where: str) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _to_plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, np.ndarray) and value.dtype.name in _INTEGER_DTYPES:
+        return (_NDARRAY, value.dtype.name, list(value.shape), value.ravel().tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    raise ReproducibleBlockTypeError(  # pragma: no cover - no NumPy bit generator holds one
+        f"get_rng_state() cannot save {where}: {type(value).__name__} {value!r} is not an int, "
+        "float, str, dict or integer array. Please report the bit generator you registered."
+    )
+
+
+def _from_plain(value: object, where: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _from_plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, tuple):
+        if len(value) != 4 or value[0] != _NDARRAY or value[1] not in _INTEGER_DTYPES:
+            raise invalid(
+                where, value, f"('ndarray', one of {list(_INTEGER_DTYPES)}, shape, values)"
+            )
+        _, dtype, shape, values = value
+        info = np.iinfo(dtype)
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            or not isinstance(values, list)
+            or len(values) != math.prod(shape)
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and info.min <= v <= info.max
+                for v in values
+            )
+        ):
+            raise invalid(where, value, f"a shape and as many {dtype} values")
+        return np.array(values, dtype=dtype).reshape(shape)
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    raise invalid(where, value, "an int, float, str, dict or ('ndarray', ...) tuple")
+
+
+class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
+    """A user's ``np.random.Generator`` (any bit generator that takes a ``SeedSequence``)."""
+
+    checkpoint_kind = "numpy-generator"
+
+    def __init__(self, generator: np.random.Generator, name: str) -> None:
+        self.generator = generator
+        self.name = name
+        self._bit_generator = generator.bit_generator
+
+    def get_state(self) -> Mapping[str, Any]:
+        return self._bit_generator.state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self._bit_generator.state = state
+
+    def from_bits(self, bits: bytes) -> Mapping[str, Any]:
+        return type(self._bit_generator)(seed_sequence(bits)).state
+
+    def to_checkpoint(self, state: Mapping[str, Any]) -> Any:
+        return {"state": _to_plain(state, f"the state of {self.name!r}")}
+
+    def from_checkpoint(self, data: object, where: str) -> Mapping[str, Any]:
+        fields = read_fields(data, where, ("state",))
+        state = _from_plain(fields["state"], f"{where}['state']")
+        if not isinstance(state, dict):
+            raise invalid(f"{where}['state']", fields["state"], "a dict")
+        # Fields most NumPy bit generators have, which NumPy keeps without a range check.
+        for name, high in (("has_uint32", 1), ("uinteger", 2**32 - 1)):
+            if name in state:
+                read_int(state[name], f"{where}['state'][{name!r}]", 0, high)
+        # NumPy checks the bit generator's name and fields when a state is set: on a scratch one.
+        scratch = type(self._bit_generator)()
+        try:
+            scratch.state = state
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
+            raise invalid(
+                f"{where}['state']", fields["state"],
+                f"a state of {type(scratch).__name__}, the bit generator of {self.name!r} "
+                f"({type(error).__name__}: {error})",
+            ) from None
+        if not same_state(scratch.state, state):
+            raise invalid(
+                f"{where}['state']", fields["state"],
+                f"a state that {type(scratch).__name__} keeps as it is (values out of range?)",
+            )
+        return state

@@ -1,0 +1,305 @@
+"""Switching the generators into a block's stream and back: the one place that does it.
+
+A process-wide re-entrant lock serialises blocks: while a block is open in one thread, a block
+entered from another thread waits until it closes, so two threads never share a stream. The wait
+is bounded (:func:`set_block_wait_timeout`, default 60 s): a thread that would wait forever (a
+thread pool fed from inside a block) gets a :class:`BlockUsageError` naming the thread and the
+block it waits for. Within a thread blocks nest; a block that closes out of order (two asyncio
+tasks interleaving ``with`` blocks across ``await``) raises :class:`BlockUsageError`, after giving
+every caller its exact state back.
+
+A switch is all or nothing: if a source fails while a block installs its states, the sources
+already switched get their state back before the error propagates. A forked child gets a fresh
+lock (see :func:`_after_fork_in_child`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._sources import GeneratorSource
+
+__all__ = [
+    "WAIT_TIMEOUT_VARIABLE",
+    "Frame",
+    "enter",
+    "get_block_wait_timeout",
+    "held",
+    "install_all",
+    "leave",
+    "open_count",
+    "open_labels",
+    "refuse_inside_block",
+    "restore_all",
+    "set_block_wait_timeout",
+]
+
+#: The environment variable that sets the default wait (seconds, or ``none`` for no limit).
+WAIT_TIMEOUT_VARIABLE = "REPRODUCIBLE_BLOCK_WAIT_TIMEOUT"
+_DEFAULT_WAIT = 60.0
+
+lock = threading.RLock()
+_open: list[Frame] = []
+_holder = 0  # the thread that opened the frames in _open (they are serialised by the lock)
+
+
+#: One open block: (owner, for messages; its sources; the caller's saved states, a list that
+#: an out-of-order close of an older block may update). A tuple: cheap to build on the hot path.
+Frame = tuple[object, Sequence[GeneratorSource[Any]], list[Any]]
+
+
+def _check_wait(seconds: object, where: str) -> float:
+    """A wait in seconds for ``lock.acquire`` (-1 waits forever)."""
+    if seconds is None:
+        return -1.0
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ReproducibleBlockTypeError(
+            f"{where} must be a number of seconds or None (wait forever); got "
+            f"{type(seconds).__name__} {seconds!r}."
+        )
+    if not seconds > 0 or seconds == float("inf"):
+        raise ReproducibleBlockValueError(
+            f"{where} must be a positive, finite number of seconds, or None to wait forever; "
+            f"got {seconds!r}."
+        )
+    return float(seconds)
+
+
+def _wait_from_environment() -> float:
+    text = os.environ.get(WAIT_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return _DEFAULT_WAIT
+    if text.lower() == "none":
+        return -1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    return _check_wait(value, f"the environment variable {WAIT_TIMEOUT_VARIABLE}={text!r}")
+
+
+_wait = _wait_from_environment()
+
+
+def set_block_wait_timeout(seconds: float | None) -> float | None:
+    """How long a block entered in one thread waits for another thread's block; returns the old.
+
+    Blocks are serialised across threads (the global generators are process-wide). A wait
+    longer than this raises :class:`~reproducible_block.BlockUsageError` naming the thread that
+    holds a block and that block's key, instead of hanging: a thread pool whose tasks enter
+    blocks, fed from inside a block, would otherwise wait forever. ``None`` waits forever. The
+    default is 60 s, or the environment variable ``REPRODUCIBLE_BLOCK_WAIT_TIMEOUT`` (seconds,
+    or ``none``) when set.
+
+    >>> from reproducible_block import set_block_wait_timeout
+    >>> previous = set_block_wait_timeout(5)
+    >>> set_block_wait_timeout(previous)
+    5.0
+    """
+    global _wait
+    previous = None if _wait < 0 else _wait
+    _wait = _check_wait(seconds, "set_block_wait_timeout(seconds)")
+    return previous
+
+
+def get_block_wait_timeout() -> float | None:
+    """The current wait limit in seconds (None: no limit); see :func:`set_block_wait_timeout`."""
+    return None if _wait < 0 else _wait
+
+
+def _thread_name(ident: int) -> str:
+    for thread in threading.enumerate():
+        if thread.ident == ident:
+            return repr(thread.name)
+    return f"ident {ident}"  # pragma: no cover - the thread ended while we looked
+
+
+def _timed_out(owner: object) -> BlockUsageError:
+    frames = list(_open)  # another thread's list: a snapshot, for the message only
+    holding = f"the block {frames[0][0]!r}" if frames else "a switch of the generators"
+    return BlockUsageError(
+        f"{owner!r} waited {_wait:g} s for thread {_thread_name(_holder)}, which holds "
+        f"{holding}. Blocks are serialised across threads (the global generators are shared); "
+        "a thread pool fed from inside a block waits for that block forever. Give per-sample "
+        "work its own generators instead (ReproducibleBlock(key).torch_generator() or "
+        ".numpy_generator() take no lock), run the pool outside the block, or raise the limit "
+        "with set_block_wait_timeout(seconds) or REPRODUCIBLE_BLOCK_WAIT_TIMEOUT (None or "
+        "'none': wait forever)."
+    )
+
+
+def _acquire(owner: object) -> None:
+    if not lock.acquire(True, _wait):
+        raise _timed_out(owner)
+
+
+def restore_all(sources: Sequence[GeneratorSource[Any]], saved: Sequence[Any]) -> None:
+    """Restore every saved state, last first; one failure does not stop the others."""
+    error: BaseException | None = None
+    for index in range(len(saved) - 1, -1, -1):
+        try:
+            sources[index].restore(saved[index])
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequence[Any]) -> Frame:
+    """Save the caller's states and install ``states`` (derived, or saved by :func:`leave`).
+
+    All or nothing: if a source fails, the sources already switched get the caller's state back
+    and the lock is released before the error propagates.
+    """
+    if not lock.acquire(True, _wait):
+        raise _timed_out(owner)
+    saved: list[Any] = []
+    try:
+        for source, state in zip(sources, states, strict=True):
+            saved.append(source.save())
+            source.restore(state)
+    except BaseException:
+        try:
+            restore_all(sources, saved)
+        finally:
+            lock.release()
+        raise
+    if not _open:
+        global _holder
+        _holder = threading.get_ident()
+    frame = (owner, sources, saved)
+    _open.append(frame)
+    return frame
+
+
+def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
+    """Restore the caller's states; with ``keep``, first save the block's states to resume."""
+    if not _open or _open[-1] is not frame:
+        return _leave_out_of_order(frame, keep)
+    _open.pop()
+    sources, saved = frame[1], frame[2]
+    try:
+        kept = [source.save() for source in sources] if keep else None
+        index = len(saved)
+        try:
+            while index:
+                index -= 1
+                sources[index].restore(saved[index])
+        except BaseException:
+            restore_all(sources[:index], saved[:index])  # the others still get theirs back
+            raise
+    finally:
+        lock.release()
+    return kept
+
+
+def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
+    """Close a block that blocks opened after it still cover, then raise BlockUsageError.
+
+    Each source's caller state goes to the nearest newer block that manages the source (it
+    restores it when it closes), or back into the generator if none does: once every block has
+    closed, every generator is where the code outside them left it.
+    """
+    owner, sources, saved = frame
+    index = next((at for at, other in enumerate(_open) if other is frame), None)
+    if index is None:
+        raise BlockUsageError(
+            f"block {owner!r} is closing but is not open in this process (closed twice, "
+            "or opened in another process before a fork)."
+        )
+    try:
+        newer = _open[index + 1 :]
+        for position, source in enumerate(sources):
+            above = next((other for other in newer if source in other[1]), None)
+            if above is None:
+                source.restore(saved[position])
+            else:
+                above[2][list(above[1]).index(source)] = saved[position]
+        del _open[index]
+    finally:
+        lock.release()
+    raise BlockUsageError(
+        f"block {owner!r} is closing while a block opened after it ({newer[-1][0]!r}) "
+        "is still open. Blocks must close in the reverse order they opened: do not keep a "
+        "`with` block open across `await` or `yield`; decorate the async function or "
+        "generator with @ReproducibleBlock(key) instead, which keeps its stream across them. "
+        "Every generator gets its caller's state back when the remaining blocks close."
+    )
+
+
+def install_all(
+    sources: Sequence[GeneratorSource[Any]], states: Sequence[Any], *, portable: bool
+) -> None:
+    """Install ``states`` into ``sources`` (``set_state`` if ``portable``, else ``restore``),
+    all or nothing. The caller holds the lock."""
+    saved: list[Any] = []
+    try:
+        for index, source in enumerate(sources):
+            saved.append(source.save())
+            if portable:
+                source.set_state(states[index])
+            else:
+                source.restore(states[index])
+    except BaseException:
+        restore_all(sources, saved)
+        raise
+
+
+def open_count() -> int:
+    """How many blocks are open (in the thread that holds the lock)."""
+    return len(_open)
+
+
+def open_labels() -> tuple[str, ...]:
+    """The labels of the open blocks, outermost first (in the thread that holds the lock)."""
+    return tuple(repr(frame[0]) for frame in _open)
+
+
+@contextmanager
+def held(action: str) -> Iterator[None]:
+    """Hold the lock (bounded wait) for work that reads or changes every generator."""
+    _acquire(action)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def refuse_inside_block(action: str) -> Iterator[None]:
+    """Hold the lock for a change of global set-up, refusing it while a block is open here."""
+    with held(action):
+        if _open:
+            raise BlockUsageError(
+                f"{action} was called inside an open block ({_open[-1][0]!r}); the block "
+                "would undo or miss it on exit. Call it outside every block, at the start of "
+                "the program."
+            )
+        yield
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+    """Give a forked child a lock it can use.
+
+    A lock held by another thread at fork time would never be released in the child (that thread
+    does not exist there), and every block in the child would wait. The child gets a new lock;
+    if the forking thread itself had blocks open, the child continues them, so it holds the new
+    lock once per open block and can close them; blocks of other threads are dropped.
+    """
+    global lock, _holder
+    fresh = threading.RLock()
+    if _open and _holder == threading.get_ident():
+        for _ in _open:
+            fresh.acquire()
+    else:
+        _open.clear()
+    _holder = threading.get_ident()
+    lock = fresh
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

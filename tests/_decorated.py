@@ -1,0 +1,45 @@
+"""Module-level decorated functions and classes, importable by other processes (pickling tests)."""
+
+from __future__ import annotations
+
+import torch
+
+from reproducible_block import ReproducibleBlock
+from reproducible_block.compat import Reproducible_Block
+
+
+@ReproducibleBlock("noise")
+def noise(size: int) -> torch.Tensor:
+    """Draws ``size`` numbers in the block "noise"."""
+    return torch.rand(size)
+
+
+@ReproducibleBlock("init")
+class Net(torch.nn.Module):
+    """A model whose construction runs in the block "init"."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(width, width)
+
+    @ReproducibleBlock("forward-noise")
+    def jitter(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand_like(x)
+
+
+class Wider(Net):
+    """A subclass: its own __init__ runs outside the block, super().__init__() inside it."""
+
+    def __init__(self) -> None:
+        super().__init__(width=6)
+        self.extra = torch.nn.Linear(2, 2)  # drawn from the caller's stream
+
+
+class Same(Net):
+    """A subclass without an __init__ of its own: construction runs in the block."""
+
+
+@Reproducible_Block(block_seed=3)
+def legacy_noise() -> torch.Tensor:
+    """Draws in 0.0.1's block 3."""
+    return torch.rand(2)
