@@ -8,7 +8,7 @@ OLDEST_PYTHON ?= python3.11
 OLDEST_VENV := .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit optimized examples test-oldest bench fuzz clean
+.PHONY: demo test lint typecheck unit optimized examples test-oldest dist-check bench fuzz clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,11 @@ test-oldest: $(OLDEST_STAMP)
 		'wrapt', wrapt.__version__)"
 	$(OLDEST_VENV)/bin/python -m pytest -q
 
-test: lint typecheck unit optimized examples test-oldest
+# Build the sdist and the wheel, check their contents, install the wheel into a fresh venv.
+dist-check: $(STAMP)
+	$(BIN)/python .ci/check_dist.py
+
+test: lint typecheck unit optimized examples test-oldest dist-check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
