@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The oldest versions this machine can install (requirements-oldest.txt), in a venv of their own.
+OLDEST_PYTHON ?= python3.11
+OLDEST_VENV := .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
 
-.PHONY: demo test lint typecheck unit optimized examples bench fuzz clean
+.PHONY: demo test lint typecheck unit optimized examples docs test-oldest dist-check bench fuzz clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +37,40 @@ optimized: $(STAMP)
 examples: $(STAMP)
 	@for f in examples/*.py; do echo "== $$f"; $(BIN)/python $$f > /dev/null || exit 1; done
 
-test: lint typecheck unit optimized examples
+# The documentation tools, only when the site is built (requirements-docs.txt, from PyPI).
+$(DOCS_STAMP): requirements-docs.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-docs.txt
+	touch $(DOCS_STAMP)
+
+# The site, in site/: --strict fails on any warning (a broken link or reference, a docstring
+# that does not parse); then every public name must have an entry in the API reference.
+# NO_MKDOCS_2_WARNING silences a banner about MkDocs 2, not a build warning.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	$(BIN)/python docs/_ext/check_reference.py site/objects.inv
+
+# The suite with the lowest versions of the dependencies (no coverage gate, no -O pass).
+# The package goes in without dependencies; `pip check` then fails if pyproject.toml asks for
+# more than the pinned versions, so what runs here is what pyproject.toml declares as lowest.
+$(OLDEST_STAMP): pyproject.toml requirements-oldest.txt
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q -r requirements-oldest.txt
+	$(OLDEST_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(OLDEST_VENV)/bin/python -m pip check
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	@$(OLDEST_VENV)/bin/python -c "import sys, numpy, torch, wrapt; print('== oldest: Python', \
+		sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, \
+		'wrapt', wrapt.__version__)"
+	$(OLDEST_VENV)/bin/python -m pytest -q
+
+# Build the sdist and the wheel, check their contents, install the wheel into a fresh venv.
+dist-check: $(STAMP)
+	$(BIN)/python .ci/check_dist.py
+
+test: lint typecheck unit optimized examples docs test-oldest dist-check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
@@ -42,4 +80,4 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/test_properties.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(OLDEST_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage
