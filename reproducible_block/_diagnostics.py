@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -14,7 +15,7 @@ from ._fingerprint import state_digest
 from ._root import peek_root, replace_root
 from ._sources import GeneratorSource, registry, select_sources
 
-__all__ = ["ConsumptionReport", "assert_deterministic", "track_consumption"]
+__all__ = ["ConsumptionReport", "assert_deterministic", "run_from_same_state", "track_consumption"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -105,6 +106,30 @@ def track_consumption(sources: Iterable[str] | None = None) -> Iterator[Consumpt
         })
 
 
+def run_from_same_state(calls: Sequence[Callable[[], R]]) -> list[R]:
+    """Run each of ``calls`` from the caller's current random state; then put that state back.
+
+    Every managed generator and the root are captured first and restored before each call
+    after the first, and at the end (also when a call raises), so the caller continues as if
+    nothing had run.
+    """
+    with _activation.lock:
+        sources = registry.active()
+        saved = [source.capture() for source in sources]
+    root = peek_root()
+    results: list[R] = []
+    try:
+        for index, call in enumerate(calls):
+            if index:
+                _restore_all(sources, saved)
+                replace_root(root)
+            results.append(call())
+    finally:
+        _restore_all(sources, saved)
+        replace_root(root)
+    return results
+
+
 def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run ``fn(*args, **kwargs)`` twice from the same random state and compare the results.
 
@@ -131,18 +156,7 @@ def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
             f"{type(fn).__name__} {fn!r}. Write assert_deterministic(model, x), not "
             "assert_deterministic(model(x))."
         )
-    with _activation.lock:
-        sources = registry.active()
-        saved = [source.capture() for source in sources]
-    root = peek_root()
-    try:
-        first = fn(*args, **kwargs)
-        _restore_all(sources, saved)
-        replace_root(root)
-        second = fn(*args, **kwargs)
-    finally:
-        _restore_all(sources, saved)
-        replace_root(root)
+    first, second = run_from_same_state([functools.partial(fn, *args, **kwargs)] * 2)
     found = first_difference(first, second)
     if found is not None:
         name = getattr(fn, "__qualname__", repr(fn))
