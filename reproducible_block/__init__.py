@@ -18,6 +18,7 @@ from ._errors import (
     ReproducibleBlockValueError,
 )
 from ._keys import BlockKey
+from ._ledger import LEDGER_ENVIRONMENT_VARIABLE, BlockLedger, ledger_note, record_blocks
 from ._report import environment_report, format_environment_report
 from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, get_random_seed, set_seed
 from ._sources import (
@@ -36,9 +37,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "LEDGER_ENVIRONMENT_VARIABLE",
     "MAX_SEED",
     "SEED_ENVIRONMENT_VARIABLE",
     "BlockKey",
+    "BlockLedger",
     "BlockUsageError",
     "ConsumptionReport",
     "GeneratorSource",
@@ -58,7 +61,9 @@ __all__ = [
     "format_environment_report",
     "get_random_seed",
     "get_rng_state",
+    "ledger_note",
     "load_rng_state",
+    "record_blocks",
     "register_generator",
     "registered_generators",
     "seed_worker",

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from . import _ledger
 from ._derive import source_seed_words
 from ._errors import BlockUsageError
 from ._root import current_root
@@ -180,7 +181,11 @@ def exit_(frame: Frame, *, keep: bool = False) -> list[Any] | None:
             if frame in _open:
                 _open.remove(frame)
         kept = [source.save() for source in frame.sources] if keep else None
-        _restore_all(frame.sources, frame.saved)
+        try:
+            if _ledger.recording is not None:  # the block ledger: one lookup when it is off
+                _ledger.recording.record_exit(frame)
+        finally:
+            _restore_all(frame.sources, frame.saved)
     finally:
         lock.release()
     if misuse is not None:
