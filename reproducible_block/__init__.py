@@ -20,6 +20,7 @@ from ._errors import (
 from ._keys import BlockKey
 from ._ledger import LEDGER_ENVIRONMENT_VARIABLE, BlockLedger, ledger_note, record_blocks
 from ._report import environment_report, format_environment_report
+from ._run_diff import RunDiff, diff_runs, read_ledger
 from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, get_random_seed, set_seed
 from ._sources import (
     GeneratorSource,
@@ -52,17 +53,20 @@ __all__ = [
     "ReproducibleBlockTypeError",
     "ReproducibleBlockValueError",
     "Reproducible_Block",
+    "RunDiff",
     "WorkerInit",
     "__version__",
     "assert_deterministic",
     "configure_deterministic_mode",
     "deterministic_mode",
+    "diff_runs",
     "environment_report",
     "format_environment_report",
     "get_random_seed",
     "get_rng_state",
     "ledger_note",
     "load_rng_state",
+    "read_ledger",
     "record_blocks",
     "register_generator",
     "registered_generators",
