@@ -19,6 +19,15 @@ from ._errors import (
 )
 from ._keys import BlockKey
 from ._ledger import LEDGER_ENVIRONMENT_VARIABLE, BlockLedger, ledger_note, record_blocks
+from ._nondeterminism import (
+    OpCall,
+    OpDivergence,
+    OpOutput,
+    OpTrace,
+    compare_traces,
+    find_nondeterminism,
+    trace_ops,
+)
 from ._report import environment_report, format_environment_report
 from ._run_diff import RunDiff, diff_runs, read_ledger
 from ._seeding import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, get_random_seed, set_seed
@@ -48,6 +57,10 @@ __all__ = [
     "GeneratorSource",
     "NondeterminismError",
     "NotSeededError",
+    "OpCall",
+    "OpDivergence",
+    "OpOutput",
+    "OpTrace",
     "ReproducibleBlock",
     "ReproducibleBlockError",
     "ReproducibleBlockTypeError",
@@ -57,10 +70,12 @@ __all__ = [
     "WorkerInit",
     "__version__",
     "assert_deterministic",
+    "compare_traces",
     "configure_deterministic_mode",
     "deterministic_mode",
     "diff_runs",
     "environment_report",
+    "find_nondeterminism",
     "format_environment_report",
     "get_random_seed",
     "get_rng_state",
@@ -72,6 +87,7 @@ __all__ = [
     "registered_generators",
     "seed_worker",
     "set_seed",
+    "trace_ops",
     "track_consumption",
     "unregister_generator",
 ]
