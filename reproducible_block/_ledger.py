@@ -23,6 +23,7 @@ not yet written to the disk.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -33,7 +34,7 @@ import struct
 import warnings
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,12 @@ def _reader(source: GeneratorSource[Any]) -> Reader:
     return _generic_reader(source)
 
 
+@functools.lru_cache(maxsize=64)
+def _readers(sources: tuple[GeneratorSource[Any], ...]) -> list[tuple[str, Reader]]:
+    """Each source's JSON name and reader (a block's sources are one tuple per selection)."""
+    return [(json.dumps(source.name), _reader(source)) for source in sources]
+
+
 # --- The entry state a block derives (the one place that knows today's derivation) ------------
 
 
@@ -376,8 +383,6 @@ class BlockLedger:
         self._stopped = False
         self._counts: dict[tuple[type, object], list[Any]] = {}
         self._pending: list[tuple[int, str, list[object]]] = []
-        self._readers: dict[int, tuple[Sequence[GeneratorSource[Any]], list[tuple[str, Reader]]]]
-        self._readers = {}
         self._root: Root | object | None = object()  # written before the first record
         self._file_rank: int | None = None
 
@@ -434,12 +439,12 @@ class BlockLedger:
         }
 
     def _write_line(self, line: str) -> None:
+        """Write one line whole (callers have the file open)."""
         data = (line + "\n").encode()
-        if self._fd is None:
-            return
-        written = os.write(self._fd, data)
+        fd = self._fd if self._fd is not None else -1  # -1: os.write raises EBADF
+        written = os.write(fd, data)
         while written < len(data):  # pragma: no cover - regular files take whole writes
-            written += os.write(self._fd, data[written:])
+            written += os.write(fd, data[written:])
 
     def _rank(self) -> int:
         """The rank a record carries: the group's, else the launcher's, else 0."""
@@ -470,20 +475,10 @@ class BlockLedger:
         """Close the file (records already written stay)."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
+            with suppress(OSError):  # already closed, or its device is gone: nothing to keep
+                os.close(fd)
 
     # Records.
-
-    def _readers_of(
-        self, sources: Sequence[GeneratorSource[Any]]
-    ) -> list[tuple[str, Reader]]:
-        found = self._readers.get(id(sources))
-        if found is None or found[0] is not sources:
-            readers = [(json.dumps(source.name), _reader(source)) for source in sources]
-            if len(self._readers) > 64:
-                self._readers.clear()
-            found = self._readers[id(sources)] = (sources, readers)
-        return found[1]
 
     def _key_entry(self, key: object) -> list[Any]:
         """[exits so far, the key's JSON text] for ``key`` (1 and 1.0 never share a counter)."""
@@ -509,7 +504,7 @@ class BlockLedger:
             self._write_root()
         count, key_text = self._key_entry(getattr(owner, "key", None))
         rank = global_rank() if is_distributed() else (self._file_rank or 0)
-        states = ",".join([f"{name}:{read()}" for name, read in self._readers_of(frame.sources)])
+        states = ",".join([f"{name}:{read()}" for name, read in _readers(tuple(frame.sources))])
         line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{states}}}'
         if getattr(owner, "per_rank", False):
             line += f',"per_rank":{global_rank()}'
