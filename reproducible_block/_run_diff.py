@@ -33,7 +33,6 @@ __all__ = ["MAX_REPLAYED_DRAWS", "LedgerFile", "RunDiff", "diff_runs", "read_led
 
 #: The most 32-bit numbers the diff replays per block to say how many it drew.
 MAX_REPLAYED_DRAWS = 10**7
-_HEADER_START = b'{"format":"' + LEDGER_FORMAT.encode() + b'"'
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
     lines = data.split(b"\n")
     torn = lines[-1] != b""  # every record ends with a newline; a line without one was cut
     complete = lines[:-1]
-    if not complete or not complete[0].startswith(_HEADER_START):
+    if not complete or not _is_header(complete[0]):
         raise _unreadable(location, "its first line is not a ledger header")
     records: list[dict[str, Any]] = []
     for number, line in enumerate(complete, start=1):
@@ -103,11 +102,19 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
     return LedgerFile(location, header, records, torn)
 
 
+def _is_header(line: bytes) -> bool:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("format") == LEDGER_FORMAT
+
+
 def _is_ledger(path: Path) -> bool:
     try:
         with open(path, "rb") as file:
-            return file.read(len(_HEADER_START)) == _HEADER_START
-    except OSError:
+            return _is_header(file.readline(1 << 16))
+    except OSError:  # pragma: no cover - a file that vanished or cannot be read
         return False
 
 
@@ -150,12 +157,13 @@ def _read_run(run: str | os.PathLike[str]) -> dict[int | None, LedgerFile]:
 
 
 def count_draws(entry_key: bytes, exit_key_digest: str, position: int,
-                limit: int = MAX_REPLAYED_DRAWS) -> int | None:
+                limit: int | None = None) -> int | None:
     """How many 32-bit numbers take a fresh Mersenne Twister key to the recorded exit state.
 
     ``entry_key`` holds the 624 key words a block starts from (its next draw twists), the exit
     state is the digest of the key words and the position in them. Returns None when no count
-    up to ``limit`` reaches it (more were drawn, or the block reseeded the generator).
+    up to ``limit`` (default :data:`MAX_REPLAYED_DRAWS`) reaches it (more were drawn, or the
+    block reseeded the generator).
 
     >>> import numpy as np
     >>> bits = np.random.MT19937(5)
@@ -167,6 +175,7 @@ def count_draws(entry_key: bytes, exit_key_digest: str, position: int,
     >>> count_draws(start, mt_key_digest(after["key"].astype("<u4").tobytes()), after["pos"])
     1000
     """
+    limit = MAX_REPLAYED_DRAWS if limit is None else limit
     if mt_key_digest(entry_key) == exit_key_digest:
         return 0 if position == MT_WORDS else None
     bits = np.random.MT19937(0)
@@ -188,24 +197,23 @@ class _Context:
     ledger: LedgerFile
     root_seed: int | None
 
-    def drawn(self, record: Mapping[str, Any], source: str) -> int | None:
-        """How many numbers the block of ``record`` drew from ``source``, if countable."""
+    def drawn(self, record: Mapping[str, Any], source: str) -> int | str:
+        """How many numbers the block of ``record`` drew from ``source``, or why not counted."""
         entry = record["state"][source]
-        if (
-            len(entry) != 3
-            or self.root_seed is None
-            or self.ledger.header.get("derivation") != DERIVATION
-        ):
-            return None
+        if self.root_seed is None or self.ledger.header.get("derivation") != DERIVATION:
+            return "no root seed, or another derivation scheme"
         try:
             images = entry_state_images(self.root_seed, key_from_json(record["key"]),
                                         record.get("per_rank"), tuple(record["state"]))
-        except ValueError:
-            return None
+        except (TypeError, ValueError):
+            return "the recorded key is not a block key"
         image = images.get(source)
         if image is None:
-            return None
-        return count_draws(image, entry[2], int(entry[1]))
+            return "the draws of registered generators are not replayed"
+        drawn = count_draws(image, entry[2], int(entry[1]))
+        if drawn is None:
+            return f"more than {MAX_REPLAYED_DRAWS:,} numbers, or a reseeded generator"
+        return drawn
 
 
 # --- Comparing two ledgers ------------------------------------------------------------------------
@@ -258,25 +266,24 @@ def _state_differences(a: Mapping[str, Any], b: Mapping[str, Any],
         entry_a, entry_b = states_a[source], states_b[source]
         if entry_a == entry_b:
             continue
-        drawn_a, drawn_b = context_a.drawn(a, source), context_b.drawn(b, source)
-        if drawn_a is not None and drawn_b is not None and drawn_a != drawn_b:
-            reasons.append(f"{source} stream consumed differently (A drew {drawn_a:,} numbers, "
-                           f"B {drawn_b:,})")
-        elif drawn_a is not None and drawn_a == drawn_b:
-            reasons.append(f"{source} state differs at exit although both drew {drawn_a:,} "
-                           "numbers (different kinds of draws, or a cached normal)")
-        elif len(entry_a) == 3 and len(entry_b) == 3:
-            counts = " or ".join(
-                f"{run} drew {drawn:,}" for run, drawn in (("A", drawn_a), ("B", drawn_b))
-                if drawn is not None
-            )
-            reasons.append(
-                f"{source} stream consumed differently (" + (counts + "; " if counts else "")
-                + f"more than {MAX_REPLAYED_DRAWS:,} numbers, or a reseeded generator, "
-                "could not be counted)"
-            )
-        else:
+        if len(entry_a) == 1 or len(entry_b) == 1:
             reasons.append(f"{source} state differs at exit")
+            continue
+        drawn_a, drawn_b = context_a.drawn(a, source), context_b.drawn(b, source)
+        if isinstance(drawn_a, int) and isinstance(drawn_b, int):
+            if drawn_a == drawn_b:
+                reasons.append(f"{source} state differs at exit although both drew {drawn_a:,} "
+                               "numbers (other kinds of draws, or a cached normal)")
+            else:
+                reasons.append(f"{source} stream consumed differently (A drew {drawn_a:,} "
+                               f"numbers, B {drawn_b:,})")
+        elif drawn_a == drawn_b:
+            reasons.append(f"{source} stream consumed differently (not counted: {drawn_a})")
+        else:
+            described = [f"{run} drew {drawn:,} numbers" if isinstance(drawn, int)
+                         else f"{run} not counted: {drawn}"
+                         for run, drawn in (("A", drawn_a), ("B", drawn_b))]
+            reasons.append(f"{source} stream consumed differently ({'; '.join(described)})")
     return reasons
 
 
