@@ -210,9 +210,10 @@ def _torch_key_words(data: bytes) -> bytes:
 
 def _torch_reader(generator: torch.Generator) -> Reader:
     def read() -> str:
-        data = generator.get_state().numpy().tobytes()
-        if len(data) != _TORCH_STATE_BYTES:  # pragma: no cover - a torch with another layout
-            return f'["{fingerprint(data)}"]'
+        state = generator.get_state()  # a new contiguous uint8 tensor
+        if state.numel() != _TORCH_STATE_BYTES:  # pragma: no cover - another torch layout
+            return f'["{fingerprint(state)}"]'
+        data = ctypes.string_at(state.data_ptr(), _TORCH_STATE_BYTES)
         position = 625 - int.from_bytes(data[8:12], "little", signed=True)
         extra = data[:_TORCH_WORDS_OFFSET] + data[_TORCH_WORDS_END:]
         return _mt_entry(_torch_key_words(data), position, extra)
