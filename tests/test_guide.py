@@ -25,7 +25,7 @@ def test_the_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert len(blocks) == 5
     namespace: dict[str, object] = {"__name__": "guide"}
     for number, block in enumerate(blocks, start=1):
-        exec(compile(block, f"{GUIDE}:block{number}", "exec"), namespace)  # noqa: S102
+        exec(compile(block, f"{GUIDE}:block{number}", "exec"), namespace)
     printed = capsys.readouterr().out
     assert ("both runs agree for 15 blocks; they first differ at ('sample', 13), entry 1: torch "
             "stream consumed differently (A drew 16 numbers, B 17)") in printed
