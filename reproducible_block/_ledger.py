@@ -397,7 +397,7 @@ class BlockLedger:
         """The file this process writes, or None when it should not record (a loader worker)."""
         if _in_loader_worker():
             return None
-        rank = torch.distributed.get_rank() if is_distributed() else _launcher_rank()
+        rank = global_rank() if is_distributed() else _launcher_rank()
         self._file_rank = rank
         if rank is not None:
             return _with_suffix(self._requested, f"rank{rank}")
@@ -504,7 +504,7 @@ class BlockLedger:
         if peek_root() is not self._root:
             self._write_root()
         count, key_text = self._key_entry(getattr(owner, "key", None))
-        rank = global_rank() if is_distributed() else (self._file_rank or 0)
+        rank = self._rank()
         states = ",".join([f"{name}:{read()}" for name, read in _readers(tuple(frame.sources))])
         line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{states}}}'
         if getattr(owner, "per_rank", False):

@@ -349,7 +349,7 @@ def _diff_ledgers(a: LedgerFile, b: LedgerFile) -> _RankDiff:
         f"{_describe(following)}",))
 
 
-def _where(diff: _RankDiff) -> str:
+def _where(diff: _RankDiff, *, with_rank: bool = True) -> str:
     record = diff.record or {}
     if diff.index == -1:
         place = "the start"
@@ -357,7 +357,7 @@ def _where(diff: _RankDiff) -> str:
         place = f"{_show_key(record['key'])}, entry {record.get('entry')}"
     else:
         place = f"record {diff.index}"
-    return place + ("" if diff.rank is None else f", rank {diff.rank}")
+    return place + ("" if diff.rank is None or not with_rank else f", rank {diff.rank}")
 
 
 def _versions(a: LedgerFile, b: LedgerFile) -> list[str]:
@@ -477,8 +477,9 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
                f"{_where(first)}: {'; '.join(first.reasons)}")
     others = [diff for diff in differing if diff is not first]
     if others:
-        message += "; also " + ", ".join(
-            f"rank {diff.rank} from {_where(diff)}" for diff in others
+        message += "; " + "; ".join(
+            f"rank {diff.rank} also differs, first at {_where(diff, with_rank=False)}"
+            for diff in others
         )
     return RunDiff(
         False, message + suffix, first.agreed, first.rank,

@@ -490,7 +490,7 @@ def test_every_differing_rank_is_listed_and_missing_ranks_named(
     found = diff_runs(a, b)
     assert found.rank == 0
     assert found.key == ("sample", 1)
-    assert found.message.endswith("; also rank 1 from ('sample', 1), entry 1, rank 1")
+    assert found.message.endswith("; rank 1 also differs, first at ('sample', 1), entry 1")
     (tmp_path / "b" / "ledger.rank1.jsonl").unlink()
     missing = diff_runs(a, b)
     assert missing.ranks[1]["reasons"] == ["only A has a ledger for rank 1"]
