@@ -381,13 +381,15 @@ def _size(first: OpOutput, second: OpOutput) -> tuple[int | None, int | None, fl
     elements = math.prod(first.shape)
     a, b = first.values, second.values
     if a is None or b is None:
-        return None, elements, None, "the values differ (not kept: the trace was over budget)"
+        return None, elements, None, ("the values differ (not kept: over the trace's "
+                                      "KEPT_VALUES_BYTES, or an int beyond int64)")
     same = a == b
     if a.is_floating_point() or a.is_complex():
         same |= torch.isnan(a) & torch.isnan(b)
     differing = int((~same).sum())
     if differing == 0:
-        return 0, elements, 0.0, "the bits differ where the values compare equal (signed zeros)"
+        return 0, elements, 0.0, ("the bits differ where the values compare equal "
+                                        "(signed zeros or NaN payloads)")
     wide = torch.complex128 if a.is_complex() else torch.float64
     gap = float((a[~same].to(wide) - b[~same].to(wide)).abs().max()) if a.dtype != torch.bool \
         else 1.0
