@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from reproducible_block import SEED_ENVIRONMENT_VARIABLE, _root, deterministic
+from reproducible_block import SEED_ENVIRONMENT_VARIABLE, _ledger, _root, deterministic
 from reproducible_block._sources import registry
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
     """Restore every generator, the root and its exported seed, registered generators and
-    deterministic settings."""
+    deterministic settings; every test runs without a block ledger recording (unless it starts
+    one), and a ledger a test left recording is closed."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
     torch_state = torch.get_rng_state()
@@ -25,9 +26,13 @@ def _restore_global_random_state() -> Iterator[None]:
     registered = registry.registered()
     settings = deterministic._current_settings()
     exported_seed = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
+    ledger, _ledger.recording = _ledger.recording, None
     try:
         yield
     finally:
+        if _ledger.recording is not None:
+            _ledger.recording.close()
+        _ledger.recording = ledger
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         torch.set_rng_state(torch_state)

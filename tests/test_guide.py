@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from reproducible_block import _ledger
-
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "when-runs-do-not-match.md"
 
 
@@ -20,7 +18,6 @@ def python_blocks(path: Path) -> list[str]:
 def test_the_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(_ledger, "recording", None)
     blocks = python_blocks(GUIDE)
     assert len(blocks) == 5
     namespace: dict[str, object] = {"__name__": "guide"}

@@ -35,19 +35,6 @@ from reproducible_block._ledger import entry_state_images, key_from_json, mt_key
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _no_ledger_left_recording() -> Iterator[None]:
-    """Every test starts and ends without a recording ledger (some tests arm one by hand)."""
-    previous = _ledger.recording
-    _ledger.recording = None
-    try:
-        yield
-    finally:
-        if _ledger.recording is not None:
-            _ledger.recording.close()
-        _ledger.recording = previous
-
-
 def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

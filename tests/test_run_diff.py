@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,6 @@ from reproducible_block.__main__ import main
 
 from ._ledger_rank_worker import CHANGED_SAMPLE, rank_main
 from ._spawn import spawn_ranks
-
-
-@pytest.fixture(autouse=True)
-def _no_ledger_left_recording() -> Iterator[None]:
-    previous = _ledger.recording
-    _ledger.recording = None
-    try:
-        yield
-    finally:
-        _ledger.recording = previous
 
 
 def record(path: Path, program: Callable[[], None], seed: int = 0,
