@@ -7,15 +7,24 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from reproducible_block import _ledger
 from reproducible_block.testing import isolated_random_state
 
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
     """Restore every generator, the root and its exported seed, registered generators,
-    deterministic settings and the block wait limit (reproducible_block.testing)."""
-    with isolated_random_state():
-        yield
+    deterministic settings and the block wait limit (reproducible_block.testing); every test runs
+    without a block ledger recording (unless it starts one), and a ledger a test left recording
+    is closed."""
+    ledger = _ledger.set_recording(None)
+    try:
+        with isolated_random_state():
+            yield
+    finally:
+        left = _ledger.set_recording(ledger)
+        if left is not None:
+            left.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,15 +19,17 @@ import random
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from reproducible_block import ReproducibleBlock, _block, set_seed
+from reproducible_block import ReproducibleBlock, _block, _ledger, record_blocks, set_seed
 
 ROUNDS = 15
 
@@ -65,6 +67,28 @@ def key_one_uncached() -> None:
 def key_huge_uncached() -> None:
     with ReproducibleBlock(10**12):
         pass
+
+
+def ledger_cost(calls: int) -> dict[str, float]:
+    """The repeated-key block with the block ledger recording (to a temporary file) and off.
+
+    The rounds alternate, so each figure switches the ledger on or off for its own round.
+    """
+    with tempfile.TemporaryDirectory() as folder, \
+            record_blocks(Path(folder) / "ledger.jsonl") as ledger:
+
+        def off() -> None:
+            _ledger.set_recording(None)
+            repeated_key()
+
+        def on() -> None:
+            _ledger.set_recording(ledger)
+            repeated_key()
+
+        try:
+            return medians({"off": off, "on": on}, calls)
+        finally:
+            _ledger.set_recording(ledger)  # record_blocks puts the previous one back on exit
 
 
 def torch_only() -> None:
@@ -203,6 +227,11 @@ def main() -> int:
                     timings["repeated"] / timings["floor"], 1.25))
     rows.append(Row("block, fresh key / floor", f"{timings['fresh']:.1f} µs",
                     timings["fresh"] / timings["floor"], 1.4))
+
+    ledger = ledger_cost(calls)
+    rows.append(Row("block ledger on / off (repeated key)",
+                    f"{ledger['on']:.1f} / {ledger['off']:.1f} µs",
+                    ledger["on"] / ledger["off"], 2.0))
 
     cache_size = _block.CACHE_SIZE
     _block.CACHE_SIZE = 0  # derive on every entry: the cost that depends on the key

@@ -17,8 +17,19 @@ from ._errors import (
     ReproducibleBlockValueError,
 )
 from ._keys import BlockKey
+from ._ledger import LEDGER_ENVIRONMENT_VARIABLE, BlockLedger, ledger_note, record_blocks
+from ._nondeterminism import (
+    OpCall,
+    OpDivergence,
+    OpOutput,
+    OpTrace,
+    compare_traces,
+    find_nondeterminism,
+    trace_ops,
+)
 from ._report import environment_report, format_environment_report
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
+from ._run_diff import RunDiff, diff_runs, read_ledger
 from ._seeding import (
     get_random_seed,
     register_generator,
@@ -35,35 +46,49 @@ from .deterministic import configure_deterministic_mode, deterministic_mode
 
 __all__ = [
     "DERIVATION_VERSION",
+    "LEDGER_ENVIRONMENT_VARIABLE",
     "MAX_SEED",
     "SEED_ENVIRONMENT_VARIABLE",
     "BlockKey",
+    "BlockLedger",
     "BlockUsageError",
     "ConsumptionReport",
     "GeneratorSource",
     "NondeterminismError",
     "NotSeededError",
+    "OpCall",
+    "OpDivergence",
+    "OpOutput",
+    "OpTrace",
     "ReproducibleBlock",
     "ReproducibleBlockError",
     "ReproducibleBlockTypeError",
     "ReproducibleBlockValueError",
     "Reproducible_Block",
+    "RunDiff",
     "WorkerInit",
     "__version__",
     "assert_deterministic",
+    "compare_traces",
     "configure_deterministic_mode",
     "deterministic_mode",
+    "diff_runs",
     "environment_report",
+    "find_nondeterminism",
     "format_environment_report",
     "get_block_wait_timeout",
     "get_random_seed",
     "get_rng_state",
+    "ledger_note",
     "load_rng_state",
+    "read_ledger",
+    "record_blocks",
     "register_generator",
     "registered_generators",
     "seed_worker",
     "set_block_wait_timeout",
     "set_seed",
+    "trace_ops",
     "track_consumption",
     "unregister_generator",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -13,7 +14,7 @@ from ._fingerprint import state_digest
 from ._sources import GeneratorSource
 from ._sources.registry import check_sources, registry
 
-__all__ = ["ConsumptionReport", "assert_deterministic", "track_consumption"]
+__all__ = ["ConsumptionReport", "assert_deterministic", "run_from_same_state", "track_consumption"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,6 +105,30 @@ def track_consumption(sources: Iterable[str] | None = None) -> Iterator[Consumpt
         })
 
 
+def run_from_same_state(calls: Sequence[Callable[[], R]]) -> list[R]:
+    """Run each of ``calls`` from the caller's current random state; then put that state back.
+
+    Every managed generator and the root are captured first and restored before each call
+    after the first, and at the end (also when a call raises), so the caller continues as if
+    nothing had run.
+    """
+    with _stack.held("running from the same random state"):
+        sources = registry.active()
+        saved = [source.save() for source in sources]
+    root = _root.peek_seed()
+    results: list[R] = []
+    try:
+        for index, call in enumerate(calls):
+            if index:
+                _stack.restore_all(sources, saved)
+                _root.replace_seed(root)
+            results.append(call())
+    finally:
+        _stack.restore_all(sources, saved)
+        _root.replace_seed(root)
+    return results
+
+
 def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run ``fn(*args, **kwargs)`` twice from the same random state and compare the results.
 
@@ -130,18 +155,7 @@ def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
             f"{type(fn).__name__} {fn!r}. Write assert_deterministic(model, x), not "
             "assert_deterministic(model(x))."
         )
-    with _stack.held("assert_deterministic()"):
-        sources = registry.active()
-        saved = [source.save() for source in sources]
-    root = _root.peek_seed()
-    try:
-        first = fn(*args, **kwargs)
-        _stack.restore_all(sources, saved)
-        _root.replace_seed(root)
-        second = fn(*args, **kwargs)
-    finally:
-        _stack.restore_all(sources, saved)
-        _root.replace_seed(root)
+    first, second = run_from_same_state([functools.partial(fn, *args, **kwargs)] * 2)
     found = first_difference(first, second)
     if found is not None:
         name = getattr(fn, "__qualname__", repr(fn))

@@ -29,6 +29,8 @@ SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
 
 #: The root seed, or None before ``set_seed`` (read directly on the hot path).
 seed: int | None = None
+#: How many times the root was installed (``set_seed`` twice with one seed makes two roots).
+generation = 0
 
 
 def validate_seed(value: object) -> int:
@@ -74,6 +76,7 @@ def peek_seed() -> int | None:
 
 def replace_seed(new: int | None) -> int | None:
     """Install ``new`` as the root seed and return the previous one (so callers can restore it)."""
-    global seed
+    global seed, generation
     previous, seed = seed, new
+    generation += 1
     return previous

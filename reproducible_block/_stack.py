@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +45,9 @@ _DEFAULT_WAIT = 60.0
 
 lock = threading.RLock()
 _open: list[Frame] = []
+#: Called with each frame a block closes (in order), before the caller's states come back: the
+#: block ledger's hook (see ``_ledger``), or None. It must not raise.
+exit_hook: Callable[[Frame], None] | None = None
 _holder = 0  # the thread that opened the frames in _open (they are serialised by the lock)
 
 
@@ -185,6 +188,8 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     sources, saved = frame[1], frame[2]
     try:
         kept = [source.save() for source in sources] if keep else None
+        if exit_hook is not None:
+            exit_hook(frame)
         index = len(saved)
         try:
             while index:

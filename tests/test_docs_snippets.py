@@ -32,6 +32,7 @@ PAGES_WITHOUT_CODE = {
     "docs/reference/compat.md",
     "docs/reference/deterministic.md",
     "docs/reference/index.md",
+    "docs/reference/testing.md",
 }
 
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<language>[\w-]*)")

@@ -21,7 +21,7 @@ from typing import Any
 import griffe
 
 PACKAGE = "reproducible_block"
-PUBLIC_SUBMODULES = ("compat", "deterministic")
+PUBLIC_SUBMODULES = ("compat", "deterministic", "testing")
 ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|data|exc|mod|obj):`(~?)([\w.]+)`")
 DOCTEST_START = re.compile(r"^>>> |^>>>$")
 

@@ -137,6 +137,15 @@ class GeneratorSource(ABC, Generic[StateT]):
         """What ``set_seed(seed)`` does: by default, the state derived from (seed, name)."""
         self.restore(self.from_bits(registered_root_bits(seed, self.name)))
 
+    # The ledger (see record_blocks): how much a block drew.
+
+    def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
+        """A Mersenne Twister's state as (its 624 key words as little-endian uint32, the
+        position in the key, the rest of the state as bytes), from what :meth:`save` returned;
+        None for other kinds of generator (the default). The block ledger records the position
+        and a digest of the key, so that the run diff can count what a block drew."""
+        return None
+
     # Checkpoints.
 
     def to_checkpoint(self, state: StateT) -> Any:

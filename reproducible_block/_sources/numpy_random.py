@@ -154,6 +154,12 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
     def seed(self, seed: int) -> None:
         np.random.seed(seed)
 
+    def twister_state(self, saved: Any) -> tuple[bytes, int, bytes]:
+        _, key, position, has_gauss, gauss = saved if type(saved[0]) is str else _public(saved)
+        cached = (1, float(gauss)) if has_gauss else (0, 0.0)
+        words = np.asarray(key, dtype="<u4").tobytes()
+        return words, int(position), repr(cached).encode()
+
     def from_bits(self, bits: bytes) -> Any:
         # The C images: restore() installs them either way (copied, or through set_state).
         return mt_image(bits, after=_POSITION_AT_END), _NO_GAUSSIAN

@@ -96,6 +96,14 @@ class PythonRandomSource(GeneratorSource[PythonState]):
     def seed(self, seed: int) -> None:
         random.seed(seed)
 
+    def twister_state(self, saved: Any) -> tuple[bytes, int, bytes]:
+        image, gauss = saved[0], saved[-1]
+        if type(image) is bytes:  # the C image
+            index, *words = struct.unpack(f"=i{MT_WORDS}I", image)
+        else:  # random.getstate()'s form
+            words, index = list(saved[1][:MT_WORDS]), saved[1][MT_WORDS]
+        return struct.pack(f"<{MT_WORDS}I", *words), index, repr(gauss).encode()
+
     def from_bits(self, bits: bytes) -> Any:
         # The C image: restore() installs it either way (copied, or through setstate).
         return mt_image(bits, before=_INDEX_AT_END), None

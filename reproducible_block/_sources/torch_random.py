@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import _memory
@@ -130,6 +131,15 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         scratch = torch.Generator(device=self.generator.device)  # pragma: no cover - needs a GPU
         scratch.manual_seed(philox_seed(bits))  # pragma: no cover - needs a GPU
         return scratch.get_state()  # pragma: no cover - needs a GPU
+
+    def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
+        if self.generator.device.type != "cpu" or _cpu_layout() is None:
+            return None  # a device generator (Philox), or a CPU layout not checked
+        data = saved.numpy().tobytes()
+        words = np.frombuffer(data, "<u8", MT_WORDS, _WORDS_AT).astype("<u4").tobytes()
+        # torch counts down ``left`` from 624 after a twist (1 right after seeding).
+        position = 625 - struct.unpack_from("<i", data, 8)[0]
+        return words, position, data[:_WORDS_AT] + data[_WORDS_AT + 8 * MT_WORDS :]
 
     def to_checkpoint(self, state: torch.Tensor) -> Any:
         return {"device": str(self.generator.device), "state": state.clone()}

@@ -1,0 +1,488 @@
+"""Reading block ledgers and finding the first record where two runs part.
+
+A run is a ledger file, a folder of ledger files (one per rank), or the path given to
+``record_blocks``/``REPRODUCIBLE_BLOCK_LEDGER`` when the ranks wrote ``.rank{N}`` files next to
+it. Ledgers are paired by rank and compared record by record. When a Mersenne Twister's state
+differs, each run's block is replayed from its derived entry state to count the 32-bit numbers it
+drew (at most :data:`MAX_REPLAYED_DRAWS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import ReproducibleBlockValueError
+from ._ledger import (
+    DERIVATION,
+    LEDGER_FORMAT,
+    LEDGER_VERSION,
+    MT_WORDS,
+    entry_state_images,
+    key_from_json,
+    mt_key_digest,
+)
+
+__all__ = ["MAX_REPLAYED_DRAWS", "LedgerFile", "RunDiff", "diff_runs", "read_ledger"]
+
+#: The most 32-bit numbers the diff replays per block to say how many it drew.
+MAX_REPLAYED_DRAWS = 10**7
+
+
+@dataclass(frozen=True)
+class LedgerFile:
+    """One ledger as read: its header, its records, and whether its last line was torn."""
+
+    path: Path
+    header: dict[str, Any]
+    records: list[dict[str, Any]]
+    #: The last line had no newline (the run was killed while writing it); it was skipped.
+    torn: bool = False
+
+    @property
+    def rank(self) -> int | None:
+        rank = self.header.get("rank")
+        return rank if isinstance(rank, int) else None
+
+
+def _unreadable(path: Path, why: str) -> ReproducibleBlockValueError:
+    return ReproducibleBlockValueError(
+        f"{str(path)!r} is not a readable block ledger: {why}. Pass a file written by "
+        "record_blocks() or REPRODUCIBLE_BLOCK_LEDGER, a folder of them, or the path given there."
+    )
+
+
+def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
+    """Read a ledger file; a torn last line (a killed run) is skipped, any other error raises.
+
+    >>> import tempfile, pathlib
+    >>> from reproducible_block import ReproducibleBlock, record_blocks, set_seed
+    >>> _ = set_seed(0)
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "ledger.jsonl"
+    >>> with record_blocks(target):
+    ...     with ReproducibleBlock("init"):
+    ...         pass
+    >>> with open(target, "a") as file:  # as if killed in the middle of a line
+    ...     _ = file.write('{"key":"tr')
+    >>> ledger = read_ledger(target)
+    >>> len(ledger.records) == 1 and ledger.torn
+    True
+    """
+    location = Path(path)
+    try:
+        data = location.read_bytes()
+    except OSError as error:
+        raise _unreadable(location, f"{type(error).__name__}: {error.strerror or error}") from None
+    lines = data.split(b"\n")
+    torn = lines[-1] != b""  # every record ends with a newline; a line without one was cut
+    complete = lines[:-1]
+    if not complete or not _is_header(complete[0]):
+        raise _unreadable(location, "its first line is not a ledger header")
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(complete, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise _unreadable(location, f"line {number} is not JSON ({line[:60]!r})") from None
+        if not isinstance(record, dict):
+            raise _unreadable(location, f"line {number} is not a JSON object")
+        records.append(record)
+    header = records.pop(0)
+    if header.get("version") != LEDGER_VERSION:
+        raise _unreadable(
+            location, f"it has format version {header.get('version')!r} and this "
+            f"reproducible_block reads version {LEDGER_VERSION}; use the version that wrote it"
+        )
+    return LedgerFile(location, header, records, torn)
+
+
+def _is_header(line: bytes) -> bool:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("format") == LEDGER_FORMAT
+
+
+def _is_ledger(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return _is_header(file.readline(1 << 16))
+    except OSError:  # pragma: no cover - a file that vanished or cannot be read
+        return False
+
+
+def _run_files(run: str | os.PathLike[str]) -> list[Path]:
+    """The ledger files of a run: a file, a folder's ledgers, or a base path's rank files."""
+    location = Path(run)
+    if location.is_file():
+        return [location]
+    if location.is_dir():
+        found = sorted(path for path in location.iterdir() if path.is_file() and _is_ledger(path))
+        where = f"the folder {str(location)!r} holds no ledger file"
+    else:
+        stem, suffix = (location.stem, location.suffix) if location.suffix else (location.name, "")
+        pattern = f"{stem}.rank*{suffix}"
+        found = sorted(location.parent.glob(pattern)) if location.parent.is_dir() else []
+        where = f"{str(location)!r} does not exist, nor do rank files {pattern!r} next to it"
+    if not found:
+        raise ReproducibleBlockValueError(
+            f"no block ledger found: {where}. Pass a ledger file, a folder of ledgers, or the "
+            "path given to record_blocks() / REPRODUCIBLE_BLOCK_LEDGER."
+        )
+    return found
+
+
+def _read_run(run: str | os.PathLike[str]) -> dict[int | None, LedgerFile]:
+    by_rank: dict[int | None, LedgerFile] = {}
+    for path in _run_files(run):
+        ledger = read_ledger(path)
+        other = by_rank.get(ledger.rank)
+        if other is not None:
+            raise ReproducibleBlockValueError(
+                f"{str(run)!r} holds two ledgers for rank {ledger.rank}: {str(other.path)!r} and "
+                f"{str(path)!r}. Keep one run's ledgers per folder, or pass the files."
+            )
+        by_rank[ledger.rank] = ledger
+    return by_rank
+
+
+# --- Counting what a block drew ------------------------------------------------------------------
+
+
+def count_draws(entry_key: bytes, exit_key_digest: str, position: int,
+                limit: int | None = None) -> int | None:
+    """How many 32-bit numbers take a fresh Mersenne Twister key to the recorded exit state.
+
+    ``entry_key`` holds the 624 key words a block starts from (its next draw twists), the exit
+    state is the digest of the key words and the position in them. Returns None when no count
+    up to ``limit`` (default :data:`MAX_REPLAYED_DRAWS`) reaches it (more were drawn, or the
+    block reseeded the generator).
+
+    >>> import numpy as np
+    >>> bits = np.random.MT19937(5)
+    >>> start = bits.state["state"]["key"].astype("<u4").tobytes()
+    >>> bits.state = {"bit_generator": "MT19937", "state": {"key": bits.state["state"]["key"],
+    ...                                                     "pos": 624}}
+    >>> _ = bits.random_raw(1000)
+    >>> after = bits.state["state"]
+    >>> count_draws(start, mt_key_digest(after["key"].astype("<u4").tobytes()), after["pos"])
+    1000
+    """
+    limit = MAX_REPLAYED_DRAWS if limit is None else limit
+    if mt_key_digest(entry_key) == exit_key_digest:
+        return 0 if position == MT_WORDS else None
+    bits = np.random.MT19937(0)
+    bits.state = {"bit_generator": "MT19937",
+                  "state": {"key": np.frombuffer(entry_key, dtype="<u4"), "pos": MT_WORDS}}
+    for twists in range(1, (limit + MT_WORDS - 1) // MT_WORDS + 2):
+        bits.random_raw(MT_WORDS)  # one twist: the key becomes the next one
+        key = bits.state["state"]["key"]
+        if mt_key_digest(key.astype("<u4").tobytes()) == exit_key_digest:
+            drawn = MT_WORDS * (twists - 1) + position
+            return drawn if drawn <= limit else None
+    return None
+
+
+@dataclass
+class _Context:
+    """What a ledger's records derive from, as the walk reaches them."""
+
+    ledger: LedgerFile
+    root_seed: int | None
+
+    def drawn(self, record: Mapping[str, Any], source: str) -> int | str:
+        """How many numbers the block of ``record`` drew from ``source``, or why not counted."""
+        entry = record["state"][source]
+        if self.root_seed is None or self.ledger.header.get("derivation") != DERIVATION:
+            return "no root seed, or another derivation scheme"
+        try:
+            images = entry_state_images(self.root_seed, key_from_json(record["key"]),
+                                        record.get("per_rank"), tuple(record["state"]))
+        except (TypeError, ValueError):
+            return "the recorded key is not a block key"
+        image = images.get(source)
+        if image is None:
+            return "the draws of registered generators are not replayed"
+        drawn = count_draws(image, entry[2], int(entry[1]))
+        if drawn is None:
+            return f"more than {MAX_REPLAYED_DRAWS:,} numbers, or a reseeded generator"
+        return drawn
+
+
+# --- Comparing two ledgers ------------------------------------------------------------------------
+
+
+def _show_key(key: object) -> str:
+    return repr(key_from_json(key))
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    """What a record says a run did, e.g. "exited ('sample', 5)" or "called set_seed(3)"."""
+    if "root" in record:
+        return f"called set_seed({record['root']})"
+    if "key" in record:
+        return f"exited {_show_key(record['key'])}"
+    return f"noted {', '.join(map(repr, record.get('notes', {})))} outside every block"
+
+
+def _value_text(entry: object) -> str:
+    if isinstance(entry, list) and len(entry) > 1:
+        return repr(entry[1])
+    return "fingerprint " + (str(entry[0]) if isinstance(entry, list) and entry else repr(entry))
+
+
+def _named_differences(kind: str, first: object, second: object) -> list[str]:
+    """Differences between two {name: [fingerprint, number?]} maps (watched values, notes)."""
+    a = first if isinstance(first, dict) else {}
+    b = second if isinstance(second, dict) else {}
+    reasons = []
+    for name in list(a) + [name for name in b if name not in a]:
+        if name not in b:
+            reasons.append(f"only A {kind} {name!r}")
+        elif name not in a:
+            reasons.append(f"only B {kind} {name!r}")
+        elif a[name] != b[name]:
+            label = "watched" if kind == "watched" else "noted"
+            reasons.append(f"the {label} {name} differs (A {_value_text(a[name])}, "
+                           f"B {_value_text(b[name])})")
+    return reasons
+
+
+def _state_differences(a: Mapping[str, Any], b: Mapping[str, Any],
+                       context_a: _Context, context_b: _Context) -> list[str]:
+    states_a, states_b = a.get("state", {}), b.get("state", {})
+    if list(states_a) != list(states_b):
+        return [f"the block managed different generators (A {list(states_a)}, "
+                f"B {list(states_b)})"]
+    reasons = []
+    for source in states_a:
+        entry_a, entry_b = states_a[source], states_b[source]
+        if entry_a == entry_b:
+            continue
+        if len(entry_a) == 1 or len(entry_b) == 1:
+            reasons.append(f"{source} state differs at exit")
+            continue
+        drawn_a, drawn_b = context_a.drawn(a, source), context_b.drawn(b, source)
+        if isinstance(drawn_a, int) and isinstance(drawn_b, int):
+            if drawn_a == drawn_b:
+                reasons.append(f"{source} state differs at exit although both drew {drawn_a:,} "
+                               "numbers (other kinds of draws, or a cached normal)")
+            else:
+                reasons.append(f"{source} stream consumed differently (A drew {drawn_a:,} "
+                               f"numbers, B {drawn_b:,})")
+        elif drawn_a == drawn_b:
+            reasons.append(f"{source} stream consumed differently (not counted: {drawn_a})")
+        else:
+            described = [f"{run} drew {drawn:,} numbers" if isinstance(drawn, int)
+                         else f"{run} not counted: {drawn}"
+                         for run, drawn in (("A", drawn_a), ("B", drawn_b))]
+            reasons.append(f"{source} stream consumed differently ({'; '.join(described)})")
+    return reasons
+
+
+def _record_differences(a: Mapping[str, Any], b: Mapping[str, Any],
+                        context_a: _Context, context_b: _Context) -> list[str]:
+    kind_a, kind_b = _describe(a), _describe(b)
+    if ("key" in a) != ("key" in b) or ("root" in a) != ("root" in b):
+        return [f"A {kind_a} where B {kind_b}"]
+    if "root" in a:
+        return [] if a["root"] == b["root"] else [f"A {kind_a} where B {kind_b}"]
+    if "key" in a:
+        if a["key"] != b["key"]:
+            return [f"A {kind_a} where B {kind_b}"]
+        reasons = []
+        for field_name, label in (("entry", "entry"), ("rank", "rank"), ("per_rank", "per_rank")):
+            if a.get(field_name) != b.get(field_name):
+                reasons.append(f"the {label} differs (A {a.get(field_name)!r}, "
+                               f"B {b.get(field_name)!r})")
+        reasons += _state_differences(a, b, context_a, context_b)
+        reasons += _named_differences("watched", a.get("watch"), b.get("watch"))
+        return reasons + _named_differences("noted", a.get("notes"), b.get("notes"))
+    return _named_differences("noted", a.get("notes"), b.get("notes"))
+
+
+@dataclass(frozen=True)
+class _RankDiff:
+    """How one rank's two ledgers compare."""
+
+    rank: int | None
+    agreed: int  # block records that agree before the first difference
+    index: int | None = None  # the first differing record (None: identical)
+    record: Mapping[str, Any] | None = None  # A's record there (B's if A has none)
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def identical(self) -> bool:
+        return self.index is None
+
+
+def _diff_ledgers(a: LedgerFile, b: LedgerFile) -> _RankDiff:
+    context_a = _Context(a, a.header.get("root_seed"))
+    context_b = _Context(b, b.header.get("root_seed"))
+    if context_a.root_seed != context_b.root_seed:
+        return _RankDiff(a.rank, 0, -1, None, (
+            f"the runs start from different root seeds (A {context_a.root_seed}, "
+            f"B {context_b.root_seed}): every block's stream differs",))
+    agreed = 0
+    for index, (record_a, record_b) in enumerate(zip(a.records, b.records)):  # noqa: B905
+        reasons = _record_differences(record_a, record_b, context_a, context_b)
+        if reasons:
+            return _RankDiff(a.rank, agreed, index, record_a, tuple(reasons))
+        if "root" in record_a:
+            context_a.root_seed = context_b.root_seed = record_a["root"]
+        agreed += "key" in record_a
+    if len(a.records) == len(b.records):
+        return _RankDiff(a.rank, agreed)
+    longer, shorter, cut = ("A", "B", b) if len(a.records) > len(b.records) else ("B", "A", a)
+    index = len(cut.records)
+    following = (a if longer == "A" else b).records[index]
+    killed = " (its last line is torn: it was killed while writing)" if cut.torn else ""
+    return _RankDiff(a.rank, agreed, index, following, (
+        f"{shorter} stops here{killed} where {longer} goes on: {longer} "
+        f"{_describe(following)}",))
+
+
+def _where(diff: _RankDiff, *, with_rank: bool = True) -> str:
+    record = diff.record or {}
+    if diff.index == -1:
+        place = "the start"
+    elif "key" in record:
+        place = f"{_show_key(record['key'])}, entry {record.get('entry')}"
+    else:
+        place = f"record {diff.index}"
+    return place + ("" if diff.rank is None or not with_rank else f", rank {diff.rank}")
+
+
+def _versions(a: LedgerFile, b: LedgerFile) -> list[str]:
+    first, second = a.header.get("versions", {}), b.header.get("versions", {})
+    return [f"{name} {first.get(name)} vs {second.get(name)}"
+            for name in sorted(set(first) | set(second)) if first.get(name) != second.get(name)]
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    """Where two runs' block ledgers part: what :func:`diff_runs` returns.
+
+    ``identical`` is True when every rank's records are the same. Otherwise ``message`` says
+    where they first part and why, and ``rank``, ``key``, ``entry`` and ``reasons`` locate it
+    (``key`` is None when the difference is not a block's: a root seed, a note outside blocks,
+    a shorter run). ``str(diff)`` is the message; :meth:`as_dict` is the same as JSON data.
+    """
+
+    identical: bool
+    message: str
+    agreed: int = 0
+    rank: int | None = None
+    key: Any = None
+    entry: int | None = None
+    reasons: tuple[str, ...] = ()
+    ranks: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    context: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_dict(self) -> dict[str, Any]:
+        """The diff as JSON-ready data (``python -m reproducible_block diff --json`` prints it)."""
+        key = self.key
+        return {
+            "identical": self.identical,
+            "message": self.message,
+            "agreed_blocks": self.agreed,
+            "rank": self.rank,
+            "key": list(key) if isinstance(key, tuple) else key,
+            "entry": self.entry,
+            "reasons": list(self.reasons),
+            "ranks": list(self.ranks),
+            "context": list(self.context),
+        }
+
+
+def _rank_summary(diff: _RankDiff) -> dict[str, Any]:
+    record = diff.record or {}
+    return {
+        "rank": diff.rank,
+        "identical": diff.identical,
+        "agreed_blocks": diff.agreed,
+        "record": diff.index,
+        "key": record.get("key") if diff.index is not None else None,
+        "entry": record.get("entry") if diff.index is not None else None,
+        "reasons": list(diff.reasons),
+    }
+
+
+def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> RunDiff:
+    """Compare two runs' block ledgers and say where they first part.
+
+    Each run is a ledger file, a folder of ledgers (one per rank, paired by the rank in their
+    headers), or the path given to ``record_blocks``/``REPRODUCIBLE_BLOCK_LEDGER`` (its
+    ``.rank{N}`` files are found next to it). Records are compared in order; the first that
+    differs is reported with the block's key, its entry (how many times that key had exited)
+    and the rank, and why: another block ran, a generator's stream was consumed differently
+    (with the count of 32-bit numbers each run drew, replayed from the block's derived entry
+    state, up to 10**7), a watched or noted value differs, or one run stops early. Under several
+    ranks the rank whose difference comes earliest in its ledger is reported first.
+
+    Unreadable input raises :class:`ReproducibleBlockValueError`.
+
+    >>> import tempfile, torch
+    >>> from reproducible_block import ReproducibleBlock, diff_runs, record_blocks, set_seed
+    >>> folder = tempfile.mkdtemp()
+    >>> for run, extra in (("a", 0), ("b", 1)):
+    ...     _ = set_seed(0)
+    ...     with record_blocks(f"{folder}/{run}.jsonl"):
+    ...         for index in range(4):
+    ...             with ReproducibleBlock(("sample", index)):
+    ...                 _ = torch.rand(3 + (extra if index == 2 else 0))
+    >>> found = diff_runs(f"{folder}/a.jsonl", f"{folder}/b.jsonl")
+    >>> found.key == ("sample", 2) and "A drew 3 numbers, B 4" in found.message
+    True
+    """
+    ledgers_a, ledgers_b = _read_run(run_a), _read_run(run_b)
+    any_a, any_b = next(iter(ledgers_a.values())), next(iter(ledgers_b.values()))
+    if any_a.header.get("digest") != any_b.header.get("digest"):
+        raise ReproducibleBlockValueError(
+            f"the ledgers use different digests (A {any_a.header.get('digest')!r}, B "
+            f"{any_b.header.get('digest')!r}): they were written by incompatible versions of "
+            "reproducible_block. Record both runs with the same version."
+        )
+    context = tuple(_versions(any_a, any_b))
+    diffs: list[_RankDiff] = []
+    for rank in sorted(set(ledgers_a) | set(ledgers_b), key=lambda r: -1 if r is None else r):
+        if rank not in ledgers_b or rank not in ledgers_a:
+            having = "A" if rank in ledgers_a else "B"
+            diffs.append(_RankDiff(rank, 0, -1, None, (
+                f"only {having} has a ledger for rank {rank}",)))
+            continue
+        diffs.append(_diff_ledgers(ledgers_a[rank], ledgers_b[rank]))
+    summaries = tuple(_rank_summary(diff) for diff in diffs)
+    suffix = f" (the runs used different versions: {'; '.join(context)})" if context else ""
+    differing = [diff for diff in diffs if not diff.identical]
+    if not differing:
+        blocks = sum(diff.agreed for diff in diffs)
+        ranks = "" if len(diffs) == 1 else f" on {len(diffs)} ranks"
+        return RunDiff(True, f"the runs agree: {blocks:,} blocks{ranks}, every record the same"
+                       + suffix, blocks, ranks=summaries, context=context)
+    first = min(differing, key=lambda diff: (diff.index if diff.index is not None else 0))
+    record = first.record or {}
+    in_block = first.index is not None and first.index >= 0 and "key" in record
+    message = (f"both runs agree for {first.agreed:,} blocks; they first differ at "
+               f"{_where(first)}: {'; '.join(first.reasons)}")
+    others = [diff for diff in differing if diff is not first]
+    if others:
+        message += "; " + "; ".join(
+            f"rank {diff.rank} also differs, first at {_where(diff, with_rank=False)}"
+            for diff in others
+        )
+    return RunDiff(
+        False, message + suffix, first.agreed, first.rank,
+        key_from_json(record["key"]) if in_block else None,
+        record.get("entry") if in_block else None, first.reasons, summaries, context,
+    )

@@ -1,0 +1,512 @@
+"""The block ledger: what a record holds, where it goes, and that recording changes no stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from reproducible_block import (
+    LEDGER_ENVIRONMENT_VARIABLE,
+    ReproducibleBlock,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+    _ledger,
+    ledger_note,
+    read_ledger,
+    record_blocks,
+    register_generator,
+    set_seed,
+)
+from reproducible_block._ledger import entry_state_images, key_from_json, mt_key_digest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _blocks(path: Path) -> list[dict[str, Any]]:
+    return [record for record in read_ledger(path).records if "key" in record]
+
+
+def test_the_header_says_what_the_records_derive_from(tmp_path: Path) -> None:
+    set_seed(11)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        pass
+    header = _lines(tmp_path / "ledger.jsonl")[0]
+    assert header["format"] == "reproducible_block-ledger"
+    assert header["version"] == 1
+    assert header["root_seed"] == 11
+    assert header["derivation"] == _ledger.DERIVATION
+    assert header["versions"]["torch"] == torch.__version__
+    assert header["rank"] is None
+    assert header["world_size"] == 1
+    assert ledger.path == tmp_path / "ledger.jsonl"
+    assert ledger.records == 0
+
+
+def test_one_record_per_block_exit_inner_first_with_a_count_per_key(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "runs" / "ledger.jsonl") as ledger:  # folders are created
+        for index in range(2):
+            with ReproducibleBlock(("sample", index)), ReproducibleBlock("augment"):
+                pass
+        with ReproducibleBlock(1), ReproducibleBlock("1"):
+            pass
+    keys = [(key_from_json(record["key"]), record["entry"]) for record in _blocks(ledger.path)]
+    assert keys == [("augment", 1), (("sample", 0), 1), ("augment", 2), (("sample", 1), 1),
+                    ("1", 1), (1, 1)]
+    assert all(record["rank"] == 0 for record in _blocks(ledger.path))
+
+
+@pytest.mark.parametrize(
+    ("source", "draw", "words"),
+    [
+        ("random", lambda: random.random(), 2),  # a double takes two 32-bit words
+        ("numpy", lambda: np.random.rand(3), 6),
+        ("torch", lambda: torch.rand(5), 5),  # float32 draws take one word each
+    ],
+)
+def test_mersenne_twister_entries_hold_the_position_in_the_key(
+    tmp_path: Path, source: str, draw: Any, words: int
+) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        with ReproducibleBlock("idle"):
+            pass
+        with ReproducibleBlock("draws"):
+            draw()
+    idle, drawing = _blocks(ledger.path)
+    assert [entry[1] for entry in idle["state"].values()] == [624, 624, 624]  # fresh keys
+    _fingerprint, position, key_digest = drawing["state"][source]
+    assert position == words
+    images = entry_state_images(0, "draws", None, ("random", "numpy", "torch"))
+    assert key_digest != mt_key_digest(images[source])  # the first draw twisted the key
+    assert idle["state"][source][2] == mt_key_digest(
+        entry_state_images(0, "idle", None, ("random", "numpy", "torch"))[source]
+    )
+
+
+def test_recording_changes_no_stream(tmp_path: Path) -> None:
+    """Draws inside and after blocks, and a decorated generator's across yields, are the same
+    with and without a ledger; NumPy's cached Gaussian included."""
+
+    @ReproducibleBlock("stepper")
+    def stepper() -> Iterator[tuple[float, float, float]]:
+        for _ in range(3):
+            yield float(np.random.standard_normal()), random.gauss(0, 1), float(torch.randn(1))
+
+    def program() -> list[Any]:
+        set_seed(3)
+        drawn: list[Any] = []
+        steps = stepper()
+        for index in range(3):
+            np.random.standard_normal()  # leaves a cached Gaussian in the caller's state
+            with ReproducibleBlock(("sample", index)):
+                drawn.append((float(np.random.standard_normal()), random.gauss(0, 1),
+                              float(torch.randn(1))))
+            drawn.append(next(steps))
+            drawn.append((float(np.random.standard_normal()), random.random(),
+                          float(torch.rand(1))))
+        drawn.append(list(steps))  # the generator's last step runs to its end
+        return drawn
+
+    plain = program()
+    with record_blocks(tmp_path / "ledger.jsonl"):
+        recorded = program()
+    assert recorded == plain
+    keys = [record["key"] for record in _blocks(tmp_path / "ledger.jsonl")]
+    assert keys.count("stepper") == 4
+    assert len(keys) == 7
+
+
+def test_notes_go_into_the_innermost_block_and_stand_alone_outside(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        with ReproducibleBlock("train"):
+            ledger_note("loss", torch.tensor(0.5))
+            with ReproducibleBlock("eval"):
+                ledger.note("accuracy", np.float64(0.75))
+            ledger.note("step", 3)
+        ledger_note("epoch", torch.ones(2))
+    records = read_ledger(ledger.path).records
+    assert records[0]["key"] == "eval"
+    assert records[0]["notes"] == {
+        "accuracy": [records[0]["notes"]["accuracy"][0], 0.75]
+    }
+    assert set(records[1]["notes"]) == {"loss", "step"}
+    assert records[1]["notes"]["loss"][1] == 0.5
+    assert records[1]["notes"]["step"][1] == 3
+    assert "key" not in records[2]
+    assert list(records[2]["notes"]) == ["epoch"]
+    assert len(records[2]["notes"]["epoch"]) == 1  # two values: a fingerprint, no number
+
+
+def test_a_note_without_a_recording_ledger_does_nothing() -> None:
+    set_seed(0)
+    with ReproducibleBlock("train"):
+        ledger_note("loss", torch.tensor(1.0))  # no error, nothing to write to
+
+
+def test_watched_values_are_fingerprinted_at_every_exit(tmp_path: Path) -> None:
+    set_seed(0)
+    model = torch.nn.Linear(2, 1)
+    weights = torch.zeros(2)
+    calls = []
+    with record_blocks(tmp_path / "ledger.jsonl",
+                       watch={"model": model, "weights": weights,
+                              "lr": lambda: calls.append(1) or 0.1}) as ledger:
+        with ReproducibleBlock("a"):
+            pass
+        weights += 1  # watched in place: the next record sees the new values
+        with ReproducibleBlock("b"):
+            pass
+    first, second = _blocks(ledger.path)
+    assert first["watch"]["model"] == second["watch"]["model"]
+    assert first["watch"]["weights"] != second["watch"]["weights"]
+    assert first["watch"]["lr"][1] == 0.1
+    assert len(calls) == 2
+
+
+def test_special_numbers_are_recorded_as_words(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("x"):
+        ledger.note("nan", float("nan"))
+        ledger.note("flag", True)
+    notes = _blocks(ledger.path)[0]["notes"]
+    assert notes["nan"][1] == "nan"
+    assert notes["flag"][1] == 1
+
+
+@pytest.mark.parametrize(
+    ("watch", "message"),
+    [
+        ([torch.zeros(1)], "watch=[tensor"),
+        ({"": torch.zeros(1)}, "names are non-empty str"),
+        ({"lr": 0.1}, "watch['lr'] is float 0.1"),
+    ],
+)
+def test_bad_watch_arguments_are_refused(tmp_path: Path, watch: Any, message: str) -> None:
+    with pytest.raises(ReproducibleBlockTypeError, match=message.replace("[", r"\[")), \
+            record_blocks(tmp_path / "ledger.jsonl", watch=watch):
+        pass
+    assert _ledger.recording is None
+
+
+def test_bad_paths_and_note_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReproducibleBlockTypeError, match=r"non-empty str or os\.PathLike"), \
+            record_blocks(3):  # type: ignore[arg-type]
+        pass
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ReproducibleBlockValueError, match="cannot write the block ledger"), \
+            record_blocks(tmp_path / "file" / "ledger.jsonl"):
+        pass
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger, \
+            pytest.raises(ReproducibleBlockTypeError, match="a note's name"):
+        ledger.note(7, 1.0)  # type: ignore[arg-type]
+
+
+def test_a_failing_write_stops_the_ledger_with_a_warning_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        with ReproducibleBlock("first"):
+            pass
+        assert ledger._fd is not None
+        os.close(ledger._fd)  # as if the disk went away
+        with pytest.warns(RuntimeWarning, match="stopped recording"), ReproducibleBlock("second"):
+            drawn = torch.rand(2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with ReproducibleBlock("third"):  # no second warning, no error
+                pass
+        assert _ledger.recording is None
+    with ReproducibleBlock("second"):
+        assert torch.equal(torch.rand(2), drawn)  # the block still had its own stream
+    assert [record["key"] for record in _blocks(tmp_path / "ledger.jsonl")] == ["first"]
+
+
+def test_a_watch_that_raises_stops_the_ledger_not_the_block(tmp_path: Path) -> None:
+    set_seed(0)
+    before = torch.get_rng_state()
+    with record_blocks(tmp_path / "ledger.jsonl", watch={"bad": lambda: 1 / 0}), \
+            pytest.warns(RuntimeWarning, match="ZeroDivisionError"), ReproducibleBlock("x"):
+        torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's state came back
+
+
+def test_a_new_root_is_recorded_before_the_next_block(tmp_path: Path) -> None:
+    set_seed(1)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        with ReproducibleBlock("a"):
+            pass
+        set_seed(2)
+        with ReproducibleBlock("a"):
+            pass
+    records = read_ledger(ledger.path).records
+    assert [next(iter(record)) for record in records] == ["key", "root", "key"]
+    assert records[1]["root"] == 2
+    assert records[0]["state"] != records[2]["state"]
+
+
+def test_per_rank_blocks_record_the_rank_they_folded_in(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        with ReproducibleBlock("dropout", per_rank=True):
+            pass
+        with ReproducibleBlock("init"):
+            pass
+    per_rank, shared = _blocks(ledger.path)
+    assert per_rank["per_rank"] == 0
+    assert "per_rank" not in shared
+    assert per_rank["state"]["torch"][2] == mt_key_digest(
+        entry_state_images(0, "dropout", 0, ("random", "numpy", "torch"))["torch"]
+    )
+
+
+def test_registered_generators_get_a_fingerprint(tmp_path: Path) -> None:
+    register_generator(np.random.default_rng(), name="augment-numpy")
+    register_generator(torch.Generator(), name="augment-torch")
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("x"):
+        pass
+    state = _blocks(ledger.path)[0]["state"]
+    assert list(state) == ["random", "numpy", "torch", "augment-numpy", "augment-torch"]
+    assert len(state["augment-numpy"]) == 1  # a PCG64: its fingerprint only
+    assert len(state["augment-torch"]) == 3  # a CPU torch generator is a Mersenne Twister
+
+
+def test_record_blocks_nests_and_restores_the_previous_ledger(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "outer.jsonl") as outer:
+        with record_blocks(tmp_path / "inner.jsonl") as inner, ReproducibleBlock("in"):
+            pass
+        with ReproducibleBlock("out"):
+            pass
+    assert _ledger.recording is None
+    assert [r["key"] for r in _blocks(inner.path)] == ["in"]
+    assert [r["key"] for r in _blocks(outer.path)] == ["out"]
+
+
+def test_a_launcher_rank_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("x"):
+        pass
+    assert ledger.path == tmp_path / "ledger.rank3.jsonl"
+    assert read_ledger(ledger.path).rank == 3
+    assert _blocks(ledger.path)[0]["rank"] == 3
+
+
+def test_the_environment_variable_records_lazily_and_children_get_their_own_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "run.jsonl"
+    monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(target))
+    monkeypatch.delenv(_ledger._PARENT_VARIABLE, raising=False)
+    _ledger._start_from_environment()
+    assert os.environ[_ledger._PARENT_VARIABLE] == str(os.getpid())
+    assert not target.exists()  # opened at the first record
+    set_seed(0)
+    with ReproducibleBlock("x"):
+        pass
+    assert [r["key"] for r in _blocks(target)] == ["x"]
+    _ledger.recording.close()  # type: ignore[union-attr]
+
+    monkeypatch.setenv(_ledger._PARENT_VARIABLE, "1")  # as inherited from a recording parent
+    _ledger._start_from_environment()
+    with ReproducibleBlock("y"):
+        pass
+    child = tmp_path / f"run.pid{os.getpid()}.jsonl"
+    assert [r["key"] for r in _blocks(child)] == ["y"]
+    assert [r["key"] for r in _blocks(target)] == ["x"]  # the parent's file is untouched
+
+
+def test_a_run_started_with_the_variable_records_in_a_subprocess(tmp_path: Path) -> None:
+    target = tmp_path / "ledger.jsonl"
+    script = (
+        "import torch\n"
+        "from reproducible_block import ReproducibleBlock, ledger_note, set_seed\n"
+        "set_seed(5)\n"
+        "for step in range(3):\n"
+        "    with ReproducibleBlock(('step', step)):\n"
+        "        ledger_note('loss', torch.rand(()))\n"
+    )
+    env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target)}
+    env.pop(_ledger._PARENT_VARIABLE, None)
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    blocks = _blocks(target)
+    assert [key_from_json(r["key"]) for r in blocks] == [("step", 0), ("step", 1), ("step", 2)]
+    assert all("loss" in r["notes"] for r in blocks)
+
+
+class _PerSample(Dataset[torch.Tensor]):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with ReproducibleBlock(("sample", index)):
+            return torch.rand(2)
+
+
+@pytest.mark.slow
+def test_blocks_in_forked_loader_workers_are_not_recorded(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        loader = DataLoader(_PerSample(), batch_size=2, num_workers=1,
+                            multiprocessing_context="fork")
+        batches = list(loader)
+        with ReproducibleBlock("parent"):
+            pass
+    assert len(batches) == 2
+    assert [r["key"] for r in _blocks(ledger.path)] == ["parent"]
+    assert not list(tmp_path.glob("ledger.*.jsonl"))
+
+
+_KILLED_RUN = """
+import sys
+import torch
+from reproducible_block import ReproducibleBlock, set_seed
+set_seed(1)
+index = 0
+while True:
+    with ReproducibleBlock(("sample", index)):
+        torch.rand(16)
+    index += 1
+    if index == 200:
+        print("ready", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_a_readable_prefix(tmp_path: Path) -> None:
+    target = tmp_path / "ledger.jsonl"
+    env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target)}
+    env.pop(_ledger._PARENT_VARIABLE, None)
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_RUN], env=env,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"  # 200 blocks have exited
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+    ledger = read_ledger(target)
+    assert ledger.header["root_seed"] == 1
+    blocks = [record for record in ledger.records if "key" in record]
+    assert len(blocks) >= 200
+    assert [key_from_json(r["key"]) for r in blocks] == [("sample", i) for i in range(len(blocks))]
+
+
+def test_entries_are_the_same_without_the_fast_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reproducible_block._sources.numpy_random import NumpyGlobalSource
+    from reproducible_block._sources.python_random import PythonRandomSource
+
+    def program() -> None:
+        for index in range(3):
+            with ReproducibleBlock(("sample", index)):
+                np.random.standard_normal(1 + index)  # odd counts leave a cached Gaussian
+                random.gauss(0, 1) if index % 2 else random.random()
+
+    fast = _blocks(_recorded(tmp_path / "fast.jsonl", program))
+    monkeypatch.setattr(NumpyGlobalSource, "fast_path", False)
+    monkeypatch.setattr(PythonRandomSource, "fast_path", False)
+    public = _blocks(_recorded(tmp_path / "public.jsonl", program))
+    for name in ("numpy", "random"):
+        assert [r["state"][name] for r in fast] == [r["state"][name] for r in public]
+        assert fast[0]["state"][name][0] != fast[2]["state"][name][0]
+
+
+def _recorded(path: Path, program: Any) -> Path:
+    set_seed(0)
+    with record_blocks(path):
+        program()
+    return path
+
+
+def test_entry_state_images_cover_the_builtin_mersenne_twisters_only() -> None:
+    register_generator(torch.Generator(), name="augment")
+    images = entry_state_images(0, ("sample", 1), None, ("torch", "augment"))
+    assert list(images) == ["torch"]
+    assert images["torch"] == entry_state_images(0, ("sample", 1), None, ("torch",))["torch"]
+
+
+def test_a_path_without_a_suffix_gets_the_rank_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger") as ledger:
+        assert repr(ledger) == f"<BlockLedger {str(tmp_path / 'ledger.rank0')!r}, 0 records>"
+    assert ledger.path == tmp_path / "ledger.rank0"
+
+
+def test_a_loader_worker_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ledger, "_in_loader_worker", lambda: True)
+    monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(tmp_path / "ledger.jsonl"))
+    _ledger._start_from_environment()
+    set_seed(0)
+    with ReproducibleBlock(("sample", 0)):
+        ledger_note("loss", 1.0)
+    ledger_note("outside", 1.0)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_note_in_an_outer_block_waits_for_that_block(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("outer"):
+        ledger.note("before", 1)
+        with ReproducibleBlock("inner"):
+            pass
+    inner, outer = _blocks(ledger.path)
+    assert "notes" not in inner
+    assert list(outer["notes"]) == ["before"]
+
+
+def test_a_note_outside_blocks_after_set_seed_comes_after_the_root(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        set_seed(9)
+        ledger.note("epoch", 1)
+    assert read_ledger(ledger.path).records == [{"root": 9},
+                                                {"notes": {"epoch": [ledger_fp(1), 1]}, "rank": 0}]
+
+
+def ledger_fp(value: object) -> str:
+    from reproducible_block._fingerprint import fingerprint
+
+    return fingerprint(value)
+
+
+def test_a_failing_note_stops_the_ledger_with_a_warning(tmp_path: Path) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        assert ledger._fd is not None
+        os.close(ledger._fd)
+        with pytest.warns(RuntimeWarning, match="stopped recording"):
+            ledger.note("loss", 1.0)
+        ledger.note("loss", 2.0)  # stopped: nothing, no second warning
+        assert _ledger.recording is None
