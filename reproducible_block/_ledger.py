@@ -24,12 +24,12 @@ not yet written to the disk.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
 import platform
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -82,8 +82,8 @@ LEDGER_FORMAT = "reproducible_block-ledger"
 LEDGER_VERSION = 1
 #: The derivation scheme ``entry_state_images`` implements; the diff replays only ledgers of it.
 DERIVATION = f"v{DERIVATION_VERSION}"
-#: Digests are SHA-256 (hardware-accelerated on most CPUs) cut to 64 bits (48 for fingerprints).
-_DIGEST = "sha256-64"
+#: Keys are told apart by their 2nd and 3rd words; states by a CRC-32 of the rest (see _entry).
+_DIGEST = "key-words-64+crc32"
 MT_WORDS = 624
 _MT_KEY_BYTES = MT_WORDS * 4
 
@@ -115,12 +115,9 @@ def key_from_json(value: object) -> Any:
 
 
 def mt_key_digest(key_words: bytes) -> str:
-    """The digest the ledger records for 624 Mersenne Twister key words (uint32, little-endian)."""
-    return hashlib.sha256(key_words).hexdigest()[:16]
-
-
-def _short(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]
+    """What the ledger records to tell one 624-word Mersenne Twister key from the next: its
+    second and third words (``key_words`` is the key as uint32, little-endian), in hex."""
+    return key_words[4:12].hex()
 
 
 # --- Reading a generator's state at block exit -------------------------------------------------
@@ -128,32 +125,21 @@ def _short(data: bytes) -> str:
 # ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
 # used from the current key (624: all of them, the next draw twists).
 
-Reader = Callable[[], str]
-
-
-def _mt_entry(key_words: bytes, position: int, extra: bytes) -> str:
-    key = mt_key_digest(key_words)
-    state = _short(key.encode() + position.to_bytes(4, "little", signed=True) + extra)
-    return f'["{state}",{position},"{key}"]'
-
-
-def _reader(source: GeneratorSource[Any]) -> Reader:
-    """How to read ``source``'s state at exit (Mersenne Twisters: with position and key)."""
-
-    def read() -> str:
-        # save() is the hot path's read (a C image where it can); it changes nothing.
-        twister = source.twister_state(source.save())
-        if twister is None:
-            return f'["{fingerprint(source.get_state())}"]'
-        return _mt_entry(*twister)
-
-    return read
+def _entry(source: GeneratorSource[Any]) -> str:
+    """The JSON text of ``source``'s state now (Mersenne Twisters: with position and key)."""
+    # save() is the hot path's read (a C image where it can); it changes nothing. For a
+    # Mersenne Twister, the key and the position are recorded as they are, and a checksum covers
+    # the rest (a cached Gaussian, torch's counters): enough to tell states apart, and cheap.
+    twister = source.twister_state(source.save())
+    if twister is None:
+        return f'["{fingerprint(source.get_state())}"]'
+    return f'["{zlib.crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]'
 
 
 @functools.lru_cache(maxsize=64)
-def _readers(sources: tuple[GeneratorSource[Any], ...]) -> list[tuple[str, Reader]]:
-    """Each source's JSON name and reader (a block's sources are one tuple per selection)."""
-    return [(json.dumps(source.name), _reader(source)) for source in sources]
+def _names(sources: tuple[GeneratorSource[Any], ...]) -> tuple[str, ...]:
+    """Each source's name as a JSON key (a block's sources are one tuple per selection)."""
+    return tuple(json.dumps(source.name) + ":" for source in sources)
 
 
 # --- The entry state a block derives -----------------------------------------------------------
@@ -351,7 +337,9 @@ class BlockLedger:
 
     def _rank(self) -> int:
         """The rank a record carries: the group's, else the launcher's, else 0."""
-        return global_rank() if is_distributed() else (self._file_rank or 0)
+        if self._file_rank is not None:
+            return self._file_rank  # the file is this rank's
+        return global_rank() if is_distributed() else 0
 
     def _ensure_open(self) -> bool:
         if self._fd is None and not self._stopped:
@@ -406,7 +394,8 @@ class BlockLedger:
             self._write_root()
         count, key_text = self._key_entry(getattr(owner, "key", None))
         rank = self._rank()
-        states = ",".join([f"{name}:{read()}" for name, read in _readers(tuple(sources))])
+        pairs = zip(_names(tuple(sources)), sources, strict=True)
+        states = ",".join([name + _entry(source) for name, source in pairs])
         line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{states}}}'
         if getattr(owner, "per_rank", False):
             line += f',"per_rank":{process_rank()}'

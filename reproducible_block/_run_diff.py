@@ -161,7 +161,7 @@ def count_draws(entry_key: bytes, exit_key_digest: str, position: int,
     """How many 32-bit numbers take a fresh Mersenne Twister key to the recorded exit state.
 
     ``entry_key`` holds the 624 key words a block starts from (its next draw twists), the exit
-    state is the digest of the key words and the position in them. Returns None when no count
+    state is the key's id (see ``mt_key_digest``) and the position in it. Returns None when no count
     up to ``limit`` (default :data:`MAX_REPLAYED_DRAWS`) reaches it (more were drawn, or the
     block reseeded the generator).
 

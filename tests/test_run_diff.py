@@ -310,7 +310,7 @@ def test_a_folder_with_two_ledgers_for_one_rank_is_refused(tmp_path: Path) -> No
 def test_ledgers_of_another_digest_are_refused(tmp_path: Path) -> None:
     a = record(tmp_path / "a.jsonl", per_sample)
     b = tmp_path / "b.jsonl"
-    b.write_text(a.read_text().replace('"digest":"sha256-64"', '"digest":"md5"'))
+    b.write_text(a.read_text().replace('"digest":"key-words-64+crc32"', '"digest":"md5"'))
     with pytest.raises(ReproducibleBlockValueError, match="different digests"):
         diff_runs(a, b)
 

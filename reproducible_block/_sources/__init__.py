@@ -140,10 +140,11 @@ class GeneratorSource(ABC, Generic[StateT]):
     # The ledger (see record_blocks): how much a block drew.
 
     def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
-        """A Mersenne Twister's state as (its 624 key words as little-endian uint32, the
-        position in the key, the rest of the state as bytes), from what :meth:`save` returned;
-        None for other kinds of generator (the default). The block ledger records the position
-        and a digest of the key, so that the run diff can count what a block drew."""
+        """A Mersenne Twister's state, from what :meth:`save` returned, as (the key's second and
+        third words as 8 little-endian bytes, which tell one 624-word key from the next, the
+        position in the key, the rest of the state as bytes); None for other kinds of generator
+        (the default). The block ledger records it cheaply at every block exit, so that the run
+        diff can count what a block drew by replaying its stream."""
         return None
 
     # Checkpoints.

@@ -22,6 +22,10 @@ NumpyLegacyState = tuple[Any, ...]
 
 _MT_IMAGE_BYTES = 4 * MT_WORDS + 4  # NumPy's mt19937_state: uint32 key[624], then int pos
 _POSITION_AT_END = struct.pack("=i", MT_WORDS)  # a fresh key: the generator twists first
+_KEY_HEAD = struct.Struct("=III")
+_POSITION = struct.Struct("=i")
+_GAUSSIAN = struct.Struct("=i4xd")  # has_gauss, padding, gauss: as _Layout.find checks
+_KEY_ID = struct.Struct("<II")
 
 
 class _Layout:
@@ -155,10 +159,17 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         np.random.seed(seed)
 
     def twister_state(self, saved: Any) -> tuple[bytes, int, bytes]:
-        _, key, position, has_gauss, gauss = saved if type(saved[0]) is str else _public(saved)
-        cached = (1, float(gauss)) if has_gauss else (0, 0.0)
-        words = np.asarray(key, dtype="<u4").tobytes()
-        return words, int(position), repr(cached).encode()
+        if type(saved[0]) is str:  # np.random.get_state()'s form
+            _, key, position, has_gauss, gauss = saved
+            first, second = int(key[1]), int(key[2])
+            cached = _GAUSSIAN.pack(1, gauss) if has_gauss else _NO_GAUSSIAN
+        else:  # the C images: the key words then the position; has_gauss, padding, gauss
+            image, cached = saved
+            _, first, second = _KEY_HEAD.unpack_from(image)
+            position = _POSITION.unpack_from(image, 4 * MT_WORDS)[0]
+            if not _GAUSSIAN.unpack(cached)[0]:
+                cached = _NO_GAUSSIAN  # NumPy keeps the last Gaussian's value once used
+        return _KEY_ID.pack(first, second), int(position), cached
 
     def from_bits(self, bits: bytes) -> Any:
         # The C images: restore() installs them either way (copied, or through set_state).
@@ -194,8 +205,8 @@ def _public(saved: Any) -> NumpyLegacyState:
     image, gauss = saved
     key = np.frombuffer(image[:-4], dtype=np.uint32).copy()
     position = struct.unpack("=i", image[-4:])[0]
-    has_gauss = struct.unpack_from("=i", gauss, 0)[0]
-    return ("MT19937", key, position, has_gauss, struct.unpack_from("=d", gauss, 8)[0])
+    has_gauss, cached = _GAUSSIAN.unpack(gauss)
+    return ("MT19937", key, position, has_gauss, cached)
 
 
 # A registered Generator's state is its bit generator's nested dict; NumPy arrays in it are

@@ -18,6 +18,8 @@ PythonState = tuple[Any, ...]
 _VERSION = 3  # what random.getstate() returns first
 _IMAGE_BYTES = 4 + 4 * MT_WORDS  # CPython's RandomObject: int index, then uint32 state[624]
 _INDEX_AT_END = struct.pack("=i", MT_WORDS)  # a fresh key: the generator twists first
+_IMAGE_HEAD = struct.Struct("=iIII")  # the index and the first three key words
+_KEY_ID = struct.Struct("<II")
 
 
 def _image_of(state: PythonState) -> bytes:
@@ -98,11 +100,11 @@ class PythonRandomSource(GeneratorSource[PythonState]):
 
     def twister_state(self, saved: Any) -> tuple[bytes, int, bytes]:
         image, gauss = saved[0], saved[-1]
-        if type(image) is bytes:  # the C image
-            index, *words = struct.unpack(f"=i{MT_WORDS}I", image)
+        if type(image) is bytes:  # the C image: the index, then the key words
+            index, _, first, second = _IMAGE_HEAD.unpack_from(image)
         else:  # random.getstate()'s form
-            words, index = list(saved[1][:MT_WORDS]), saved[1][MT_WORDS]
-        return struct.pack(f"<{MT_WORDS}I", *words), index, repr(gauss).encode()
+            index, first, second = saved[1][MT_WORDS], saved[1][1], saved[1][2]
+        return _KEY_ID.pack(first, second), index, repr(gauss).encode()
 
     def from_bits(self, bits: bytes) -> Any:
         # The C image: restore() installs it either way (copied, or through setstate).

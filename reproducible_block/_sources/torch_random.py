@@ -7,11 +7,11 @@ every device), and blocks swap that queue.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import _memory
@@ -38,6 +38,8 @@ _MAX_DEVICES = 2**16
 # public way; if a future torch changes it, blocks fall back to ``manual_seed`` (32 bits).
 _STATE_BYTES = 5056
 _WORDS_AT = 24
+_HEAD = struct.Struct("<QiiQQQQ")  # seed, left, seeded, next, then the first three key words
+_KEY_ID = struct.Struct("<II")
 _layout: tuple[bytes, bytes] | None = None  # the template's bytes around the seed and words
 _checked = False
 
@@ -135,11 +137,12 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
     def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
         if self.generator.device.type != "cpu" or _cpu_layout() is None:
             return None  # a device generator (Philox), or a CPU layout not checked
-        data = saved.numpy().tobytes()
-        words = np.frombuffer(data, "<u8", MT_WORDS, _WORDS_AT).astype("<u4").tobytes()
+        # The layout was checked (little-endian); a saved state is a fresh contiguous tensor.
+        data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
         # torch counts down ``left`` from 624 after a twist (1 right after seeding).
-        position = 625 - struct.unpack_from("<i", data, 8)[0]
-        return words, position, data[:_WORDS_AT] + data[_WORDS_AT + 8 * MT_WORDS :]
+        _, left, _, _, _, first, second = _HEAD.unpack_from(data)
+        extra = data[:_WORDS_AT] + data[_WORDS_AT + 8 * MT_WORDS :]
+        return _KEY_ID.pack(first, second), 625 - left, extra
 
     def to_checkpoint(self, state: torch.Tensor) -> Any:
         return {"device": str(self.generator.device), "state": state.clone()}
