@@ -25,10 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = [*sorted(path.relative_to(ROOT).as_posix() for path in DOCS.rglob("*.md")), "README.md"]
-# The API reference is generated from the docstrings (their examples run as doctests); the
-# performance page shows `make bench`'s output.
+# The API reference is generated from the docstrings (their examples run as doctests).
 PAGES_WITHOUT_CODE = {
-    "docs/performance.md",
     "docs/reference/compat.md",
     "docs/reference/deterministic.md",
     "docs/reference/index.md",

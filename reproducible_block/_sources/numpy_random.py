@@ -139,7 +139,9 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         np.random.set_state(state)
 
     def save(self) -> Any:
-        if not self._fast():
+        # _fast(), inlined for the usual case: every block entry and exit comes here.
+        if not (self.fast_path and self._global._bit_generator is self._bit_generator
+                and self._mt is not None) and not self._fast():
             return self.get_state()
         with self._lock:
             return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
@@ -148,7 +150,8 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         image = saved[0]
         if type(image) is not bytes:
             np.random.set_state(saved)
-        elif not self._fast():
+        elif not (self.fast_path and self._global._bit_generator is self._bit_generator
+                  and self._mt is not None) and not self._fast():
             np.random.set_state(_public(saved))
         else:
             with self._lock:
