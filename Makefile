@@ -9,7 +9,8 @@ OLDEST_VENV := .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
 
-.PHONY: demo test lint typecheck unit optimized examples docs test-oldest dist-check bench fuzz clean
+.PHONY: demo test quick format lint typecheck unit optimized examples docs test-oldest dist-check \
+	bench fuzz clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +31,20 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q --cov=reproducible_block --cov-branch \
 		--cov-report=term:skip-covered --cov-fail-under=95
 
-# The whole suite again with assertions stripped: the library must not rely on assert.
+# The suite again with assertions stripped: the library must not rely on assert. The slow tests
+# (other processes, long property runs) ran in `unit`; they add nothing here but minutes.
 optimized: $(STAMP)
-	$(BIN)/python -O -m pytest -q --no-cov -W "ignore::pytest.PytestConfigWarning"
+	$(BIN)/python -O -m pytest -q --no-cov -m "not slow" -W "ignore::pytest.PytestConfigWarning"
 
+# The inner loop: lint, types and the fast tests, stopping at the first failure.
+quick: lint typecheck
+	$(BIN)/python -m pytest -q --no-cov -x -m "not slow"
+
+# ruff's formatter over the tree (applied once; `make lint` checks the rules).
+format: $(STAMP)
+	$(BIN)/ruff format .
+
+# Every example, once (examples/resume.py is the check of bit-exact resume, alone and on 2 ranks).
 examples: $(STAMP)
 	@for f in examples/*.py; do echo "== $$f"; $(BIN)/python $$f > /dev/null || exit 1; done
 

@@ -121,7 +121,7 @@ def _check_header(entry: object, index: int, count: int) -> dict[str, Any]:
             f"reproducible_block whose streams follow derivation version {derivation!r}, and this "
             f"one derives version {DERIVATION_VERSION}. Blocks would derive other streams after "
             "the load, so it is refused. Resume with the reproducible_block version that saved "
-            "the checkpoint (see the stability policy in the README), or start the streams "
+            "the checkpoint (see the stream stability policy in the docs), or start the streams "
             "afresh with set_seed()."
         )
     read_fields(entry, where, _ENTRY_KEYS)

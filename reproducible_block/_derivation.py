@@ -1,7 +1,7 @@
 """Stream derivation, version 1: every rule that turns (root seed, key, source) into a state.
 
 This module owns the stream contract. Each rule and constant below decides the numbers users get,
-so none of them changes without a new :data:`DERIVATION_VERSION` (see the README's stability
+so none of them changes without a new :data:`DERIVATION_VERSION` (see the docs' stream stability
 policy); ``tests/test_golden_streams.py`` pins their output.
 
 **Bits.** Every derived stream starts from 128 bits taken from one keyed BLAKE2b digest

@@ -12,7 +12,7 @@ on one machine with one software stack:
   matrix products are deterministic on CUDA 10.2 and later. cuBLAS reads the variable when
   CUDA starts: set it before any CUDA work, best in the environment that launches Python.
 
-``PYTHONHASHSEED`` cannot be changed for a running process; see the README.
+``PYTHONHASHSEED`` cannot be changed for a running process; see the deterministic mode guide.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._errors import ReproducibleBlockTypeError
+from ._checks import check_bool
 
 __all__ = [
     "CUBLAS_WORKSPACE_VARIABLE",
@@ -96,12 +96,10 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _check_warn_only(warn_only: object) -> bool:
-    if not isinstance(warn_only, bool):
-        raise ReproducibleBlockTypeError(
-            f"warn_only must be True or False; got {type(warn_only).__name__} {warn_only!r}. "
-            "False raises at an operation without a deterministic kernel, True only warns."
-        )
-    return warn_only
+    return check_bool(
+        warn_only, "warn_only",
+        "False raises at an operation without a deterministic kernel, True only warns.",
+    )
 
 
 def _deterministic_settings(warn_only: bool) -> DeterministicSettings:
@@ -146,8 +144,9 @@ def configure_deterministic_mode(*, warn_only: bool = False) -> None:
 
     Call it at the start of the program, before any CUDA work: cuBLAS reads the variable when
     CUDA starts, so if CUDA is already initialised this warns (once) that it may come too late.
-    Deterministic kernels can be slower (see the README); use :class:`deterministic_mode` to
-    turn them on for one section only. ``set_seed(seed, deterministic=True)`` calls this too.
+    Deterministic kernels can be slower (see the deterministic mode guide); use
+    :class:`deterministic_mode` to turn them on for one section only.
+    ``set_seed(seed, deterministic=True)`` calls this too.
 
     >>> import torch
     >>> from reproducible_block import configure_deterministic_mode
