@@ -28,8 +28,8 @@ from reproducible_block import (
     set_seed,
 )
 from reproducible_block.__main__ import main
-from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import registry
+from tests._plain_source import PlainSource
 
 
 def _raw_states() -> tuple[Any, ...]:
@@ -120,26 +120,10 @@ def test_registered_generators_get_fingerprints() -> None:
     assert all(len(value) == 12 for value in generators.values())
 
 
-class _CustomSource(GeneratorSource[Any]):
-    """A source whose state is whatever the test puts in it."""
-
-    def __init__(self, state: object) -> None:
-        self.state = state
-
-    def get_state(self) -> Any:
-        return self.state
-
-    def set_state(self, state: Any) -> None:
-        self.state = state
-
-    def from_bits(self, bits: bytes) -> Any:
-        return int.from_bytes(bits, "little")
-
-
 def test_picklable_custom_state_is_fingerprinted_and_unpicklable_is_refused() -> None:
-    register_generator(_CustomSource(Fraction(1, 3)), name="fractions")
+    register_generator(PlainSource(Fraction(1, 3)), name="fractions")
     assert len(environment_report()["generators"]["fractions"]) == 12
-    register_generator(_CustomSource(lambda: None), name="lambdas")
+    register_generator(PlainSource(lambda: None), name="lambdas")
     with pytest.raises(ReproducibleBlockTypeError, match="cannot digest a generator state"):
         environment_report()
 

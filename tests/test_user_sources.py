@@ -28,6 +28,7 @@ from reproducible_block import (
     unregister_generator,
 )
 from reproducible_block._checks import invalid, read_fields, read_int
+from tests._plain_source import PlainSource
 
 
 class CounterGenerator:
@@ -131,22 +132,6 @@ def test_its_checkpoint_checks_run_before_anything_changes(counter: CounterGener
         load_rng_state(states)
     assert (counter.key, counter.counter) == before
     assert torch.equal(torch.get_rng_state(), torch_state)
-
-
-class PlainSource(GeneratorSource[Any]):
-    """A kind that keeps the defaults: its state is plain data, or is not."""
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def get_state(self) -> Any:
-        return self.state
-
-    def set_state(self, state: Any) -> None:
-        self.state = state
-
-    def from_bits(self, bits: bytes) -> Any:
-        return {"seed": int.from_bytes(bits[:8], "little"), "words": [bits[8], bits[9]]}
 
 
 def test_the_default_checkpoint_format_keeps_plain_states() -> None:
