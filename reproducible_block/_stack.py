@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from threading import get_ident
 from typing import Any
 
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -159,13 +160,12 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
     All or nothing: if a source fails, the sources already switched get the caller's state back
     and the lock is released before the error propagates.
     """
-    if not lock.acquire(True, _wait):
+    if not lock.acquire(False) and not lock.acquire(True, _wait):  # a wait only if contended
         raise _timed_out(owner)
     saved: list[Any] = []
     try:
         for source, state in zip(sources, states, strict=True):
-            saved.append(source.save())
-            source.restore(state)
+            saved.append(source.swap(state))  # the caller's state, then the block's installed
     except BaseException:
         try:
             restore_all(sources, saved)
@@ -174,7 +174,7 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
         raise
     if not _open:
         global _holder
-        _holder = threading.get_ident()
+        _holder = get_ident()
     frame = (owner, sources, saved)
     _open.append(frame)
     return frame

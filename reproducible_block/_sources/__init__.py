@@ -124,6 +124,20 @@ class GeneratorSource(ABC, Generic[StateT]):
         """Put back what :meth:`save` returned, or install what :meth:`from_bits` returned."""
         self.set_state(saved)
 
+    def swap(self, state: Any) -> Any:
+        """:meth:`save`, then :meth:`restore` ``state``; return what was saved (a block's entry).
+
+        If installing ``state`` fails, the generator is left as it was. A kind may override it
+        to do both in one step.
+        """
+        saved = self.save()
+        try:
+            self.restore(state)
+        except BaseException:
+            self.restore(saved)
+            raise
+        return saved
+
     # Seeding and derivation.
 
     @abstractmethod

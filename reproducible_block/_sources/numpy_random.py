@@ -158,6 +158,19 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
                 self._mt[:] = image  # type: ignore[index]
                 self._gauss[:] = saved[1]  # type: ignore[index]
 
+    def swap(self, state: Any) -> Any:
+        # save() and restore(state) under one check and one lock: every block entry comes here.
+        image = state[0]
+        if not (type(image) is bytes and self.fast_path
+                and self._global._bit_generator is self._bit_generator
+                and self._mt is not None):
+            return super().swap(state)
+        with self._lock:
+            saved = bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
+            self._mt[:] = image
+            self._gauss[:] = state[1]  # type: ignore[index]
+        return saved
+
     def seed(self, seed: int) -> None:
         np.random.seed(seed)
 

@@ -95,6 +95,17 @@ class PythonRandomSource(GeneratorSource[PythonState]):
             self._view[:] = image
             self._instance.gauss_next = saved[1]
 
+    def swap(self, state: Any) -> Any:
+        view = self._view
+        image = state[0]
+        if view is None or type(image) is not bytes or not self.fast_path:
+            return super().swap(state)
+        instance = self._instance
+        saved = bytes(view), instance.gauss_next
+        view[:] = image
+        instance.gauss_next = state[1]
+        return saved
+
     def seed(self, seed: int) -> None:
         random.seed(seed)
 

@@ -126,6 +126,12 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
     def set_state(self, state: torch.Tensor) -> None:
         self.generator.set_state(state)
 
+    def swap(self, state: torch.Tensor) -> torch.Tensor:
+        generator = self.generator
+        saved = generator.get_state()
+        generator.set_state(state)  # torch checks a state before it changes anything
+        return saved
+
     def from_bits(self, bits: bytes) -> torch.Tensor:
         if self.generator.device.type == "cpu":
             return torch_cpu_state(bits)
