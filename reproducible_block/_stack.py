@@ -10,7 +10,7 @@ every caller its exact state back.
 
 A switch is all or nothing: if a source fails while a block installs its states, the sources
 already switched get their state back before the error propagates. A forked child gets a fresh
-lock (see :func:`_after_fork_in_child`).
+lock, and the streams outside the blocks of other threads (see :func:`_after_fork_in_child`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -289,12 +289,14 @@ def refuse_inside_block(action: str) -> Iterator[None]:
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
-    """Give a forked child a lock it can use.
+    """Give a forked child a lock it can use, and the streams of the code outside blocks.
 
     A lock held by another thread at fork time would never be released in the child (that thread
     does not exist there), and every block in the child would wait. The child gets a new lock;
     if the forking thread itself had blocks open, the child continues them, so it holds the new
-    lock once per open block and can close them; blocks of other threads are dropped.
+    lock once per open block and can close them. Blocks of other threads never close in the
+    child: they are dropped, and every generator they manage gets back the state the code
+    outside them had (else the child would draw from another thread's block for good).
     """
     global lock, _holder
     fresh = threading.RLock()
@@ -302,6 +304,9 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
         for _ in _open:
             fresh.acquire()
     else:
+        for _, sources, saved in reversed(_open):  # innermost first: the outermost's states last
+            with suppress(Exception):  # a handler must not raise; restore_all tries every source
+                restore_all(sources, saved)
         _open.clear()
     _holder = threading.get_ident()
     lock = fresh
