@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 import torch
 
 from reproducible_block import (
+    SEED_ENVIRONMENT_VARIABLE,
     BlockUsageError,
+    GeneratorSource,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
@@ -514,3 +517,35 @@ def test_a_checkpoint_saved_in_a_numpy_str_key_loads_in_the_same_str_key() -> No
     with ReproducibleBlock("train"):
         load_rng_state(states)
         assert torch.equal(torch.rand(3), expected)
+
+
+class Unplugged(GeneratorSource[int]):
+    """A registered generator whose device goes away after the save: setting its state fails."""
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.plugged = True
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
+        if not self.plugged:
+            raise OSError("device unplugged")
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return bits[0]
+
+
+def test_a_load_that_fails_while_installing_changes_nothing(managed: Managed) -> None:
+    unplugged = Unplugged()
+    register_generator(unplugged, name="unplugged")  # installed last, after every other source
+    set_seed(1)
+    states = get_rng_state()
+    set_seed(2)
+    managed.draw()
+    unplugged.plugged = False
+    exported = os.environ[SEED_ENVIRONMENT_VARIABLE]
+    assert_refused_changes_nothing(managed, lambda: load_rng_state(states), OSError, "unplugged")
+    assert os.environ[SEED_ENVIRONMENT_VARIABLE] == exported == "2"
