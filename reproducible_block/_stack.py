@@ -296,7 +296,9 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
     if the forking thread itself had blocks open, the child continues them, so it holds the new
     lock once per open block and can close them. Blocks of other threads never close in the
     child: they are dropped, and every generator they manage gets back the state the code
-    outside them had (else the child would draw from another thread's block for good).
+    outside them had (else the child would draw from another thread's block for good). Setting
+    a state takes the generator's own lock (NumPy's, torch's): if the dead thread held it at the
+    fork, drawing was mid-way, and the child waits here as it would at its next draw.
     """
     global lock, _holder
     fresh = threading.RLock()
