@@ -26,9 +26,11 @@ from reproducible_block import (
     ReproducibleBlockError,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
+    WorkerInit,
     _root,
     compare_traces,
     deterministic_mode,
+    diff_runs,
     read_ledger,
     record_blocks,
     register_generator,
@@ -38,6 +40,7 @@ from reproducible_block import (
     track_consumption,
 )
 from reproducible_block._sources.registry import registry
+from reproducible_block.compat import Reproducible_Block
 from reproducible_block.deterministic import DeterministicSettings
 from tests import _decorated
 from tests._decorated import Net, Same, Wider, legacy_noise, noise
@@ -281,3 +284,24 @@ def test_a_deep_copy_of_a_registered_torch_source_manages_its_own_generator() ->
     assert torch.equal(generator.get_state(), before)
     assert torch.equal(twin.save(), twin.get_state())
     assert pickle.loads(pickle.dumps(source)).name == "augment"
+
+
+def test_results_and_worker_init_functions_equal_their_copies(tmp_path: Path) -> None:
+    set_seed(0)
+    for run, draws in (("a", 2), ("b", 3)):
+        with record_blocks(tmp_path / run / "ledger.jsonl"), ReproducibleBlock("step"):
+            torch.rand(draws)
+    found = diff_runs(tmp_path / "a", tmp_path / "b")
+    divergence = compare_traces(trace_ops(lambda: torch.ones(3)), trace_ops(lambda: torch.zeros(3)))
+    assert divergence is not None
+    legacy = Reproducible_Block(block_seed=2, reset_state_after=True)
+    with legacy:
+        pass
+    for duplicate in (copy.copy, copy.deepcopy, lambda value: pickle.loads(pickle.dumps(value))):
+        assert duplicate(found) == found
+        assert duplicate(divergence) == divergence
+        assert duplicate(WorkerInit()).root_seed == 0
+        twin = duplicate(legacy)  # 0.0.1's block object, with its one saved state
+        assert (twin.block_seed, twin.reset_state_after) == (2, True)
+        assert twin.initial_state is not None
+        assert twin.initial_state["py"] == legacy.initial_state["py"]  # type: ignore[index]
