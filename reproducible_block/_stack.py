@@ -187,17 +187,19 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     _open.pop()
     sources, saved = frame[1], frame[2]
     try:
-        kept = [source.save() for source in sources] if keep else None
-        if exit_hook is not None:
-            exit_hook(frame)
-        index = len(saved)
         try:
-            while index:
-                index -= 1
-                sources[index].restore(saved[index])
-        except BaseException:
-            restore_all(sources[:index], saved[:index])  # the others still get theirs back
-            raise
+            kept = [source.save() for source in sources] if keep else None
+            if exit_hook is not None:
+                exit_hook(frame)
+        finally:  # the caller's states come back even if the hook or a save raised (Ctrl-C)
+            index = len(saved)
+            try:
+                while index:
+                    index -= 1
+                    sources[index].restore(saved[index])
+            except BaseException:
+                restore_all(sources[:index], saved[:index])  # the others still get theirs back
+                raise
     finally:
         lock.release()
     return kept
