@@ -219,17 +219,23 @@ def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
             f"block {owner!r} is closing but is not open in this process (closed twice, "
             "or opened in another process before a fork)."
         )
+    failure: BaseException | None = None
     try:
         newer = _open[index + 1 :]
+        del _open[index]  # closed, whatever fails below
         for position, source in enumerate(sources):
             above = next((other for other in newer if source in other[1]), None)
-            if above is None:
-                source.restore(saved[position])
-            else:
+            if above is not None:
                 above[2][list(above[1]).index(source)] = saved[position]
-        del _open[index]
+                continue
+            try:
+                source.restore(saved[position])
+            except BaseException as error:  # the other sources still get theirs back
+                failure = failure or error
     finally:
         lock.release()
+    if failure is not None:
+        raise failure
     raise BlockUsageError(
         f"block {owner!r} is closing while a block opened after it ({newer[-1][0]!r}) "
         "is still open. Blocks must close in the reverse order they opened: do not keep a "
