@@ -160,10 +160,13 @@ def _decode_entry(entry: dict[str, Any], where: str) -> _Plan:
         item_where = f"{where}['sources'][{source.name!r}]"
         item = read_fields(saved[source.name], item_where, ("kind", "state"))
         if item["kind"] != source.checkpoint_kind:
-            raise invalid(
-                f"{item_where}['kind']", item["kind"],
-                f"{source.checkpoint_kind!r}: {source.name!r} is a {type(source).__name__} in "
-                "this process",
+            if not isinstance(item["kind"], str):
+                raise invalid(f"{item_where}['kind']", item["kind"], "a str naming the kind")
+            raise ReproducibleBlockValueError(
+                f"{item_where}['kind']: the states saved {source.name!r} as a {item['kind']!r} "
+                f"and {source.name!r} is a {source.checkpoint_kind!r} here "
+                f"({type(source).__name__}). Register the same kind of generator under "
+                f"{source.name!r} as when the states were saved, or save them anew."
             )
         states.append(source.from_checkpoint(item["state"], f"{item_where}['state']"))
     root_seed = _decode_root(entry["root"], f"{where}['root']")

@@ -40,9 +40,20 @@ def describe(value: object) -> str:
 
     >>> describe(torch.zeros(2)), describe({"b": 1, "a": 2}), describe(7)
     ('a torch.float32 tensor of shape (2,)', "a dict with the keys ['a', 'b']", 'int 7')
+    >>> describe(torch.zeros(2).to_sparse())
+    'a torch.float32 tensor of shape (2,) (sparse_coo)'
+    >>> "on the meta device" in describe(torch.zeros(2, device="meta"))
+    True
     """
     if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+        text = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+        if value.layout != torch.strided:
+            text += f" ({str(value.layout).removeprefix('torch.')})"
+        if value.is_meta:
+            text += " (on the meta device, without data)"
+        if type(value) not in (torch.Tensor, torch.nn.Parameter):
+            text += f" (a {type(value).__name__})"
+        return text
     if isinstance(value, dict):
         return f"a dict with the keys {sorted(map(str, value))}"
     text = repr(value)

@@ -9,6 +9,7 @@ instances pickle, subclasses inherit the block through ``super().__init__()``).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import pickle
@@ -59,14 +60,32 @@ class _BoundBlockFunction(_BoundFunctionWrapper):  # type: ignore[misc]
             return _reference(self)
         return (getattr, (instance, self.__name__))
 
+    # Copied as Python copies bound methods: a shallow copy is the same method, a deep copy is
+    # bound to a deep copy of the instance (wrapt's proxies refuse both by default).
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        instance = self._self_instance
+        if instance is None:
+            return self
+        return getattr(copy.deepcopy(instance, memo), self.__name__)
+
 
 class _BlockFunction(_FunctionWrapper):  # type: ignore[misc]
-    """A decorated function: wrapt's wrapper, pickled by reference."""
+    """A decorated function: wrapt's wrapper, pickled by reference, copied as itself (as Python
+    copies functions: ``copy.deepcopy`` of a model that holds one works)."""
 
     __bound_function_wrapper__ = _BoundBlockFunction
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         return _reference(self)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
 
 
 def _call(block: Any) -> Callable[..., Any]:

@@ -56,6 +56,14 @@ class ConsumptionReport:
     def _finish(self, changed: dict[str, bool]) -> None:
         self._changed = changed
 
+    def __getstate__(self) -> dict[str, Any]:
+        if self._changed is None:  # a copy would stay open for good: its section never ends
+            raise BlockUsageError(
+                "this consumption report is copied or pickled inside its `with "
+                "track_consumption()` section; copy it after the section ends."
+            )
+        return self.__dict__
+
     def __repr__(self) -> str:
         if self._changed is None:
             return f"<ConsumptionReport sources={self._sources!r}, section still open>"

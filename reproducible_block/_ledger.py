@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -256,6 +256,7 @@ class BlockLedger:
     ``path`` is the file written (the requested path, with ``.rank{N}`` inserted under
     ``torch.distributed``), None until it is opened; ``records`` counts the lines written after
     the header. :meth:`note` adds a value's fingerprint to the record of the innermost open block.
+    It is a handle on a file this process writes: it cannot be copied or pickled (pass ``path``).
     """
 
     def __init__(self, path: str | os.PathLike[str], watch: object = None, *,
@@ -280,6 +281,14 @@ class BlockLedger:
     def __repr__(self) -> str:
         where = self.path if self.path is not None else self._requested
         return f"<BlockLedger {str(where)!r}, {self.records} records>"
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        # A copy would share (and could close) this process's file descriptor; in another
+        # process the number names another file.
+        raise ReproducibleBlockTypeError(
+            f"{self!r} cannot be copied or pickled: it is a handle on a file this process "
+            "writes. Pass its path (ledger.path) instead, and read the file with read_ledger()."
+        )
 
     # Opening and writing.
 

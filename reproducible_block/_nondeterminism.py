@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
@@ -71,8 +71,9 @@ class OpOutput:
     fingerprint: str | None
     dtype: str
     shape: tuple[int, ...]
-    #: A CPU copy of the values (within the trace's budget, :data:`KEPT_VALUES_BYTES`).
-    values: torch.Tensor | None = None
+    #: A CPU copy of the values (within the trace's budget, :data:`KEPT_VALUES_BYTES`). Not
+    #: compared by ``==`` (the fingerprint stands for them; tensors have no single truth value).
+    values: torch.Tensor | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,16 @@ def _str_hashes_fixed() -> bool:
     """Whether Python's str hashes are the same in every run (``PYTHONHASHSEED`` set, not random).
 
     ``sys.flags.hash_randomization`` is 0 only for ``PYTHONHASHSEED=0``; any other fixed value
-    still reads 1, so the variable (which must be valid, or Python would not have started) decides.
+    still reads 1, so then the variable decides (it must be valid, or Python would not have
+    started), unless Python ignored the environment (``-E``, ``-I``). Python treats an empty
+    value as unset. A change to ``os.environ`` after Python started is not seen by Python, and not
+    told apart here.
     """
     if not sys.flags.hash_randomization:
         return True
-    return os.environ.get("PYTHONHASHSEED", "random") != "random"
+    if sys.flags.ignore_environment:
+        return False  # PYTHONHASHSEED, even if set, did not reach Python
+    return os.environ.get("PYTHONHASHSEED", "") not in ("", "random")
 
 
 def environment_report() -> dict[str, Any]:

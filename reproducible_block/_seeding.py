@@ -44,10 +44,18 @@ def get_random_seed() -> int:
 def seed_all_sources(seed: int) -> None:
     """Seed every managed source with ``seed`` (the recipe) and make it the root.
 
-    The caller holds the block lock.
+    All or nothing: if a source's ``seed`` raises, every source gets its state back and the
+    root stays as it was. The caller holds the block lock.
     """
-    for source in registry.active():
-        source.seed(seed)
+    sources = registry.active()
+    saved: list[Any] = []
+    try:
+        for source in sources:
+            saved.append(source.save())
+            source.seed(seed)
+    except BaseException:
+        _stack.restore_all(sources, saved)
+        raise
     _root.replace_seed(seed)
 
 

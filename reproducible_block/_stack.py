@@ -10,7 +10,7 @@ every caller its exact state back.
 
 A switch is all or nothing: if a source fails while a block installs its states, the sources
 already switched get their state back before the error propagates. A forked child gets a fresh
-lock (see :func:`_after_fork_in_child`).
+lock, and the streams outside the blocks of other threads (see :func:`_after_fork_in_child`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from threading import get_ident
 from typing import Any
 
@@ -187,17 +187,19 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     _open.pop()
     sources, saved = frame[1], frame[2]
     try:
-        kept = [source.save() for source in sources] if keep else None
-        if exit_hook is not None:
-            exit_hook(frame)
-        index = len(saved)
         try:
-            while index:
-                index -= 1
-                sources[index].restore(saved[index])
-        except BaseException:
-            restore_all(sources[:index], saved[:index])  # the others still get theirs back
-            raise
+            kept = [source.save() for source in sources] if keep else None
+            if exit_hook is not None:
+                exit_hook(frame)
+        finally:  # the caller's states come back even if the hook or a save raised (Ctrl-C)
+            index = len(saved)
+            try:
+                while index:
+                    index -= 1
+                    sources[index].restore(saved[index])
+            except BaseException:
+                restore_all(sources[:index], saved[:index])  # the others still get theirs back
+                raise
     finally:
         lock.release()
     return kept
@@ -217,17 +219,23 @@ def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
             f"block {owner!r} is closing but is not open in this process (closed twice, "
             "or opened in another process before a fork)."
         )
+    failure: BaseException | None = None
     try:
         newer = _open[index + 1 :]
+        del _open[index]  # closed, whatever fails below
         for position, source in enumerate(sources):
             above = next((other for other in newer if source in other[1]), None)
-            if above is None:
-                source.restore(saved[position])
-            else:
+            if above is not None:
                 above[2][list(above[1]).index(source)] = saved[position]
-        del _open[index]
+                continue
+            try:
+                source.restore(saved[position])
+            except BaseException as error:  # the other sources still get theirs back
+                failure = failure or error
     finally:
         lock.release()
+    if failure is not None:
+        raise failure
     raise BlockUsageError(
         f"block {owner!r} is closing while a block opened after it ({newer[-1][0]!r}) "
         "is still open. Blocks must close in the reverse order they opened: do not keep a "
@@ -289,12 +297,16 @@ def refuse_inside_block(action: str) -> Iterator[None]:
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
-    """Give a forked child a lock it can use.
+    """Give a forked child a lock it can use, and the streams of the code outside blocks.
 
     A lock held by another thread at fork time would never be released in the child (that thread
     does not exist there), and every block in the child would wait. The child gets a new lock;
     if the forking thread itself had blocks open, the child continues them, so it holds the new
-    lock once per open block and can close them; blocks of other threads are dropped.
+    lock once per open block and can close them. Blocks of other threads never close in the
+    child: they are dropped, and every generator they manage gets back the state the code
+    outside them had (else the child would draw from another thread's block for good). Setting
+    a state takes the generator's own lock (NumPy's, torch's): if the dead thread held it at the
+    fork, drawing was mid-way, and the child waits here as it would at its next draw.
     """
     global lock, _holder
     fresh = threading.RLock()
@@ -302,6 +314,9 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
         for _ in _open:
             fresh.acquire()
     else:
+        for _, sources, saved in reversed(_open):  # innermost first: the outermost's states last
+            with suppress(Exception):  # a handler must not raise; restore_all tries every source
+                restore_all(sources, saved)
         _open.clear()
     _holder = threading.get_ident()
     lock = fresh

@@ -99,6 +99,14 @@ class _SeedWorker:
         # of the process starting them travel along.
         return (_SeedWorker, (_root.seed, process_rank()))
 
+    # A copy in this process is the function itself (as for any function): only a pickle, sent
+    # to another process, carries the root of the moment.
+    def __copy__(self) -> _SeedWorker:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SeedWorker:
+        return self
+
     def __setstate__(self, state: object) -> None:  # pragma: no cover - not produced by pickle
         raise ReproducibleBlockValueError("seed_worker carries no state of its own.")
 

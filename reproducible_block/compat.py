@@ -17,13 +17,21 @@ Migrating users get bit-identical tensors for the same program, draws outside bl
   (the current state becomes the reference, for ``Reproducible_Block`` only),
   ``get_random_state()`` and ``set_random_state(state)`` (a dict with the keys ``'py'``,
   ``'np'``, ``'torch'``, and ``'torch_cuda'`` once CUDA is initialised), and the class
-  attribute ``reference_state`` (None before ``set_seed``).
+  attribute ``reference_state`` (None before ``set_seed``; readable from block objects, and
+  assigning a state from ``get_random_state()`` makes it the reference).
 
-Deliberate differences: where 0.0.1 asserted, this raises (``TypeError``/``ValueError`` for a
-bad ``block_seed``; ``RuntimeError`` when a block is entered before ``set_seed``, at entry rather
-than at construction, so that functions may be decorated at import time); decorated functions
-keep their name, signature and keyword arguments; CUDA is never initialised by the library, and
-every CUDA device (not only the current one) goes back to the reference state.
+Deliberate differences (the numbers never differ; the migration guide lists them too):
+where 0.0.1 asserted or did something odd, this raises (``TypeError``/``ValueError`` for a
+missing, non-int, bool or negative ``block_seed`` and for a ``reset_state_after`` that is not a
+bool; ``RuntimeError`` when a block is entered before ``set_seed``, at entry rather than at
+construction, so that functions may be decorated at import time, and from
+``reset_to_reference_state()`` and ``set_reference_state()`` before ``set_seed``); decorated
+functions keep their name, signature and keyword arguments; CUDA is never initialised by the
+library, and every CUDA device (not only the current one) goes back to the reference state;
+``reference_state`` is computed on each read (changing it in place does not move the
+reference); ``set_seed`` is :func:`reproducible_block.set_seed` (it also roots
+``ReproducibleBlock``, seeds registered generators and is refused inside an open
+``ReproducibleBlock``); entering a block takes the library's lock.
 
 >>> import torch
 >>> from reproducible_block.compat import Reproducible_Block
@@ -46,7 +54,7 @@ import numpy as np
 import torch
 
 from . import _root, _stack
-from ._checks import check_bool
+from ._checks import check_bool, describe
 from ._decorator import wrap_function
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._seeding import set_seed
@@ -77,15 +85,43 @@ def _reference_of_seed(seed: int) -> RandomState:
     return {"py": python, "np": numpy, "torch": generator.get_state()}
 
 
+_STATE_KEYS = ("py", "np", "torch")
+
+
+def _capture(state: object, action: str) -> None:
+    """Make ``state`` (in :meth:`Reproducible_Block.get_random_state`'s form) the reference."""
+    global _captured
+    if not isinstance(state, dict) or not set(_STATE_KEYS) <= set(state) <= {
+        *_STATE_KEYS, "torch_cuda"
+    }:
+        raise ReproducibleBlockTypeError(
+            f"{action} takes a state as Reproducible_Block.get_random_state() returns it (a dict "
+            f"with the keys {list(_STATE_KEYS)}, and 'torch_cuda' once CUDA is initialised); got "
+            f"{describe(state)}. Call Reproducible_Block.set_seed(seed) to reset the reference."
+        )
+    _captured = (_root.current_seed(action), state)
+
+
+def _reference() -> RandomState | None:
+    captured = _captured_reference()
+    if captured is not None:
+        return captured
+    seed = _root.peek_seed()
+    return None if seed is None else _reference_of_seed(seed)
+
+
 class _CompatMeta(type):
     @property
     def reference_state(cls) -> RandomState | None:
-        """The state blocks reset to (0.0.1's class attribute): None before ``set_seed``."""
-        captured = _captured_reference()
-        if captured is not None:
-            return captured
-        seed = _root.peek_seed()
-        return None if seed is None else _reference_of_seed(seed)
+        """The state blocks reset to (0.0.1's class attribute): None before ``set_seed``.
+
+        Assigning a state from ``get_random_state()`` makes it the reference, as in 0.0.1.
+        """
+        return _reference()
+
+    @reference_state.setter
+    def reference_state(cls, state: RandomState) -> None:
+        _capture(state, "Reproducible_Block.reference_state = state")
 
 
 class Reproducible_Block(metaclass=_CompatMeta):
@@ -120,12 +156,15 @@ class Reproducible_Block(metaclass=_CompatMeta):
         set_seed(seed)
         _captured = None
 
+    @property
+    def reference_state(self) -> RandomState | None:
+        """The class's reference state, read from a block object (as 0.0.1's class attribute)."""
+        return _reference()
+
     @classmethod
     def set_reference_state(cls) -> None:
         """Make the current state the reference state blocks reset to (0.0.1's method)."""
-        global _captured
-        seed = _root.current_seed("Reproducible_Block.set_reference_state()")
-        _captured = (seed, cls.get_random_state())
+        _capture(cls.get_random_state(), "Reproducible_Block.set_reference_state()")
 
     @classmethod
     def reset_to_reference_state(cls) -> None:

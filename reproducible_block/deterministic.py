@@ -21,10 +21,12 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ._checks import check_bool
+from ._errors import BlockUsageError
 
 __all__ = [
     "CUBLAS_WORKSPACE_VARIABLE",
@@ -163,7 +165,8 @@ class deterministic_mode:  # lower case, like torch.no_grad: it reads as a setti
     Applies what :func:`configure_deterministic_mode` applies; on exit (normal or exception)
     restores the previous values of ``use_deterministic_algorithms`` and its ``warn_only``, of
     both cuDNN flags and of ``CUBLAS_WORKSPACE_CONFIG`` (removed again if it was not set). The
-    settings are process-wide, not per thread: do not change them from two threads at once.
+    settings are process-wide, not per thread: do not change them from two threads at once. A
+    copy (or a pickle) is a new, closed section with the same ``warn_only``.
 
     >>> import torch
     >>> from reproducible_block import deterministic_mode
@@ -181,6 +184,10 @@ class deterministic_mode:  # lower case, like torch.no_grad: it reads as a setti
     def __repr__(self) -> str:
         return f"deterministic_mode(warn_only={self._warn_only!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy is a new section with the same option, never the settings saved by this one.
+        return (_deterministic_mode, (self._warn_only,))
+
     def __enter__(self) -> deterministic_mode:
         previous = DeterministicSettings.current()
         _deterministic_settings(self._warn_only).apply()
@@ -188,4 +195,13 @@ class deterministic_mode:  # lower case, like torch.no_grad: it reads as a setti
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if not self._saved:
+            raise BlockUsageError(
+                f"{self!r}.__exit__() was called, but the section is not open. Use it as "
+                "`with deterministic_mode():` (which enters and exits it)."
+            )
         self._saved.pop().apply()
+
+
+def _deterministic_mode(warn_only: bool) -> deterministic_mode:
+    return deterministic_mode(warn_only=warn_only)

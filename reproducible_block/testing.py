@@ -58,10 +58,15 @@ def isolated_random_state() -> Iterator[None]:
     try:
         yield
     finally:
+        # Everything is put back even if one source fails; then the first failure is raised.
+        failure: BaseException | None = None
         with _stack.held("isolated_random_state()"):
             registry.restore_registered(registered)
             for source, state in zip(sources, states, strict=True):
-                source.set_state(state)
+                try:
+                    source.set_state(state)
+                except BaseException as error:
+                    failure = failure or error
             _root.replace_seed(root)
         settings.apply()
         if exported is None:
@@ -69,6 +74,8 @@ def isolated_random_state() -> Iterator[None]:
         else:
             os.environ[SEED_ENVIRONMENT_VARIABLE] = exported
         _stack.set_block_wait_timeout(wait)
+        if failure is not None:
+            raise failure
 
 
 try:

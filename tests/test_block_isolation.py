@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import reproducible_block as rb
-from reproducible_block import ReproducibleBlock, register_generator, set_seed
+from reproducible_block import ReproducibleBlock, record_blocks, register_generator, set_seed
 
 from ._draws import BUILTIN_DRAWS, draw_all
 
@@ -224,3 +225,41 @@ def test_a_failing_restore_still_restores_the_other_sources_and_raises() -> None
     assert draw_all() == expected  # the built-in sources were restored all the same
     with ReproducibleBlock("next", sources=("torch",)):  # and the lock was released
         pass
+
+
+_ctrl_c = [True]
+
+
+def _interrupted() -> float:
+    if _ctrl_c[0]:
+        raise KeyboardInterrupt  # Ctrl-C while a watched value is read at a block's exit
+    return 0.0
+
+
+@ReproducibleBlock("stepped")
+def stepped() -> Iterator[None]:
+    draw_all()
+    yield
+    draw_all()
+
+
+def test_an_interrupt_while_the_ledger_records_an_exit_still_restores_the_caller(
+    tmp_path: Path,
+) -> None:
+    set_seed(0)
+    draw_all()
+    expected, expected_after_step = draw_all(), draw_all()
+    set_seed(0)
+    draw_all()
+    _ctrl_c[0] = True
+    with record_blocks(tmp_path / "ledger.jsonl", watch={"loss": _interrupted}):
+        with pytest.raises(KeyboardInterrupt), ReproducibleBlock("k"):
+            draw_all()
+        assert draw_all() == expected  # the caller's streams, not the block's
+        steps = stepped()
+        with pytest.raises(KeyboardInterrupt):
+            next(steps)  # a decorated generator's step out, interrupted the same way
+        assert draw_all() == expected_after_step
+        _ctrl_c[0] = False
+        with ReproducibleBlock("next"):  # the lock was released, no block left open
+            assert rb.environment_report()["open_blocks"] == 1

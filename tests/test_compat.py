@@ -241,3 +241,33 @@ def test_a_decorated_function_pickles_by_reference() -> None:
     assert pickle.loads(pickle.dumps(legacy_noise)) is legacy_noise
     Reproducible_Block.set_seed(0)
     assert torch.equal(legacy_noise(), legacy_noise())
+
+
+def test_reference_state_is_read_from_block_objects_and_assigned_as_in_0_0_1() -> None:
+    Reproducible_Block.set_seed(3)
+    block = Reproducible_Block(block_seed=2)
+    from_block, from_class = block.reference_state, Reproducible_Block.reference_state
+    assert from_block is not None
+    assert from_class is not None
+    assert from_block["py"] == from_class["py"]
+    assert torch.equal(from_block["torch"], from_class["torch"])
+    torch.rand(4)
+    random.random()
+    saved = Reproducible_Block.get_random_state()
+    Reproducible_Block.reference_state = saved  # 0.0.1: a plain class attribute
+    with block:
+        inside = (torch.rand(2), random.random())
+    Oracle.snapshot = (saved["py"], saved["np"], saved["torch"])
+    with Oracle.block(2):
+        assert torch.equal(torch.rand(2), inside[0])
+        assert random.random() == inside[1]
+
+
+@pytest.mark.parametrize("state", [None, {"py": 1}, [1, 2, 3]])
+def test_assigning_another_value_as_reference_state_is_refused(state: object) -> None:
+    Reproducible_Block.set_seed(3)
+    with pytest.raises(TypeError, match=r"get_random_state\(\) returns"):
+        Reproducible_Block.reference_state = state  # type: ignore[assignment]
+    reference = Reproducible_Block.reference_state
+    assert reference is not None
+    assert torch.equal(reference["torch"], torch.Generator().manual_seed(3).get_state())

@@ -157,12 +157,35 @@ def test_main_prints_json_or_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(r"stream derivation +version 1\n", table)
 
 
-@pytest.mark.parametrize(("hash_seed", "fixed"), [("123", True), ("0", True)])
-def test_module_runs_in_a_fresh_process_with_json(hash_seed: str, fixed: bool) -> None:
+_HASH_PROBE = "import sys; print(hash('reproducible_block'), file=sys.stderr)"
+_REPORT = f"{_HASH_PROBE}; import json, reproducible_block as rb; " \
+    "print(json.dumps(rb.environment_report()))"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("flags", "hash_seed", "fixed"),
+    [([], "123", True), ([], "0", True), ([], "", False), (["-E"], "0", False),
+     (["-E"], "123", False)],
+    ids=["123", "0", "empty", "-E and 0", "-E and 123"],
+)
+def test_a_fresh_process_reports_whether_its_str_hashes_are_fixed(
+    flags: list[str], hash_seed: str, fixed: bool
+) -> None:
+    # The claim is checked against Python itself: a second process started the same way hashes
+    # a str alike exactly when hashes are fixed (two random hashes agree with odds of 2**-64).
+    # -E makes Python ignore PYTHONHASHSEED, though os.environ still holds it.
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    report = json.loads(_run_module("--json", env=env))
+    runs = [
+        subprocess.run([sys.executable, *flags, "-c", program], env=env, capture_output=True,
+                       text=True, timeout=120, check=False)
+        for program in (_REPORT, _HASH_PROBE)
+    ]
+    assert runs[0].returncode == 0, runs[0].stderr
+    report = json.loads(runs[0].stdout)
     assert report["environment"]["PYTHONHASHSEED"] == hash_seed
     assert report["deterministic"]["str_hashes_fixed"] is fixed
+    assert (runs[0].stderr.split()[0] == runs[1].stderr.split()[0]) is fixed
     assert report["root_seed"] is None
     assert report["devices"]["cuda_initialized"] is False
     assert report["versions"]["torch"] == torch.__version__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import torch
@@ -246,3 +246,65 @@ def test_async_generator_closed_while_suspended_runs_its_cleanup_in_its_stream()
     assert asyncio.run(main()) == expected[0]
     assert cleanup == [expected[1]]
     assert torch.rand(1).item() == caller
+
+
+# KeyboardInterrupt raised inside a decorated function of each kind, after a step in its stream.
+
+
+@ReproducibleBlock("interrupted")
+def interrupted_function() -> None:
+    torch.rand(1)
+    raise KeyboardInterrupt
+
+
+@ReproducibleBlock("interrupted")
+def interrupted_generator() -> Iterator[None]:
+    torch.rand(1)
+    yield
+    torch.rand(1)
+    raise KeyboardInterrupt
+
+
+@ReproducibleBlock("interrupted")
+async def interrupted_coroutine() -> None:
+    torch.rand(1)
+    await asyncio.sleep(0)
+    torch.rand(1)
+    raise KeyboardInterrupt
+
+
+@ReproducibleBlock("interrupted")
+async def interrupted_async_generator() -> AsyncIterator[None]:
+    torch.rand(1)
+    yield
+    torch.rand(1)
+    raise KeyboardInterrupt
+
+
+async def _exhaust(steps: AsyncIterator[None]) -> None:
+    async for _ in steps:
+        torch.rand(1)  # the caller's draw between two steps
+
+
+INTERRUPTED = {  # how to run it, and how many draws the caller makes between steps
+    "function": (interrupted_function, 0),
+    "generator": (lambda: [torch.rand(1) for _ in interrupted_generator()], 1),
+    "coroutine": (lambda: asyncio.run(interrupted_coroutine()), 0),
+    "async generator": (lambda: asyncio.run(_exhaust(interrupted_async_generator())), 1),
+}
+
+
+@pytest.mark.parametrize(("run", "caller_draws"), INTERRUPTED.values(), ids=list(INTERRUPTED))
+def test_keyboard_interrupt_inside_gives_the_caller_its_state_back(
+    run: Callable[[], object], caller_draws: int
+) -> None:
+    set_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    after = torch.get_rng_state()
+    set_seed(0)
+    for _ in range(caller_draws):
+        torch.rand(1)
+    assert torch.equal(after, torch.get_rng_state())
+    with ReproducibleBlock("next"):  # no block left open, the lock is free
+        assert rb.environment_report()["open_blocks"] == 1

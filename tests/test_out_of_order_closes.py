@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from reproducible_block import BlockUsageError, ReproducibleBlock, set_seed
+from reproducible_block import (
+    BlockUsageError,
+    GeneratorSource,
+    ReproducibleBlock,
+    environment_report,
+    register_generator,
+    set_seed,
+    unregister_generator,
+)
 from tests._draws import BUILTIN_DRAWS, draw_all
 
 
@@ -124,3 +132,46 @@ def test_exit_without_enter_is_a_clear_error() -> None:
         pass
     with pytest.raises(BlockUsageError, match="not open"):
         block.__exit__(None, None, None)
+
+
+class FailsOnRestore(GeneratorSource[int]):
+    """A registered generator that cannot take back its caller's state (its device went away)."""
+
+    def __init__(self) -> None:
+        self.state = 0
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
+        if state == 0 and self.state != 0:
+            raise OSError("device lost on restore")
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return 7  # a block's state
+
+    def seed(self, seed: int) -> None:
+        self.state = 0  # the caller's
+
+
+def test_a_failing_restore_in_an_out_of_order_close_leaves_no_block_open() -> None:
+    register_generator(FailsOnRestore(), name="fails")
+    set_seed(0)
+    draw_all()
+    expected = draw_all()
+    set_seed(0)
+    draw_all()
+    first = ReproducibleBlock("a")  # manages "fails"; the block opened after it does not
+    second = ReproducibleBlock("b", sources=("torch",))
+    first.__enter__()
+    second.__enter__()
+    with pytest.raises(OSError, match="on restore"):
+        first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    assert draw_all() == expected  # the other generators got their caller's states back
+    assert environment_report()["open_blocks"] == 0
+    with ReproducibleBlock("next", sources=("torch",)):  # the lock is free
+        pass
+    unregister_generator("fails")  # not refused as "inside an open block"
+    set_seed(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,101 @@ def test_failed_install_rolls_back_the_sources_already_switched() -> None:
     assert __import__("random").getstate() == python_state
     with ReproducibleBlock("fine", sources=("torch",)):  # the lock was released
         pass
+
+
+def _device_like_names() -> list[str]:
+    """Names of the built-in sources' derivation slots and of torch's device types that no
+    built-in source uses here (on a CPU machine: 'accelerator', 'cuda', 'xpu', 'mps'...)."""
+    candidates = ("random", "numpy", "torch", "accelerator", "cuda", "xpu", "mps", "hpu", "mtia")
+    return [name for name in candidates if name not in registry.names()]
+
+
+def test_registered_generators_named_like_devices_draw_streams_of_their_own() -> None:
+    xpu, mps = torch.Generator(), torch.Generator()
+    register_generator(xpu, name="xpu")
+    register_generator(mps, name="mps")
+    set_seed(0)
+    with ReproducibleBlock("augment"):
+        on_xpu, on_mps = torch.rand(4, generator=xpu), torch.rand(4, generator=mps)
+    assert not torch.equal(on_xpu, on_mps)
+
+
+def test_every_slot_and_device_name_gets_its_own_stream() -> None:
+    names = _device_like_names()
+    assert "accelerator" in names or torch.cuda.is_available()
+    generators = {name: torch.Generator() for name in names}
+    for name, generator in generators.items():
+        register_generator(generator, name=name)
+    set_seed(0)
+    with ReproducibleBlock("augment"):
+        drawn = {name: tuple(torch.rand(4, generator=g).tolist()) for name, g in generators.items()}
+        drawn["<torch's own>"] = tuple(torch.rand(4).tolist())
+    assert len(set(drawn.values())) == len(drawn), drawn
+    with ReproducibleBlock("augment"):  # and each is the stream of its name, every time
+        assert all(
+            tuple(torch.rand(4, generator=g).tolist()) == drawn[name]
+            for name, g in generators.items()
+        )
+
+
+def _global_numpy_generator() -> np.random.Generator:
+    """A Generator over np.random's own bit generator (the one np.random.seed seeds)."""
+    get_bit_generator = getattr(np.random, "get_bit_generator", None)  # NumPy >= 1.25
+    bit_generator = (
+        get_bit_generator() if get_bit_generator is not None
+        else np.random.mtrand._rand._bit_generator
+    )
+    return np.random.Generator(bit_generator)
+
+
+def assert_set_seed_is_the_recipe(seed: int) -> None:
+    set_seed(seed)
+    ours = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    assert torch.equal(torch.rand(3), ours[0])
+    assert np.array_equal(np.random.rand(3), ours[1])
+
+
+@pytest.mark.parametrize(
+    "generator",
+    [lambda: torch.default_generator, _global_numpy_generator],
+    ids=["torch.default_generator", "Generator(np.random's bit generator)"],
+)
+def test_registering_a_global_generator_is_refused_and_changes_nothing(
+    generator: Callable[[], object],
+) -> None:
+    set_seed(4)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    with pytest.raises(rb.ReproducibleBlockValueError, match="manage already"):
+        register_generator(generator(), name="global")  # type: ignore[arg-type]
+    assert registered_generators() == ()
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1])
+    assert_set_seed_is_the_recipe(5)
+    caller = torch.get_rng_state()
+    with ReproducibleBlock("k"):
+        torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), caller)
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        lambda: (torch.Generator(),) * 2,
+        lambda: (np.random.default_rng(0),) * 2,
+        lambda: (lambda bits: (np.random.Generator(bits), np.random.Generator(bits)))(
+            np.random.PCG64(0)
+        ),
+    ],
+    ids=["one torch.Generator", "one np.random.Generator", "two Generators, one bit generator"],
+)
+def test_one_generator_registered_under_two_names_is_refused(
+    pair: Callable[[], tuple[object, object]],
+) -> None:
+    first, second = pair()
+    register_generator(first, name="a")  # type: ignore[arg-type]
+    with pytest.raises(rb.ReproducibleBlockValueError, match="already managed as 'a'"):
+        register_generator(second, name="b")  # type: ignore[arg-type]
+    assert registered_generators() == ("a",)
+    assert_set_seed_is_the_recipe(6)

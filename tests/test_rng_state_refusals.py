@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import io
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,9 @@ import pytest
 import torch
 
 from reproducible_block import (
+    SEED_ENVIRONMENT_VARIABLE,
     BlockUsageError,
+    GeneratorSource,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
@@ -20,8 +24,10 @@ from reproducible_block import (
     get_rng_state,
     load_rng_state,
     register_generator,
+    set_seed,
     unregister_generator,
 )
+from reproducible_block._checks import describe
 from reproducible_block._root import peek_seed
 from reproducible_block._sources.torch_random import CudaSource, QueuedSeeds
 
@@ -343,3 +349,203 @@ def test_numpy_arrays_are_saved_as_tagged_int_lists() -> None:
     assert saved["state"]["key"] == (
         "ndarray", "uint64", [2], generator.bit_generator.state["state"]["key"].tolist()
     )
+
+
+# Tensors a checkpoint can hold after a real torch.save / torch.load: without data, or sparse.
+
+
+def through_file(value: Any, **load: Any) -> Any:
+    """``value`` after torch.save and torch.load(weights_only=True, **load)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True, **load)
+
+
+def test_a_checkpoint_loaded_on_the_meta_device_is_refused_untouched(managed: Managed) -> None:
+    states = through_file(get_rng_state(), map_location="meta")
+    managed.draw()
+    assert_refused_changes_nothing(
+        managed, lambda: load_rng_state(states), ReproducibleBlockValueError,
+        r"on the meta device.*expected a dense 1-D .* with data",
+    )
+
+
+@pytest.mark.parametrize(
+    "field", [(*TORCH, "state"), (*PYTHON, "key"), (*NUMPY, "key"), ("sources", "user-torch",
+                                                                        "state", "state")],
+    ids=["torch", "random", "numpy", "registered torch.Generator"],
+)
+def test_a_sparse_tensor_in_an_entry_is_refused_untouched(
+    managed: Managed, field: tuple[str, ...]
+) -> None:
+    states = through_file(edited(_edit_tensor(field, lambda t: t.to_sparse()))(get_rng_state()))
+    managed.draw()
+    assert_refused_changes_nothing(
+        managed, lambda: load_rng_state(states), ReproducibleBlockValueError,
+        r"sparse_coo.*expected a dense 1-D",
+    )
+
+
+# Every field: corrupted, removed or added, anywhere in the entry, is refused and changes nothing.
+
+
+def _fields(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Every (path, value) below ``value``, containers included."""
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _fields(item, (*path, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _fields(item, (*path, index))
+
+
+def _replaced(entry: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """A copy of ``entry`` whose field at ``path`` is ``value`` (tuples rebuilt)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(entry, dict):
+        return {**entry, head: _replaced(entry[head], rest, value)}
+    items = list(entry)
+    items[head] = _replaced(items[head], rest, value)
+    return type(entry)(items)
+
+
+def _wrong_values(value: Any) -> list[Any]:
+    """Values of other types than ``value``, and tensors without data, sparse or misshapen."""
+    if isinstance(value, torch.Tensor):
+        return [value.to("meta"), value.to_sparse(), value.double(), value[:-1], value.view(1, -1),
+                value.tolist()]
+    others = ["text", -1, 2**70, 0.5, True, None, [], {}]
+    return [other for other in others if type(other) is not type(value)]
+
+
+def _is_allowed(path: tuple[Any, ...], value: Any) -> bool:
+    """The two fields that may legitimately be None: Python's cached Gaussian and the root."""
+    return value is None and path in ((*PYTHON, "gauss_next"), ("root",))
+
+
+def test_every_field_corrupted_removed_or_added_is_refused_untouched(managed: Managed) -> None:
+    (entry,) = through_file(get_rng_state())
+    assert isinstance(entry["sources"]["random"]["state"]["gauss_next"], float)  # a float field
+    cases: list[tuple[str, Any]] = []
+    for path, value in _fields(entry):
+        if path:
+            cases += [(f"{path} = {describe(wrong)}", _replaced(entry, path, wrong))
+                      for wrong in _wrong_values(value) if not _is_allowed(path, wrong)]
+        if isinstance(value, dict):
+            cases += [(f"{path} without {key!r}",
+                       _replaced(entry, path, {k: v for k, v in value.items() if k != key}))
+                      for key in value]
+            cases.append((f"{path} with an extra field", _replaced(entry, path,
+                                                                  {**value, "extra": 0})))
+    assert len(cases) > 150
+    managed.draw()
+    before = managed.capture()
+    root = peek_seed()
+    accepted = []
+    for label, corrupted in cases:
+        try:
+            load_rng_state([corrupted])
+        except (ReproducibleBlockValueError, ReproducibleBlockTypeError):
+            continue
+        accepted.append(label)
+        managed.restore(before)
+    assert accepted == []
+    after_refusals = managed.draw()
+    managed.restore(before)
+    assert managed.draw() == after_refusals
+    assert peek_seed() == root
+
+
+# A registered generator replaced by one of another kind under the same name.
+
+
+REPLACEMENTS = {
+    "torch.Generator -> np.random.Generator": (
+        torch.Generator, np.random.default_rng,
+        r"saved 'augment' as a 'torch-generator' and 'augment' is a 'numpy-generator' here",
+    ),
+    "np.random.Generator -> torch.Generator": (
+        np.random.default_rng, torch.Generator,
+        r"saved 'augment' as a 'numpy-generator' and 'augment' is a 'torch-generator' here",
+    ),
+    "PCG64 -> Philox": (
+        lambda: np.random.Generator(np.random.PCG64()),
+        lambda: np.random.Generator(np.random.Philox()),
+        r"a state of PCG64 and 'augment' is a Generator over Philox here",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "match"), REPLACEMENTS.values(), ids=list(REPLACEMENTS)
+)
+def test_a_generator_replaced_under_its_name_saves_and_loads_its_own_states(
+    before: Callable[[], Any], after: Callable[[], Any], match: str
+) -> None:
+    register_generator(before(), name="augment")
+    set_seed(0)
+    old = through_file(get_rng_state())
+    unregister_generator("augment")
+    generator = after()
+    register_generator(generator, name="augment")  # no set_seed since: the same root
+    fresh = through_file(get_rng_state())  # the process saves its new generator...
+
+    def draw() -> list[float]:
+        if isinstance(generator, torch.Generator):
+            return torch.rand(3, generator=generator).tolist()
+        return generator.random(3).tolist()
+
+    expected = draw()
+    load_rng_state(fresh)  # ...and loads what it saved
+    assert draw() == expected
+    load_rng_state(fresh)
+    with pytest.raises(ReproducibleBlockValueError, match=match):  # the old kind: refused
+        load_rng_state(old)
+    assert draw() == expected  # untouched
+
+
+def test_a_checkpoint_saved_in_a_numpy_str_key_loads_in_the_same_str_key() -> None:
+    set_seed(0)
+    with ReproducibleBlock(np.str_("train")):
+        torch.rand(2)
+        states = through_file(get_rng_state())
+        expected = torch.rand(3)
+    with ReproducibleBlock("train"):
+        load_rng_state(states)
+        assert torch.equal(torch.rand(3), expected)
+
+
+class Unplugged(GeneratorSource[int]):
+    """A registered generator whose device goes away after the save: setting its state fails."""
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.plugged = True
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
+        if not self.plugged:
+            raise OSError("device unplugged")
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return bits[0]
+
+
+def test_a_load_that_fails_while_installing_changes_nothing(managed: Managed) -> None:
+    unplugged = Unplugged()
+    register_generator(unplugged, name="unplugged")  # installed last, after every other source
+    set_seed(1)
+    states = get_rng_state()
+    set_seed(2)
+    managed.draw()
+    unplugged.plugged = False
+    exported = os.environ[SEED_ENVIRONMENT_VARIABLE]
+    assert_refused_changes_nothing(managed, lambda: load_rng_state(states), OSError, "unplugged")
+    assert os.environ[SEED_ENVIRONMENT_VARIABLE] == exported == "2"

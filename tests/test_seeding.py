@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import numpy as np
@@ -103,3 +104,49 @@ def test_root_seed_changes_every_block_stream() -> None:
     with ReproducibleBlock("a"):
         second = draw_all()
     assert all(first[name] != second[name] for name in first)
+
+
+class Unseedable(rb.GeneratorSource[int]):
+    """A registered generator whose seeding fails (its device went away)."""
+
+    def __init__(self) -> None:
+        self.state = 3
+        self.lost = False
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return bits[0]
+
+    def seed(self, seed: int) -> None:
+        self.state = seed
+        if self.lost:
+            raise OSError("device lost while seeding")
+
+
+def test_set_seed_is_all_or_nothing_when_a_source_fails() -> None:
+    seeded_first = torch.Generator()  # seeded before the failing one
+    rb.register_generator(seeded_first, name="first")
+    unseedable = Unseedable()
+    rb.register_generator(unseedable, name="unseedable")
+    set_seed(5)
+    with ReproducibleBlock("k"):
+        in_block = torch.rand(2)
+    draw_all()
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state(),
+              seeded_first.get_state(), unseedable.state)
+    unseedable.lost = True
+    with pytest.raises(OSError, match="device lost"):
+        set_seed(9)
+    assert random.getstate() == states[0]
+    assert np.array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2])
+    assert torch.equal(seeded_first.get_state(), states[3])
+    assert unseedable.state == states[4]
+    assert os.environ[rb.SEED_ENVIRONMENT_VARIABLE] == "5"
+    with ReproducibleBlock("k"):  # the root is still 5
+        assert torch.equal(torch.rand(2), in_block)

@@ -11,6 +11,7 @@ import torch
 
 from reproducible_block import (
     SEED_ENVIRONMENT_VARIABLE,
+    GeneratorSource,
     configure_deterministic_mode,
     get_block_wait_timeout,
     register_generator,
@@ -57,6 +58,44 @@ def test_isolated_random_state_puts_everything_back() -> None:
         assert everything() != before
     assert everything() == before
     assert torch.equal(kept.get_state(), kept_state)  # re-registered, and its state is back
+
+
+class Unplugged(GeneratorSource[int]):
+    """A generator whose device goes away: from then on, setting its state fails."""
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.plugged = True
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
+        if not self.plugged:
+            raise OSError("device unplugged")
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return bits[0]
+
+
+def test_isolated_random_state_puts_the_rest_back_when_one_source_fails() -> None:
+    unplugged, kept = Unplugged(), torch.Generator()
+    register_generator(unplugged, name="unplugged")  # restored before "kept"
+    register_generator(kept, name="kept")
+    set_seed(1)
+    kept_state = kept.get_state()
+    before = everything()
+
+    def unplugging_test() -> None:
+        with isolated_random_state():
+            change_everything(kept)
+            unplugged.plugged = False
+
+    with pytest.raises(OSError, match="unplugged"):
+        unplugging_test()
+    assert everything() == before
+    assert torch.equal(kept.get_state(), kept_state)
 
 
 def test_isolated_random_state_restores_after_an_exception() -> None:

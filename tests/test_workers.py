@@ -28,6 +28,8 @@ from reproducible_block import (
     ReproducibleBlockValueError,
     WorkerInit,
     _root,
+    get_rng_state,
+    load_rng_state,
     seed_worker,
     set_seed,
 )
@@ -138,6 +140,18 @@ def test_per_sample_augmentation_is_the_same_with_spawn_workers(
     assert {sample["worker"] for sample in samples} == {0, 1}
     assert [sample["index"] for sample in samples] != list(range(LENGTH))
     assert_worker_streams_differ(samples)
+
+
+@pytest.mark.slow
+def test_spawn_workers_use_the_root_that_load_rng_state_restored() -> None:
+    set_seed(1)
+    states = get_rng_state()
+    reference = load(num_workers=0)  # per-sample blocks under root 1, in this process
+    set_seed(2)
+    load_rng_state(states)  # root 1 again
+    assert os.environ[SEED_ENVIRONMENT_VARIABLE] == "1"  # for processes started some other way
+    samples = load(1, batch_size=3, shuffle=True, context="spawn")
+    assert_same_augmentations(reference, samples)
 
 
 def first_sample_of_each_worker(samples: list[Row]) -> dict[int, Row]:

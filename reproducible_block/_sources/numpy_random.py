@@ -12,7 +12,7 @@ import numpy as np
 from .. import _memory
 from .._checks import invalid, read_fields, read_float, read_int, read_words, words_tensor
 from .._derivation import MT_WORDS, mt_image, seed_sequence
-from .._errors import BlockUsageError, ReproducibleBlockTypeError
+from .._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 from .._fingerprint import same_state
 from . import GeneratorSource
 
@@ -304,6 +304,15 @@ class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
         for name, high in (("has_uint32", 1), ("uinteger", 2**32 - 1)):
             if name in state:
                 read_int(state[name], f"{where}['state'][{name!r}]", 0, high)
+        kind = type(self._bit_generator).__name__
+        saved = state.get("bit_generator")
+        if isinstance(saved, str) and saved != kind:
+            raise ReproducibleBlockValueError(
+                f"{where}['state']['bit_generator']: the states hold a state of {saved} and "
+                f"{self.name!r} is a Generator over {kind} here. Register a Generator over the "
+                f"same bit generator ({saved}) under {self.name!r} as when the states were "
+                "saved, or save them anew."
+            )
         # NumPy checks the bit generator's name and fields when a state is set: on a scratch one.
         scratch = type(self._bit_generator)()
         try:

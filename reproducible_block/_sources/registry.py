@@ -8,6 +8,7 @@ They are created at first use, never initialising CUDA.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -189,6 +190,15 @@ def _same_generator(first: GeneratorSource[Any], second: GeneratorSource[Any]) -
 
 
 registry = SourceRegistry()
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+    """Give a forked child a fresh lock: another thread may have held this one at the fork,
+    finding the built-in sources, and it would never be released in the child."""
+    registry._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def check_name(name: object) -> str:

@@ -120,6 +120,11 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         self.save = generator.get_state  # type: ignore[method-assign]
         self.restore = generator.set_state  # type: ignore[method-assign,assignment]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # save and restore are the generator's own bound methods: a copy binds them to its own
+        # generator (a deep copy manages a copy of the generator, never the original).
+        return (TorchGeneratorSource, (self.generator, self.name))
+
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()
 
@@ -181,6 +186,9 @@ class TorchDefaultSource(TorchGeneratorSource):
 
     def __init__(self) -> None:
         super().__init__(torch.default_generator, "torch")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TorchDefaultSource, ())  # torch's default generator: there is one per process
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
