@@ -8,11 +8,28 @@ collectives run (gloo on CPU; NCCL needs ``torch.cuda.set_device(local_rank)`` f
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch.distributed as dist
 
-__all__ = ["all_gather_objects", "global_rank", "is_distributed", "process_rank", "world_size"]
+from ._checks import describe
+from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+    #: What ``ReproducibleBlock(per_rank=...)`` takes: a flag, or the group whose rank to fold.
+    PerRank = bool | ProcessGroup
+
+__all__ = [
+    "all_gather_objects",
+    "check_per_rank",
+    "folded_rank",
+    "global_rank",
+    "is_distributed",
+    "process_rank",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
@@ -40,6 +57,68 @@ def process_rank() -> int:
         return int(dist.get_rank())
     text = os.environ.get("RANK", "")
     return int(text) if text.isdecimal() else 0
+
+
+def check_per_rank(per_rank: object) -> PerRank:
+    """``per_rank`` if it is True, False or a process group, else a clear ``TypeError``.
+
+    ``torch.distributed.new_group`` returns a placeholder, not a group, on the ranks outside the
+    new group; it is accepted here, and entering the block there raises (see
+    :func:`folded_rank`), so that code building blocks alike on every rank keeps working.
+
+    >>> check_per_rank(True)
+    True
+    """
+    if per_rank is True or per_rank is False:
+        return per_rank
+    group_type = getattr(dist, "ProcessGroup", None)
+    if (group_type is not None and isinstance(per_rank, group_type)) or _outside_group(per_rank):
+        return cast("ProcessGroup", per_rank)
+    raise ReproducibleBlockTypeError(
+        f"per_rank must be True, False or a torch.distributed process group; got "
+        f"{describe(per_rank)}. True folds the global rank into the key (a stream per rank); a "
+        "group, such as dist.new_group(ranks), folds the rank within that group."
+    )
+
+
+def _outside_group(value: object) -> bool:
+    """Whether ``value`` is what ``dist.new_group`` returns to the ranks outside the group."""
+    outside = getattr(getattr(dist, "GroupMember", None), "NON_GROUP_MEMBER", None)
+    return type(value) is type(outside) and value == outside
+
+
+def folded_rank(per_rank: PerRank) -> int:
+    """The rank ``ReproducibleBlock(per_rank=...)`` folds in: :func:`process_rank` for True,
+    the rank within the group for a group (a clear error when this process is not in it)."""
+    if isinstance(per_rank, bool):
+        return process_rank()
+    if not is_distributed():
+        raise ReproducibleBlockValueError(
+            "per_rank=<process group> folds this process's rank within the group, and this "
+            "process has no initialised process group (not yet initialised, destroyed, or a "
+            "DataLoader worker started with spawn). Enter the block where the group exists, or "
+            "use per_rank=True (the global rank, or the launcher's RANK)."
+        )
+    rank = -1 if _outside_group(per_rank) else _rank_in(per_rank)
+    if rank < 0:
+        raise ReproducibleBlockValueError(
+            f"per_rank=<process group>: this process (global rank {dist.get_rank()}) is not a "
+            "member of the group (dist.new_group returns a placeholder to the ranks outside "
+            "it). Pass the group this rank belongs to, such as the one of dist.new_group's "
+            "results whose ranks include this one."
+        )
+    return rank
+
+
+def _rank_in(group: ProcessGroup) -> int:
+    try:
+        return int(dist.get_rank(group))
+    except (RuntimeError, ValueError) as error:
+        raise ReproducibleBlockValueError(
+            f"per_rank=<process group>: torch.distributed gives no rank of this process in the "
+            f"group ({error}). Pass a group made with dist.new_group in the current process "
+            "group, and that this rank belongs to."
+        ) from None
 
 
 def world_size() -> int:
