@@ -27,6 +27,7 @@ __all__ = [
     "folded_rank",
     "global_rank",
     "is_distributed",
+    "owns_process_group",
     "process_rank",
     "world_size",
 ]
@@ -35,6 +36,28 @@ __all__ = [
 def is_distributed() -> bool:
     """Whether a default ``torch.distributed`` process group is initialised in this process."""
     return dist.is_available() and dist.is_initialized()
+
+
+# The default group a forked child inherited from its parent (DataLoader workers and the
+# processes of a fork Pool): its peers are the parent's, so the child must not communicate.
+_inherited_group: object = None
+
+
+def owns_process_group() -> bool:
+    """Whether this process has a default group of its own, not one inherited through fork.
+
+    >>> owns_process_group()  # no process group in the doctests
+    False
+    """
+    return is_distributed() and dist.group.WORLD is not _inherited_group
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
+    global _inherited_group
+    _inherited_group = dist.group.WORLD if is_distributed() else None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def global_rank() -> int:

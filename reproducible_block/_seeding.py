@@ -12,11 +12,10 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
 from . import _root, _stack
 from ._checks import check_bool
-from ._distributed import all_gather_objects, global_rank, is_distributed, process_rank
+from ._distributed import all_gather_objects, global_rank, owns_process_group, process_rank
 from ._errors import ReproducibleBlockValueError
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_from_environment, validate_seed
 from ._sources import GeneratorSource
@@ -161,7 +160,8 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     and checks the ranks: if they end up with different seeds (``set_seed(rank)``), rank 0
     warns, because model initialisation would then differ per rank (use
     ``ReproducibleBlock(key, per_rank=True)`` for what should differ). A refusal on one rank is
-    a refusal on every rank. Without a process group, and in DataLoader workers, nothing is
+    a refusal on every rank. Without a process group, and in a process forked from a rank
+    (DataLoader workers, a fork ``Pool``: the group they inherit is their parent's), nothing is
     communicated. Called before ``init_process_group``, ``set_seed()`` on each rank draws its
     own seed unless the launcher exports ``REPRODUCIBLE_BLOCK_SEED``.
 
@@ -178,10 +178,10 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     >>> drawn[:2] == (random.random(), np.random.rand()) and torch.equal(drawn[2], torch.rand(1))
     True
     """
-    if is_distributed() and get_worker_info() is None:
+    if owns_process_group():
         value, origin, seeds = _agree_with_peers(seed, deterministic)
         if global_rank() == 0:
-            if len(set(seeds)) > 1:
+            if len(set(seeds)) > 1:  # pragma: no cover - spawned ranks (test_distributed.py)
                 warnings.warn(_different_seeds(seeds), UserWarning, stacklevel=2)
             if origin != "given":
                 _log_chosen(value, origin, len(seeds))

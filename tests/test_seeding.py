@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import random
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 import reproducible_block as rb
 from reproducible_block import MAX_SEED, ReproducibleBlock, get_random_seed, set_seed
-from reproducible_block._seeding import _settle
+from reproducible_block._seeding import _different_seeds, _settle
 
 from ._draws import draw_all, recipe_seed
 
@@ -203,3 +204,25 @@ def test_under_a_group_of_one_set_seed_behaves_as_alone(
     with ReproducibleBlock("open"), pytest.raises(rb.BlockUsageError, match="outside every"):
         set_seed(2)
     assert rb._root.peek_seed() == drawn
+
+
+def _forked_child_owns_a_group() -> tuple[bool, int]:
+    return rb._distributed.owns_process_group(), set_seed(4)
+
+
+@pytest.mark.usefixtures("single_rank_group")
+def test_a_forked_child_does_not_communicate_through_its_parents_group() -> None:
+    # DataLoader workers and fork pools inherit the group object; its peers are the parent's.
+    assert rb._distributed.owns_process_group()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        owns, seed = pool.apply_async(_forked_child_owns_a_group).get(timeout=60)
+    assert not owns
+    assert seed == 4
+
+
+def test_the_different_seeds_warning_names_the_ranks() -> None:
+    message = _different_seeds([5, 5, 6, *[5] * 9])
+    assert "(rank 0: 5, rank 1: 5, rank 2: 6, rank 3: 5," in message
+    assert "rank 8" not in message
+    assert "... (12 ranks)" in message
+    assert "per_rank=True" in message
