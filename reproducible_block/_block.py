@@ -31,7 +31,7 @@ from ._sources.registry import Selection, check_sources, registry
 from ._sources.torch_random import torch_cpu_state
 
 if TYPE_CHECKING:
-    from ._distributed import PerRank
+    from torch.distributed import ProcessGroup
 
 __all__ = ["CACHE_SIZE", "ReproducibleBlock", "cached_states", "clear_cache", "derive_states"]
 
@@ -194,7 +194,7 @@ class ReproducibleBlock:
         *,
         sources: Iterable[str] | None = None,
         enabled: bool = True,
-        per_rank: PerRank = False,
+        per_rank: bool | ProcessGroup = False,
         per_worker: bool = False,
     ) -> None:
         self._key, self._key_bytes = validate_and_encode(block_seed)
@@ -255,7 +255,7 @@ class ReproducibleBlock:
         return self._enabled
 
     @property
-    def per_rank(self) -> PerRank:
+    def per_rank(self) -> bool | ProcessGroup:
         """Whether the global rank (True) or the rank within a process group (the group) is
         folded into the key: a stream per rank."""
         return self._per_rank
@@ -401,7 +401,7 @@ def _rebuild(
     key: BlockKey,
     sources: Sequence[str] | None,
     enabled: bool,
-    per_rank: PerRank,
+    per_rank: bool | ProcessGroup,
     per_worker: bool,
 ) -> ReproducibleBlock:
     return ReproducibleBlock(

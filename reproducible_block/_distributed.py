@@ -18,9 +18,6 @@ from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-    #: What ``ReproducibleBlock(per_rank=...)`` takes: a flag, or the group whose rank to fold.
-    PerRank = bool | ProcessGroup
-
 __all__ = [
     "all_gather_objects",
     "check_per_rank",
@@ -82,7 +79,7 @@ def process_rank() -> int:
     return int(text) if text.isdecimal() else 0
 
 
-def check_per_rank(per_rank: object) -> PerRank:
+def check_per_rank(per_rank: object) -> bool | ProcessGroup:
     """``per_rank`` if it is True, False or a process group, else a clear ``TypeError``.
 
     ``torch.distributed.new_group`` returns a placeholder, not a group, on the ranks outside the
@@ -107,10 +104,10 @@ def check_per_rank(per_rank: object) -> PerRank:
 def _outside_group(value: object) -> bool:
     """Whether ``value`` is what ``dist.new_group`` returns to the ranks outside the group."""
     outside = getattr(getattr(dist, "GroupMember", None), "NON_GROUP_MEMBER", None)
-    return type(value) is type(outside) and value == outside
+    return outside is not None and type(value) is type(outside) and value == outside
 
 
-def folded_rank(per_rank: PerRank) -> int:
+def folded_rank(per_rank: bool | ProcessGroup) -> int:
     """The rank ``ReproducibleBlock(per_rank=...)`` folds in: :func:`process_rank` for True,
     the rank within the group for a group (a clear error when this process is not in it)."""
     if isinstance(per_rank, bool):
