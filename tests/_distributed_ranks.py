@@ -6,10 +6,12 @@ collective. ``four_ranks`` (4 ranks): blocks with ``per_rank=<process group>``.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,19 +36,25 @@ from tests._worker_datasets import AugmentedSamples, SeedsInWorker, unbatch
 
 SEED = 1234
 WORKERS = 3
+COLLECTIVE_TIMEOUT_S = 180  # below spawn_ranks' 240 s, above the DataLoaders' 120 s
+STUCK_AFTER_S = 150
 
 
 @contextmanager
 def process_group(rank: int, world_size: int, port: int) -> Iterator[None]:
     os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)  # not the pytest process's, if it has one
+    # A rank may wait for a peer that is starved on a loaded machine (the DataLoader runs fork
+    # workers between collectives): a generous timeout, and this rank's stacks if it is stuck.
+    faulthandler.dump_traceback_later(STUCK_AFTER_S, exit=False, file=sys.stderr)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-        timeout=timedelta(seconds=60),
+        timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
     )
     try:
         yield
         dist.barrier()  # rank 0 holds the store: nobody leaves before everyone is done
     finally:
+        faulthandler.cancel_dump_traceback_later()
         gc.collect()
         dist.destroy_process_group()
 
