@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from reproducible_block import _ledger
 from reproducible_block.testing import isolated_random_state
@@ -25,6 +28,20 @@ def _restore_global_random_state() -> Iterator[None]:
         left = _ledger.set_recording(ledger)
         if left is not None:
             left.close()
+
+
+@pytest.fixture
+def single_rank_group(tmp_path: Path) -> Iterator[None]:
+    """A real gloo process group of one rank in this process, destroyed after the test (the
+    multi-rank behaviour is tested in spawned processes: tests/test_distributed.py)."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1,
+        timeout=timedelta(seconds=60),
+    )
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,11 +24,14 @@ from ._derivation import (
     seed_sequence,
     slot,
 )
-from ._distributed import process_rank
+from ._distributed import check_per_rank, folded_rank
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._keys import BlockKey, validate_key
 from ._sources.registry import Selection, check_sources, registry
 from ._sources.torch_random import torch_cpu_state
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["CACHE_SIZE", "ReproducibleBlock", "cached_states", "clear_cache", "derive_states"]
 
@@ -130,6 +133,12 @@ class ReproducibleBlock:
             without an initialised process group, else 0) into the key, read at each entry:
             every rank gets its own stream, for dropout or augmentation that should differ per
             rank. The default gives every rank the same stream, as model initialisation needs.
+            A process group (``dist.new_group(ranks)``) folds the rank *within that group*
+            instead, by the same rule: rank ``r`` of the group gets the stream global rank ``r``
+            gets with ``True``. With tensor-parallel groups {0, 1}, {2, 3} and data-parallel
+            groups {0, 2}, {1, 3}, ``per_rank=data_parallel_group`` gives dropout that is the
+            same within each tensor-parallel group and differs across the replicas. Entering
+            the block on a rank outside the group raises.
         per_worker: ``True`` folds the DataLoader worker id (0 in the main process) into the
             key, read at each entry: every worker gets its own stream, for an
             ``IterableDataset`` whose ``__iter__`` runs once per worker.
@@ -150,7 +159,9 @@ class ReproducibleBlock:
     :func:`set_block_wait_timeout` seconds). Code outside blocks in other threads still shares
     the global generators.
 
-    Copies and pickles of a block are new blocks with the same key and options.
+    Copies and pickles of a block are new blocks with the same key and options. A copy of a
+    block with ``per_rank=<group>`` shares the group; pickling one raises ``TypeError`` (a
+    process group lives in the process that made it: build the block where it is used).
 
     >>> import torch
     >>> from reproducible_block import ReproducibleBlock, set_seed
@@ -183,7 +194,7 @@ class ReproducibleBlock:
         *,
         sources: Iterable[str] | None = None,
         enabled: bool = True,
-        per_rank: bool = False,
+        per_rank: bool | ProcessGroup = False,
         per_worker: bool = False,
     ) -> None:
         self._key, self._key_bytes = validate_and_encode(block_seed)
@@ -201,8 +212,8 @@ class ReproducibleBlock:
             self._source_names = found
         if enabled is not True and enabled is not False:
             check_bool(enabled, "enabled")
-        if per_rank is not False:
-            check_bool(per_rank, "per_rank", "True gives every rank its own stream.")
+        if per_rank is not False and per_rank is not True:
+            per_rank = check_per_rank(per_rank)
         if per_worker is not False:
             check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own "
                        "stream.")
@@ -216,8 +227,22 @@ class ReproducibleBlock:
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy or a pickle is a new, closed block: never the open frames, nor the cached
         # sources (which hold the process's generators themselves).
-        return (_rebuild, (self._key, self._source_names, self._enabled, self._per_rank,
-                           self._per_worker))
+        if not isinstance(self._per_rank, bool):
+            raise ReproducibleBlockTypeError(
+                f"cannot pickle {self!r}: a torch.distributed process group exists only in the "
+                "process that made it. Build the block in the process that enters it (copies "
+                "are fine: they share the group), or pickle a block with per_rank=True."
+            )
+        return (_rebuild, self._options())
+
+    def _options(self) -> tuple[Any, ...]:
+        return (self._key, self._source_names, self._enabled, self._per_rank, self._per_worker)
+
+    def __copy__(self) -> ReproducibleBlock:
+        return _rebuild(*self._options())
+
+    def __deepcopy__(self, memo: object) -> ReproducibleBlock:
+        return _rebuild(*self._options())  # the key and options are immutable; a group is shared
 
     @property
     def key(self) -> BlockKey:
@@ -230,8 +255,9 @@ class ReproducibleBlock:
         return self._enabled
 
     @property
-    def per_rank(self) -> bool:
-        """Whether the global rank is folded into the key (a stream per rank)."""
+    def per_rank(self) -> bool | ProcessGroup:
+        """Whether the global rank (True) or the rank within a process group (the group) is
+        folded into the key: a stream per rank."""
         return self._per_rank
 
     @property
@@ -242,7 +268,8 @@ class ReproducibleBlock:
     def __repr__(self) -> str:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
-        extra += ", per_rank=True" if self._per_rank else ""
+        if self._per_rank is not False:  # a group shows alike on every rank and in every run
+            extra += ", per_rank=True" if self._per_rank is True else ", per_rank=<process group>"
         extra += ", per_worker=True" if self._per_worker else ""
         return f"ReproducibleBlock({self._key!r}{extra})"
 
@@ -251,7 +278,7 @@ class ReproducibleBlock:
         root seed."""
         if not (self._per_rank or self._per_worker):
             return self._key_bytes
-        folds = fold_rank(process_rank()) if self._per_rank else b""
+        folds = fold_rank(folded_rank(self._per_rank)) if self._per_rank is not False else b""
         if self._per_worker:
             info = get_worker_info()
             folds += fold_worker(0 if info is None else info.id)
@@ -410,7 +437,11 @@ class ReproducibleBlock:
 
 
 def _rebuild(
-    key: BlockKey, sources: Sequence[str] | None, enabled: bool, per_rank: bool, per_worker: bool
+    key: BlockKey,
+    sources: Sequence[str] | None,
+    enabled: bool,
+    per_rank: bool | ProcessGroup,
+    per_worker: bool,
 ) -> ReproducibleBlock:
     return ReproducibleBlock(
         key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker

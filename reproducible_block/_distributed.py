@@ -8,16 +8,53 @@ collectives run (gloo on CPU; NCCL needs ``torch.cuda.set_device(local_rank)`` f
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch.distributed as dist
 
-__all__ = ["all_gather_objects", "global_rank", "is_distributed", "process_rank", "world_size"]
+from ._checks import describe
+from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = [
+    "all_gather_objects",
+    "check_per_rank",
+    "folded_rank",
+    "global_rank",
+    "is_distributed",
+    "owns_process_group",
+    "process_rank",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
     """Whether a default ``torch.distributed`` process group is initialised in this process."""
     return dist.is_available() and dist.is_initialized()
+
+
+# The default group a forked child inherited from its parent (DataLoader workers and the
+# processes of a fork Pool): its peers are the parent's, so the child must not communicate.
+_inherited_group: object = None
+
+
+def owns_process_group() -> bool:
+    """Whether this process has a default group of its own, not one inherited through fork.
+
+    >>> owns_process_group()  # no process group in the doctests
+    False
+    """
+    return is_distributed() and dist.group.WORLD is not _inherited_group
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
+    global _inherited_group
+    _inherited_group = dist.group.WORLD if is_distributed() else None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def global_rank() -> int:
@@ -40,6 +77,68 @@ def process_rank() -> int:
         return int(dist.get_rank())
     text = os.environ.get("RANK", "")
     return int(text) if text.isdecimal() else 0
+
+
+def check_per_rank(per_rank: object) -> bool | ProcessGroup:
+    """``per_rank`` if it is True, False or a process group, else a clear ``TypeError``.
+
+    ``torch.distributed.new_group`` returns a placeholder, not a group, on the ranks outside the
+    new group; it is accepted here, and entering the block there raises (see
+    :func:`folded_rank`), so that code building blocks alike on every rank keeps working.
+
+    >>> check_per_rank(True)
+    True
+    """
+    if per_rank is True or per_rank is False:
+        return per_rank
+    group_type = getattr(dist, "ProcessGroup", None)
+    if (group_type is not None and isinstance(per_rank, group_type)) or _outside_group(per_rank):
+        return cast("ProcessGroup", per_rank)
+    raise ReproducibleBlockTypeError(
+        f"per_rank must be True, False or a torch.distributed process group; got "
+        f"{describe(per_rank)}. True folds the global rank into the key (a stream per rank); a "
+        "group, such as dist.new_group(ranks), folds the rank within that group."
+    )
+
+
+def _outside_group(value: object) -> bool:
+    """Whether ``value`` is what ``dist.new_group`` returns to the ranks outside the group."""
+    outside = getattr(getattr(dist, "GroupMember", None), "NON_GROUP_MEMBER", None)
+    return outside is not None and type(value) is type(outside) and value == outside
+
+
+def folded_rank(per_rank: bool | ProcessGroup) -> int:
+    """The rank ``ReproducibleBlock(per_rank=...)`` folds in: :func:`process_rank` for True,
+    the rank within the group for a group (a clear error when this process is not in it)."""
+    if isinstance(per_rank, bool):
+        return process_rank()
+    if not is_distributed():
+        raise ReproducibleBlockValueError(
+            "per_rank=<process group> folds this process's rank within the group, and this "
+            "process has no initialised process group (not yet initialised, destroyed, or a "
+            "DataLoader worker started with spawn). Enter the block where the group exists, or "
+            "use per_rank=True (the global rank, or the launcher's RANK)."
+        )
+    rank = -1 if _outside_group(per_rank) else _rank_in(per_rank)
+    if rank < 0:
+        raise ReproducibleBlockValueError(
+            f"per_rank=<process group>: this process (global rank {dist.get_rank()}) is not a "
+            "member of the group (dist.new_group returns a placeholder to the ranks outside "
+            "it). Pass the group this rank belongs to, such as the one of dist.new_group's "
+            "results whose ranks include this one."
+        )
+    return rank
+
+
+def _rank_in(group: ProcessGroup) -> int:
+    try:
+        return int(dist.get_rank(group))
+    except (RuntimeError, ValueError) as error:
+        raise ReproducibleBlockValueError(
+            f"per_rank=<process group>: torch.distributed gives no rank of this process in the "
+            f"group ({error}). Pass a group made with dist.new_group in the current process "
+            "group, and that this rank belongs to."
+        ) from None
 
 
 def world_size() -> int:

@@ -50,7 +50,7 @@ from ._derivation import (
     mt_words,
     slot,
 )
-from ._distributed import global_rank, is_distributed, process_rank, world_size
+from ._distributed import folded_rank, global_rank, is_distributed, world_size
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._fingerprint import fingerprint
 from ._keys import validate_key
@@ -406,8 +406,9 @@ class BlockLedger:
         pairs = zip(_names(tuple(sources)), sources, strict=True)
         states = ",".join([name + _entry(source) for name, source in pairs])
         line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{states}}}'
-        if getattr(owner, "per_rank", False):
-            line += f',"per_rank":{process_rank()}'
+        per_rank = getattr(owner, "per_rank", False)
+        if per_rank is not False:  # True: the global rank; a process group: the rank in it
+            line += f',"per_rank":{folded_rank(per_rank)}'
         if getattr(owner, "per_worker", False):
             info = get_worker_info()
             line += f',"per_worker":{0 if info is None else info.id}'

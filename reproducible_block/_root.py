@@ -7,6 +7,8 @@ gives the states ``set_seed`` left, so no snapshot of them is kept: the compat
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ._errors import NotSeededError, ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -17,6 +19,7 @@ __all__ = [
     "current_seed",
     "peek_seed",
     "replace_seed",
+    "seed_from_environment",
     "validate_seed",
 ]
 
@@ -56,6 +59,29 @@ def validate_seed(value: object) -> int:
             f"Use seed % (MAX_SEED + 1) to fold a larger number into range."
         )
     return number
+
+
+def seed_from_environment(what_to_do: str) -> int | None:
+    """The seed in :data:`SEED_ENVIRONMENT_VARIABLE`, or None when it is unset.
+
+    A value that is not a seed raises :class:`ReproducibleBlockValueError`; ``what_to_do`` (a
+    sentence) ends the message.
+
+    >>> os.environ[SEED_ENVIRONMENT_VARIABLE] = "7"
+    >>> seed_from_environment("Unset it.")
+    7
+    >>> del os.environ[SEED_ENVIRONMENT_VARIABLE]
+    """
+    text = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
+    if text is None:
+        return None
+    try:
+        return validate_seed(int(text))
+    except (ValueError, ReproducibleBlockValueError):
+        raise ReproducibleBlockValueError(
+            f"the environment variable {SEED_ENVIRONMENT_VARIABLE}={text!r} is not a seed; "
+            f"set_seed() writes an int from 0 to MAX_SEED = {MAX_SEED} there. {what_to_do}"
+        ) from None
 
 
 def current_seed(action: str = "entering a ReproducibleBlock") -> int:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from typing import Any
+import warnings
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from . import _root, _stack
 from ._checks import check_bool
-from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
+from ._distributed import all_gather_objects, global_rank, owns_process_group, process_rank
+from ._errors import ReproducibleBlockValueError
+from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_from_environment, validate_seed
 from ._sources import GeneratorSource
 from ._sources.registry import check_name, make_source, registry
 from .deterministic import configure_deterministic_mode
@@ -59,22 +63,119 @@ def seed_all_sources(seed: int) -> None:
     _root.replace_seed(seed)
 
 
+_DETERMINISTIC = "True also turns on deterministic kernels for the process."
+
+
+def _exported_elsewhere() -> int | None:
+    """The seed a launcher (or a parent process) put in ``REPRODUCIBLE_BLOCK_SEED``, else None.
+
+    ``set_seed`` exports its own seed there too; a value equal to this process's root is that
+    export (or a seed already in use), so ``set_seed()`` called again draws a new seed.
+    """
+    exported = seed_from_environment(
+        "Set it to the seed every rank should use, or unset it (set_seed() then draws one), or "
+        "pass the seed to set_seed(seed)."
+    )
+    return None if exported == _root.seed else exported
+
+
+def _propose(seed: object) -> tuple[int, str]:
+    """This process's seed and where it came from: ``"given"``, ``"environment"``, ``"drawn"``."""
+    if seed is not None:
+        return validate_seed(seed), "given"
+    exported = _exported_elsewhere()
+    if exported is not None:
+        return exported, "environment"
+    return get_random_seed(), "drawn"
+
+
+def _settle(reports: Sequence[object], rank: int) -> tuple[int, str, list[int]]:
+    """What every rank's proposal (or the message of its refusal) decides for ``rank``.
+
+    A rank that gave a seed keeps it; a rank that gave none takes rank 0's (its own or the one
+    rank 0 read from the environment or drew). Returns this rank's seed, where it came from and
+    every rank's seed; raises if another rank refused.
+
+    >>> _settle([(5, "drawn"), (9, "drawn"), (7, "given")], 1)
+    (5, 'drawn', [5, 5, 7])
+    """
+    for peer, report in enumerate(reports):
+        if isinstance(report, str):
+            raise ReproducibleBlockValueError(
+                f"set_seed() was refused on rank {peer}, so no rank changed its generators: "
+                f"{report}"
+            )
+    proposals = [cast("tuple[int, str]", report) for report in reports]
+    first = proposals[0]
+    seeds = [value if origin == "given" else first[0] for value, origin in proposals]
+    value, origin = proposals[rank] if proposals[rank][1] == "given" else first
+    return value, origin, seeds
+
+
+def _agree_with_peers(seed: object, deterministic: object) -> tuple[int, str, list[int]]:
+    """``set_seed`` under a process group: one ``all_gather_object``, then seed this process.
+
+    Every rank must call it; a refusal on one rank (a bad seed, an open block) is a refusal on
+    every rank, after the collective, so that no rank waits for ever.
+    """
+    with _stack.held("set_seed()"):
+        failure: Exception | None = None
+        proposal: tuple[int, str] | None = None
+        try:
+            check_bool(deterministic, "deterministic", _DETERMINISTIC)
+            with _stack.refuse_inside_block("set_seed()"):
+                proposal = _propose(seed)
+        except Exception as error:  # every rank must reach the collective, whatever went wrong
+            failure = error
+        reports = all_gather_objects(proposal if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        value, origin, seeds = _settle(reports, global_rank())
+        _install(value, deterministic is True)
+    return value, origin, seeds
+
+
+def _install(value: int, deterministic: bool) -> None:
+    """Seed every source, make ``value`` the root and export it (the caller holds the lock)."""
+    seed_all_sources(value)
+    if deterministic:
+        configure_deterministic_mode()
+    os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
+
+
 def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     """Seed every managed generator and make ``seed`` the root that blocks derive from.
 
     Python ``random``, NumPy's global RNG and torch (CPU and every device) are seeded exactly as
     ``random.seed(s); np.random.seed(s); torch.manual_seed(s)`` would, so code outside blocks
     sees the streams it always saw. Generators registered with :func:`register_generator` are
-    seeded from (``s``, their name). ``None`` draws a seed with :func:`get_random_seed`, logs it
-    at INFO on the ``reproducible_block`` logger and returns it, so the run can be repeated.
+    seeded from (``s``, their name). Returns the seed.
 
     Call it once at the start of the program, outside every block (inside one it raises).
     ``deterministic=True`` also calls :func:`configure_deterministic_mode` (deterministic
     kernels for the rest of the process; call it before any CUDA work).
 
-    It also sets the environment variable ``REPRODUCIBLE_BLOCK_SEED`` (see
-    :data:`SEED_ENVIRONMENT_VARIABLE`) to the seed, so that processes started later, such as
-    spawned DataLoader workers, can rebuild the root with ``seed_worker``.
+    ``None`` (no seed) takes the seed from the environment variable ``REPRODUCIBLE_BLOCK_SEED``
+    (:data:`SEED_ENVIRONMENT_VARIABLE`) when a launcher or a parent process set it (a value
+    that is not a seed raises); else, under an initialised ``torch.distributed`` process group,
+    rank 0 draws one for every rank; else it draws one with :func:`get_random_seed`. The seed is
+    logged at INFO on the ``reproducible_block`` logger (by rank 0 only, when the ranks share
+    it), so the run can be repeated.
+
+    Under an initialised process group ``set_seed`` is a collective, with or without a seed:
+    call it on every rank (after ``init_process_group``; with NCCL, after
+    ``torch.cuda.set_device(local_rank)``). One ``all_gather_object`` shares rank 0's seed
+    and checks the ranks: if they end up with different seeds (``set_seed(rank)``), rank 0
+    warns, because model initialisation would then differ per rank (use
+    ``ReproducibleBlock(key, per_rank=True)`` for what should differ). A refusal on one rank is
+    a refusal on every rank. Without a process group, and in a process forked from a rank
+    (DataLoader workers, a fork ``Pool``: the group they inherit is their parent's), nothing is
+    communicated. Called before ``init_process_group``, ``set_seed()`` on each rank draws its
+    own seed unless the launcher exports ``REPRODUCIBLE_BLOCK_SEED``.
+
+    It exports the seed to ``REPRODUCIBLE_BLOCK_SEED``, so that processes started later, such
+    as spawned DataLoader workers, can rebuild the root with ``seed_worker``; a second
+    ``set_seed()`` in the same process draws a new seed rather than reading its own export.
 
     >>> import random, numpy as np, torch
     >>> from reproducible_block import set_seed
@@ -85,20 +186,43 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     >>> drawn[:2] == (random.random(), np.random.rand()) and torch.equal(drawn[2], torch.rand(1))
     True
     """
-    check_bool(deterministic, "deterministic", "True also turns on deterministic kernels for the "
-               "process.")
-    if seed is None:
-        value = get_random_seed()
-        logger.info("set_seed: no seed given, drew %d; call set_seed(%d) to repeat this run",
-                    value, value)
-    else:
-        value = validate_seed(seed)
+    if owns_process_group():
+        value, origin, seeds = _agree_with_peers(seed, deterministic)
+        if global_rank() == 0:
+            if len(set(seeds)) > 1:  # pragma: no cover - spawned ranks (test_distributed.py)
+                warnings.warn(_different_seeds(seeds), UserWarning, stacklevel=2)
+            if origin != "given":
+                _log_chosen(value, origin, len(seeds))
+        return value
+    check_bool(deterministic, "deterministic", _DETERMINISTIC)
+    value, origin = _propose(seed)
     with _stack.refuse_inside_block("set_seed()"):
-        seed_all_sources(value)
-        if deterministic:
-            configure_deterministic_mode()
-        os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
+        _install(value, deterministic)
+    if origin == "drawn" or (origin == "environment" and process_rank() == 0):
+        _log_chosen(value, origin, 1)
     return value
+
+
+def _log_chosen(value: int, origin: str, ranks: int) -> None:
+    shared = f" for the {ranks} ranks" if ranks > 1 else ""
+    if origin == "environment":
+        logger.info("set_seed: no seed given; using %s=%d%s", SEED_ENVIRONMENT_VARIABLE, value,
+                    shared)
+    else:
+        drew = "rank 0 drew" if ranks > 1 else "drew"
+        logger.info("set_seed: no seed given, %s %d%s; call set_seed(%d) to repeat this run",
+                    drew, value, shared, value)
+
+
+def _different_seeds(seeds: Sequence[int]) -> str:
+    listed = ", ".join(f"rank {rank}: {seed}" for rank, seed in enumerate(seeds[:8]))
+    more = f", ... ({len(seeds)} ranks)" if len(seeds) > 8 else ""
+    return (
+        f"set_seed() gave the ranks different seeds ({listed}{more}): model initialisation and "
+        "everything drawn outside per-rank blocks differ from rank to rank. Pass the same seed "
+        "on every rank (or none: rank 0 then chooses one for all), and use "
+        "ReproducibleBlock(key, per_rank=True) for what should differ per rank."
+    )
 
 
 def register_generator(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from reproducible_block import ReproducibleBlock
+from reproducible_block import ReproducibleBlock, set_seed
 
 LENGTH = 16
 DRAWS = 3
@@ -21,13 +21,17 @@ Row = dict[str, Any]
 class AugmentedSamples(Dataset[Row]):
     """Each sample draws an augmentation in ``ReproducibleBlock(("sample", index))`` from torch,
     NumPy's global RNG and Python ``random``, then one value from each global generator outside
-    any block; it also reports which worker loaded it and that worker's torch seed."""
+    any block; it also reports which worker loaded it and that worker's torch seed.
+    ``per_rank=True`` draws the augmentation in a per-rank block instead."""
+
+    def __init__(self, per_rank: bool = False) -> None:
+        self.per_rank = per_rank
 
     def __len__(self) -> int:
         return LENGTH
 
     def __getitem__(self, index: int) -> Row:
-        with ReproducibleBlock(("sample", index)):
+        with ReproducibleBlock(("sample", index), per_rank=self.per_rank):
             augmentation = torch.cat([
                 torch.rand(DRAWS, dtype=torch.float64),
                 torch.from_numpy(np.random.rand(DRAWS)),
@@ -61,3 +65,15 @@ def unbatch(batches: Iterable[Row]) -> list[Row]:
                 "outside": batch["outside"][position],
             })
     return samples
+
+
+class SeedsInWorker(Dataset[torch.Tensor]):
+    """Each sample calls ``set_seed(index)`` in the worker, then draws: set_seed in a DataLoader
+    worker must not communicate, even when the parent has a process group."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        set_seed(index)
+        return torch.rand(2, dtype=torch.float64)

@@ -1,17 +1,30 @@
-"""per_rank=True: a stream per global rank (rank 0 outside torch.distributed), off by default.
+"""per_rank=True: a stream per global rank (rank 0 outside torch.distributed), off by default;
+per_rank=<process group>: a stream per rank within the group.
 
 The 2-rank behaviour (shared by default, different per rank when asked) is checked under a real
-gloo group in test_distributed_rng_state.py.
+gloo group in test_distributed_rng_state.py, process groups with 4 ranks in test_distributed.py;
+here a real group of one rank in this process.
 """
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
-from reproducible_block import ReproducibleBlock, ReproducibleBlockTypeError, set_seed
+from reproducible_block import (
+    ReproducibleBlock,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+    set_seed,
+)
 
 
 def test_a_per_rank_stream_is_reproducible_and_not_the_shared_one() -> None:
@@ -49,5 +62,77 @@ def test_per_rank_shows_in_repr_and_is_checked() -> None:
     assert block.per_rank
     assert not ReproducibleBlock("x").per_rank
     assert repr(block) == "ReproducibleBlock('x', per_rank=True)"
-    with pytest.raises(ReproducibleBlockTypeError, match="per_rank must be True or False"):
-        ReproducibleBlock("x", per_rank=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [1, 0, None, "group", np.bool_(True), [0, 1]])
+def test_per_rank_refuses_anything_but_a_flag_or_a_group(bad: object) -> None:
+    with pytest.raises(ReproducibleBlockTypeError) as info:
+        ReproducibleBlock("x", per_rank=bad)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "per_rank must be True, False or a torch.distributed process group" in message
+    assert repr(bad) in message
+
+
+def draw(block: ReproducibleBlock) -> torch.Tensor:
+    with block:
+        return torch.rand(4)
+
+
+@pytest.mark.usefixtures("single_rank_group")
+def test_a_group_folds_the_rank_within_it_as_true_folds_the_global_rank() -> None:
+    set_seed(0)
+    group = dist.new_group([0])
+    block = ReproducibleBlock("dropout", per_rank=group)
+    assert block.per_rank is group
+    assert repr(block) == "ReproducibleBlock('dropout', per_rank=<process group>)"
+    # Rank 0 of the group gets the stream of global rank 0 with per_rank=True.
+    assert torch.equal(draw(block), draw(ReproducibleBlock("dropout", per_rank=True)))
+    assert not torch.equal(draw(block), draw(ReproducibleBlock("dropout")))
+    loader_order = block.torch_generator()
+    assert torch.equal(torch.rand(4, generator=loader_order),
+                       torch.rand(4, generator=ReproducibleBlock("dropout", per_rank=True)
+                                  .torch_generator()))
+
+
+@pytest.mark.usefixtures("single_rank_group")
+def test_copies_share_the_group_and_pickles_are_refused() -> None:
+    set_seed(0)
+    group = dist.new_group([0])
+    block = ReproducibleBlock("dropout", per_rank=group)
+    for clone in (copy.copy(block), copy.deepcopy(block)):
+        assert clone is not block
+        assert clone.per_rank is group
+        assert torch.equal(draw(clone), draw(block))
+    with pytest.raises(ReproducibleBlockTypeError, match=r"cannot pickle.*per_rank=True"):
+        pickle.dumps(block)
+    shared = ReproducibleBlock("dropout", per_rank=True)  # flags still pickle and copy as before
+    assert pickle.loads(pickle.dumps(shared)).per_rank is True
+    assert copy.deepcopy(shared).per_rank is True
+
+
+@pytest.mark.usefixtures("single_rank_group")
+def test_a_rank_outside_the_group_is_refused_at_entry() -> None:
+    set_seed(0)
+    outside = dist.GroupMember.NON_GROUP_MEMBER  # what dist.new_group returns to non-members
+    block = ReproducibleBlock("dropout", per_rank=outside)  # built alike on every rank
+    before = torch.get_rng_state()
+    with pytest.raises(ReproducibleBlockValueError, match=r"global rank 0.*not a member"):
+        draw(block)
+    with pytest.raises(ReproducibleBlockValueError, match="not a member"):
+        block.torch_generator()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_group_needs_its_process_group(tmp_path: Path, single_rank_group: None) -> None:
+    set_seed(0)
+    group = dist.new_group([0])
+    block = ReproducibleBlock("dropout", per_rank=group)
+    dist.destroy_process_group()
+    try:
+        with pytest.raises(ReproducibleBlockValueError, match="no initialised process group"):
+            draw(block)
+    finally:  # a new default group, which the fixture destroys
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path}/again", rank=0,
+                                world_size=1, timeout=timedelta(seconds=60))
+    with pytest.raises(ReproducibleBlockValueError, match="gives no rank of this process"):
+        draw(block)

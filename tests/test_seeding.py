@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
 
@@ -12,6 +13,7 @@ import torch
 
 import reproducible_block as rb
 from reproducible_block import MAX_SEED, ReproducibleBlock, get_random_seed, set_seed
+from reproducible_block._seeding import _different_seeds, _settle
 
 from ._draws import draw_all, recipe_seed
 
@@ -150,3 +152,124 @@ def test_set_seed_is_all_or_nothing_when_a_source_fails() -> None:
     assert os.environ[rb.SEED_ENVIRONMENT_VARIABLE] == "5"
     with ReproducibleBlock("k"):  # the root is still 5
         assert torch.equal(torch.rand(2), in_block)
+
+
+# set_seed() with no seed: the launcher's REPRODUCIBLE_BLOCK_SEED, else a drawn seed.
+
+
+@pytest.fixture
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """This process as a rank a launcher just started: no root, no RANK, no exported seed."""
+    rb._root.replace_seed(None)
+    monkeypatch.delenv(rb.SEED_ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    return monkeypatch
+
+
+def test_none_takes_the_launchers_seed_and_logs_it(
+    fresh_process: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh_process.setenv(rb.SEED_ENVIRONMENT_VARIABLE, "321")
+    with caplog.at_level(logging.INFO, logger="reproducible_block"):
+        assert set_seed() == 321
+    assert "REPRODUCIBLE_BLOCK_SEED=321" in caplog.text
+    expected = draw_all()
+    set_seed(321)
+    assert draw_all() == expected
+
+
+def test_only_rank_0_logs_the_launchers_seed(
+    fresh_process: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh_process.setenv(rb.SEED_ENVIRONMENT_VARIABLE, "321")
+    fresh_process.setenv("RANK", "1")
+    with caplog.at_level(logging.INFO, logger="reproducible_block"):
+        assert set_seed() == 321
+    assert caplog.text == ""
+
+
+def test_a_second_none_draws_rather_than_reading_its_own_export(
+    fresh_process: pytest.MonkeyPatch,
+) -> None:
+    fresh_process.setenv(rb.SEED_ENVIRONMENT_VARIABLE, "321")
+    assert set_seed() == 321
+    seeds = {set_seed() for _ in range(3)}
+    assert 321 not in seeds
+    assert len(seeds) == 3  # each call draws (a repeat has a chance of about 2**-31)
+
+
+def test_an_explicit_seed_ignores_the_environment(fresh_process: pytest.MonkeyPatch) -> None:
+    fresh_process.setenv(rb.SEED_ENVIRONMENT_VARIABLE, "321")
+    assert set_seed(8) == 8
+    assert rb._root.peek_seed() == 8
+
+
+@pytest.mark.parametrize("exported", ["", "seven", "-1", str(MAX_SEED + 1)])
+def test_a_bad_launcher_seed_is_refused_and_changes_nothing(
+    fresh_process: pytest.MonkeyPatch, exported: str
+) -> None:
+    fresh_process.setenv(rb.SEED_ENVIRONMENT_VARIABLE, exported)
+    state = torch.get_rng_state()
+    with pytest.raises(rb.ReproducibleBlockValueError) as info:
+        set_seed()
+    message = str(info.value)
+    assert f"REPRODUCIBLE_BLOCK_SEED={exported!r}" in message
+    assert "unset it" in message
+    assert torch.equal(torch.get_rng_state(), state)
+    assert rb._root.peek_seed() is None
+
+
+# Under a process group: one all_gather_object decides (tests/test_distributed.py has 2 ranks).
+
+
+def test_settle_shares_rank_0s_seed_and_keeps_given_ones() -> None:
+    reports = [(11, "environment"), (12, "drawn"), (13, "given"), (11, "given")]
+    assert _settle(reports, 0) == (11, "environment", [11, 11, 13, 11])
+    assert _settle(reports, 1) == (11, "environment", [11, 11, 13, 11])
+    assert _settle(reports, 2) == (13, "given", [11, 11, 13, 11])
+
+
+def test_settle_raises_when_another_rank_refused() -> None:
+    with pytest.raises(rb.ReproducibleBlockValueError, match=r"refused on rank 1.*bad seed"):
+        _settle([(11, "drawn"), "bad seed"], 0)
+
+
+@pytest.mark.usefixtures("single_rank_group")
+def test_under_a_group_of_one_set_seed_behaves_as_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="reproducible_block"):
+        drawn = set_seed()
+    assert f"drew {drawn}" in caplog.text
+    assert set_seed(drawn) == drawn
+    expected = draw_all()
+    set_seed(drawn, deterministic=True)
+    assert draw_all() == expected
+    assert torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(rb.ReproducibleBlockTypeError, match="deterministic must be True or False"):
+        set_seed(1, deterministic=1)  # type: ignore[arg-type]
+    with ReproducibleBlock("open"), pytest.raises(rb.BlockUsageError, match="outside every"):
+        set_seed(2)
+    assert rb._root.peek_seed() == drawn
+
+
+def _forked_child_owns_a_group() -> tuple[bool, int]:
+    return rb._distributed.owns_process_group(), set_seed(4)
+
+
+@pytest.mark.usefixtures("single_rank_group")
+def test_a_forked_child_does_not_communicate_through_its_parents_group() -> None:
+    # DataLoader workers and fork pools inherit the group object; its peers are the parent's.
+    assert rb._distributed.owns_process_group()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        owns, seed = pool.apply_async(_forked_child_owns_a_group).get(timeout=60)
+    assert not owns
+    assert seed == 4
+
+
+def test_the_different_seeds_warning_names_the_ranks() -> None:
+    message = _different_seeds([5, 5, 6, *[5] * 9])
+    assert "(rank 0: 5, rank 1: 5, rank 2: 6, rank 3: 5," in message
+    assert "rank 8" not in message
+    assert "... (12 ranks)" in message
+    assert "per_rank=True" in message
