@@ -13,16 +13,14 @@ from . import _root, _stack
 from ._checks import check_bool
 from ._decorator import decorate
 from ._derivation import (
-    block_bits,
     block_message,
     encode_key,
     fold_rank,
     fold_worker,
     loader_bits,
-    named_bits,
     philox_seed,
     seed_sequence,
-    slot,
+    source_bits,
 )
 from ._distributed import check_per_rank, folded_rank
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -85,16 +83,8 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     states = _cache.get(cache_key)
     if states is not None:
         return states
-    message = block_message(seed, tail)
-    pooled: bytes | None = None
-    states = []
-    for source in selection.sources:
-        if source.slot is None:
-            states.append(source.from_bits(named_bits(message, source.name)))
-        else:
-            if pooled is None:
-                pooled = block_bits(message)
-            states.append(source.from_bits(slot(pooled, source.slot)))
+    bits = source_bits(seed, tail, selection.derivation)
+    states = [from_bits(item) for from_bits, item in zip(selection.from_bits, bits, strict=True)]
     while len(_cache) >= CACHE_SIZE > 0:
         del _cache[next(iter(_cache))]
     if CACHE_SIZE > 0:
@@ -197,7 +187,10 @@ class ReproducibleBlock:
         per_rank: bool | ProcessGroup = False,
         per_worker: bool = False,
     ) -> None:
-        self._key, self._key_bytes = validate_and_encode(block_seed)
+        found_key = _plain_keys.get(block_seed) if type(block_seed) is str else None
+        self._key, self._key_bytes = (
+            validate_and_encode(block_seed) if found_key is None else found_key
+        )
         if sources is None:
             self._source_names = None
         else:
@@ -306,9 +299,18 @@ class ReproducibleBlock:
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
-            # _open(), inlined: this is the hot path of every block.
-            states = self._states()
-            self._frames.append(_stack.enter(self, self._selection.sources, states))  # type: ignore[union-attr]
+            # _open() with _states() inlined: this is the hot path of every block.
+            seed = _root.seed
+            if seed is None:
+                _root.current_seed()  # raises NotSeededError
+            selection = registry.selections.get(self._source_names)
+            if selection is None:
+                selection = registry.select(self._source_names)
+            tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
+            states = _cache.get((seed, tail, selection))  # type: ignore[arg-type]
+            if states is None:
+                states = derive_states(seed, tail, selection)  # type: ignore[arg-type]
+            self._frames.append(_stack.enter(self, selection.sources, states))
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:

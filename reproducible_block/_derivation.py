@@ -35,6 +35,7 @@ import hashlib
 import struct
 import sys
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,6 +61,7 @@ __all__ = [
     "registered_root_bits",
     "seed_sequence",
     "slot",
+    "source_bits",
     "worker_bits",
 ]
 
@@ -209,6 +211,32 @@ def worker_bits(base_seed: int, worker_id: int, rank: int) -> bytes:
     """
     message = _U64.pack(base_seed & _MASK64) + _U64.pack(worker_id) + _U64.pack(rank)
     return _digest(WORKER, message, _BUILTIN_BYTES)
+
+
+def source_bits(
+    root_seed: int, tail: bytes, sources: Sequence[tuple[str | None, str]]
+) -> list[bytes]:
+    """The 16 bytes of each source of a block: ``sources`` holds (its built-in slot or None,
+    its name); built-ins take their slot of one 64-byte digest, others their own digest.
+
+    >>> tail = encode_key("train")
+    >>> both = source_bits(0, tail, [("torch", "torch"), (None, "mine")])
+    >>> both == [slot(block_bits(block_message(0, tail)), "torch"),
+    ...          named_bits(block_message(0, tail), "mine")]
+    True
+    """
+    message = _U64.pack(root_seed) + tail
+    pooled = b""
+    bits = []
+    for builtin, name in sources:
+        if builtin is None:
+            bits.append(named_bits(message, name))
+            continue
+        if not pooled:
+            pooled = _digest(BLOCK, message, _BUILTIN_BYTES)
+        start = SEED_BYTES * BUILTIN_SLOTS[builtin]
+        bits.append(pooled[start : start + SEED_BYTES])
+    return bits
 
 
 def slot(bits: bytes, source: str) -> bytes:

@@ -65,13 +65,18 @@ def is_device_type(name: str) -> bool:
 
 
 class Selection:
-    """The sources a block manages, with their names: the same object while nothing changes."""
+    """The sources a block manages, with their names: the same object while nothing changes.
 
-    __slots__ = ("names", "sources")
+    ``derivation`` lists each source's (built-in slot or None, name): what derivation reads.
+    """
+
+    __slots__ = ("derivation", "from_bits", "names", "sources")
 
     def __init__(self, sources: tuple[GeneratorSource[Any], ...]) -> None:
         self.sources = sources
         self.names = tuple(source.name for source in sources)
+        self.derivation = tuple((source.slot, source.name) for source in sources)
+        self.from_bits = tuple(source.from_bits for source in sources)
 
 
 class SourceRegistry:
@@ -83,7 +88,9 @@ class SourceRegistry:
         self._lock = threading.Lock()
         #: Bumped on every change of the managed sources (blocks cache what they resolved).
         self.version = 0
-        self._selections: dict[tuple[str, ...] | None, Selection] = {}
+        #: The selections made since the managed sources last changed, by ``sources=`` names
+        #: (a new dict on every change): blocks read it directly on their hot path.
+        self.selections: dict[tuple[str, ...] | None, Selection] = {}
 
     def builtin(self) -> tuple[GeneratorSource[Any], ...]:
         """The built-in sources, found once (the devices a process has do not change)."""
@@ -113,12 +120,12 @@ class SourceRegistry:
         machine) selects nothing, so code written on a GPU machine runs in CPU CI; any other
         unknown name is an error.
         """
-        found = self._selections.get(names)
+        found = self.selections.get(names)
         if found is None:
             found = Selection(self._select(names))
-            if len(self._selections) > 64:
-                self._selections.clear()
-            self._selections[names] = found
+            if len(self.selections) > 64:
+                self.selections = {}
+            self.selections[names] = found
         return found
 
     def _select(self, names: tuple[str, ...] | None) -> tuple[GeneratorSource[Any], ...]:
@@ -138,7 +145,7 @@ class SourceRegistry:
 
     def _changed(self) -> None:
         self.version += 1
-        self._selections = {}
+        self.selections = {}
 
     def add(self, source: GeneratorSource[Any], name: str) -> None:
         """Manage ``source`` under ``name`` (checked first: a refusal changes nothing)."""

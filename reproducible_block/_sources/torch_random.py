@@ -77,7 +77,7 @@ def torch_cpu_state(bits: bytes) -> torch.Tensor:
     >>> torch.equal(generator.get_state(), state), torch.equal(torch_cpu_state(b"1" * 16), state)
     (True, False)
     """
-    layout = _cpu_layout()
+    layout = _layout if _checked else _cpu_layout()
     if layout is None:  # pragma: no cover - unknown layout
         fallback = torch.Generator()
         fallback.manual_seed(philox_seed(bits))
