@@ -29,6 +29,7 @@ from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBl
 from ._keys import BlockKey, validate_key
 from ._sources.registry import Selection, check_sources, registry
 from ._sources.torch_random import torch_cpu_state
+from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
 
 __all__ = ["CACHE_SIZE", "ReproducibleBlock", "cached_states", "clear_cache", "derive_states"]
 
@@ -85,13 +86,14 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     message = block_message(seed, tail)
     pooled: bytes | None = None
     states = []
-    for source in selection.sources:
-        if source.slot is None:
-            states.append(source.from_bits(named_bits(message, source.name)))
-        else:
-            if pooled is None:
-                pooled = block_bits(message)
-            states.append(source.from_bits(slot(pooled, source.slot)))
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
+        for source in selection.sources:
+            if source.slot is None:
+                states.append(source.from_bits(named_bits(message, source.name)))
+            else:
+                if pooled is None:
+                    pooled = block_bits(message)
+                states.append(source.from_bits(slot(pooled, source.slot)))
     while len(_cache) >= CACHE_SIZE > 0:
         del _cache[next(iter(_cache))]
     if CACHE_SIZE > 0:
@@ -279,6 +281,11 @@ class ReproducibleBlock:
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
+            if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+                from ._compiled import outside_graph
+
+                outside_graph(self._enter_eagerly)
+                return self
             # _open(), inlined: this is the hot path of every block.
             states = self._states()
             self._frames.append(_stack.enter(self, self._selection.sources, states))  # type: ignore[union-attr]
@@ -286,13 +293,32 @@ class ReproducibleBlock:
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         if self._enabled:
+            if is_dynamo_compiling() or dynamo_callback() is not None:
+                from ._compiled import outside_graph
+
+                outside_graph(self._close_last)
+                return
+            # _close_last(), inlined.
             frames = self._frames
             if not frames:
-                raise BlockUsageError(
-                    f"{self!r}.__exit__() was called, but the block is not open. Use it as "
-                    "`with block:` (which enters and exits it) or as a decorator."
-                )
+                raise self._not_open()
             _stack.leave(frames.pop())
+
+    def _enter_eagerly(self) -> None:
+        """``__enter__``, without the check for torch.compile."""
+        self._frames.append(self._open())
+
+    def _close_last(self) -> None:
+        """Close the frame the last entry opened."""
+        if not self._frames:
+            raise self._not_open()
+        _stack.leave(self._frames.pop())
+
+    def _not_open(self) -> BlockUsageError:
+        return BlockUsageError(
+            f"{self!r}.__exit__() was called, but the block is not open. Use it as "
+            "`with block:` (which enters and exits it) or as a decorator."
+        )
 
     # Generators handed out: no block is entered, no global generator changes.
 

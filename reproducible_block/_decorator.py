@@ -20,6 +20,7 @@ import wrapt
 from . import _stack
 from ._errors import ReproducibleBlockTypeError
 from ._resumable import Stream, run_async_generator, run_coroutine, run_generator
+from ._transforms import dynamo_callback, is_compiling, is_dynamo_compiling
 
 __all__ = ["decorate", "wrap_function"]
 
@@ -28,6 +29,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 # wrapt's wrapper types (generic in its stubs, plain classes at run time in older wrapt).
 _FunctionWrapper: Any = wrapt.FunctionWrapper
 _BoundFunctionWrapper: Any = wrapt.BoundFunctionWrapper
+# wrapt's proxy answers ``__class__`` with the wrapped function's class (isinstance and inspect
+# see a function); this is that descriptor.
+_PROXIED_CLASS: Any = next(
+    kind.__dict__["__class__"] for kind in _FunctionWrapper.__mro__ if "__class__" in kind.__dict__
+)
+
+
+def _class_seen(wrapper: Any) -> type:
+    """``wrapper.__class__``: the wrapped function's class, except to torch.compile.
+
+    While dynamo traces, a proxy that passes for the function would be inlined as the plain
+    function (its ``__code__``, from the proxy), silently dropping the block. Told the truth,
+    dynamo calls the wrapper as it is (a graph break), and the call switches streams outside the
+    graph (see ``_transforms``).
+    """
+    if is_compiling():
+        return type(wrapper)
+    return _PROXIED_CLASS.__get__(wrapper)  # type: ignore[no-any-return]
+
+
+def _set_class(wrapper: Any, value: type) -> None:
+    _PROXIED_CLASS.__set__(wrapper, value)
 
 
 def _resolve(module: str, qualname: str) -> Any:
@@ -53,6 +76,8 @@ def _reference(wrapper: Any) -> tuple[Any, ...]:
 class _BoundBlockFunction(_BoundFunctionWrapper):  # type: ignore[misc]
     """A decorated method bound to an instance or class."""
 
+    __class__ = property(_class_seen, _set_class)
+
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         instance = self._self_instance
         if instance is None:  # accessed on the class: the function itself
@@ -64,6 +89,7 @@ class _BlockFunction(_FunctionWrapper):  # type: ignore[misc]
     """A decorated function: wrapt's wrapper, pickled by reference."""
 
     __bound_function_wrapper__ = _BoundBlockFunction
+    __class__ = property(_class_seen, _set_class)
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         return _reference(self)
@@ -73,6 +99,14 @@ def _call(block: Any) -> Callable[..., Any]:
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not block._enabled:
             return wrapped(*args, **kwargs)
+        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+            from ._compiled import outside_graph
+
+            frame = outside_graph(block._open)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                outside_graph(_stack.leave, frame)
         frame = block._open()
         try:
             return wrapped(*args, **kwargs)
