@@ -26,6 +26,7 @@ from ._derivation import (
 )
 from ._distributed import process_rank
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._key_from import check_key_from
 from ._keys import BlockKey, validate_key
 from ._sources.registry import Selection, check_sources, registry
 from ._sources.torch_random import torch_cpu_state
@@ -135,6 +136,12 @@ class ReproducibleBlock:
         per_worker: ``True`` folds the DataLoader worker id (0 in the main process) into the
             key, read at each entry: every worker gets its own stream, for an
             ``IterableDataset`` whose ``__iter__`` runs once per worker.
+        key_from: for a decorator only: a key part taken from each call's arguments, so that
+            every call has a stream of its own. The name of an argument
+            (``@ReproducibleBlock("step", key_from="step")`` runs each call in
+            ``("step", step)``; a tuple key gets the part appended), or a callable that takes
+            the call's arguments (without a method's ``self``) and returns a key part or a
+            tuple of parts. Entering such a block with ``with`` raises ``BlockUsageError``.
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -143,7 +150,8 @@ class ReproducibleBlock:
     ``@staticmethod``/``@classmethod``. On a class, construction (``__init__``) runs in the
     block and the class stays itself: ``type(Net()) is Net``, instances pickle. A function
     called once per epoch that needs a stream per epoch uses a tuple key inside:
-    ``with ReproducibleBlock(("train", epoch)):``. A decorated generator, coroutine or async
+    ``with ReproducibleBlock(("train", epoch)):``, or ``key_from="epoch"``. A decorated
+    generator, coroutine or async
     generator keeps the block's stream across ``yield`` and ``await``: its draws continue on
     each resume, and none leak into the caller's stream.
 
@@ -172,6 +180,7 @@ class ReproducibleBlock:
         "_frames",
         "_key",
         "_key_bytes",
+        "_key_from",
         "_per_rank",
         "_per_worker",
         "_selection",
@@ -187,6 +196,7 @@ class ReproducibleBlock:
         enabled: bool = True,
         per_rank: bool = False,
         per_worker: bool = False,
+        key_from: str | Callable[..., Any] | None = None,
     ) -> None:
         self._key, self._key_bytes = validate_and_encode(block_seed)
         if sources is None:
@@ -208,6 +218,7 @@ class ReproducibleBlock:
         if per_worker is not False:
             check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own "
                        "stream.")
+        self._key_from = key_from if key_from is None else check_key_from(key_from)
         self._enabled = enabled
         self._per_rank = per_rank
         self._per_worker = per_worker
@@ -219,7 +230,7 @@ class ReproducibleBlock:
         # A copy or a pickle is a new, closed block: never the open frames, nor the cached
         # sources (which hold the process's generators themselves).
         return (_rebuild, (self._key, self._source_names, self._enabled, self._per_rank,
-                           self._per_worker))
+                           self._per_worker, self._key_from))
 
     @property
     def key(self) -> BlockKey:
@@ -241,12 +252,31 @@ class ReproducibleBlock:
         """Whether the DataLoader worker id is folded into the key (a stream per worker)."""
         return self._per_worker
 
+    @property
+    def key_from(self) -> str | Callable[..., Any] | None:
+        """Where a decorated call takes a part of its key from (None: the key is whole)."""
+        return self._key_from
+
     def __repr__(self) -> str:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
         extra += ", per_rank=True" if self._per_rank else ""
         extra += ", per_worker=True" if self._per_worker else ""
+        extra += "" if self._key_from is None else f", key_from={self._key_from!r}"
         return f"ReproducibleBlock({self._key!r}{extra})"
+
+    def _for_call(self, key: BlockKey) -> ReproducibleBlock:
+        """A block with this one's options and ``key`` (a call's key, see ``key_from``)."""
+        return ReproducibleBlock(key, sources=self._source_names, per_rank=self._per_rank,
+                                 per_worker=self._per_worker)
+
+    def _refuse_key_from(self, use: str) -> BlockUsageError:
+        return BlockUsageError(
+            f"{self!r} was {use}, but key_from takes a part of the key from the arguments of "
+            "each call of a decorated function, and here there is no call. Put the part in a "
+            "tuple key instead, such as ReproducibleBlock(('step', step)), or decorate the "
+            "function."
+        )
 
     def _tail(self) -> bytes:
         """The folds (rank, worker id) and the encoded key: what derivation reads after the
@@ -266,6 +296,8 @@ class ReproducibleBlock:
             _root.current_seed()  # raises NotSeededError
         selection = self._selection
         if selection is None or self._version != registry.version:
+            if self._key_from is not None:  # never cached: checked on every entry, for free
+                raise self._refuse_key_from("entered with `with`")
             selection = self._selection = registry.select(self._source_names)
             self._version = registry.version
         tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
@@ -323,6 +355,8 @@ class ReproducibleBlock:
     # Generators handed out: no block is entered, no global generator changes.
 
     def _loader_bits(self, kind: str) -> bytes:
+        if self._key_from is not None:
+            raise self._refuse_key_from(f"asked for a {kind}_generator()")
         seed = _root.current_seed(f"{self!r}.{kind}_generator()")
         return loader_bits(block_message(seed, self._tail()), kind)
 
@@ -397,8 +431,14 @@ class ReproducibleBlock:
 
 
 def _rebuild(
-    key: BlockKey, sources: Sequence[str] | None, enabled: bool, per_rank: bool, per_worker: bool
+    key: BlockKey,
+    sources: Sequence[str] | None,
+    enabled: bool,
+    per_rank: bool,
+    per_worker: bool,
+    key_from: str | Callable[..., Any] | None = None,
 ) -> ReproducibleBlock:
     return ReproducibleBlock(
-        key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker
+        key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker,
+        key_from=key_from,
     )

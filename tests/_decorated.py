@@ -43,3 +43,9 @@ class Same(Net):
 def legacy_noise() -> torch.Tensor:
     """Draws in 0.0.1's block 3."""
     return torch.rand(2)
+
+
+@ReproducibleBlock("step-noise", key_from="step")
+def step_noise(step: int) -> torch.Tensor:
+    """Draws in the block ("step-noise", step)."""
+    return torch.rand(2)

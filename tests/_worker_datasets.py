@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from reproducible_block import ReproducibleBlock
 
@@ -61,3 +61,26 @@ def unbatch(batches: Iterable[Row]) -> list[Row]:
                 "outside": batch["outside"][position],
             })
     return samples
+
+
+class PerWorkerStreams(IterableDataset[tuple[int, float]]):
+    """Each worker iterates the whole dataset: (worker id, a draw), from a decorated
+    ``__iter__`` whose block folds in the worker id."""
+
+    @ReproducibleBlock("worker-stream", per_worker=True)
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        yield from _draws()
+
+
+class SharedStreams(IterableDataset[tuple[int, float]]):
+    """The same, without ``per_worker``: every worker draws the same stream."""
+
+    @ReproducibleBlock("worker-stream")
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        yield from _draws()
+
+
+def _draws() -> Iterator[tuple[int, float]]:
+    info = get_worker_info()
+    for _ in range(DRAWS):
+        yield (0 if info is None else info.id), torch.rand(()).item()

@@ -181,3 +181,18 @@ def test_an_error_inside_a_compiled_decorated_function_closes_the_block() -> Non
         torch.compile(_fails, backend="eager")(torch.zeros(4))
     assert _stack.open_count() == 0
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@ReproducibleBlock("compiled-step", key_from="step")
+def _step_noise(x: torch.Tensor, step: int) -> torch.Tensor:
+    return x + torch.rand(4)
+
+
+def test_key_from_in_compiled_code_gives_each_call_its_key() -> None:
+    set_seed(0)
+    compiled = torch.compile(_step_noise, backend="eager")
+    steps = [compiled(torch.zeros(4), step) for step in (0, 1, 0)]
+    assert torch.equal(steps[0], steps[2])
+    assert not torch.equal(steps[0], steps[1])
+    with ReproducibleBlock(("compiled-step", 1)):
+        assert torch.equal(torch.rand(4), steps[1])
