@@ -31,6 +31,9 @@ SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
 seed: int | None = None
 #: How many times the root was installed (``set_seed`` twice with one seed makes two roots).
 generation = 0
+#: torch's initial seed as the library last left it outside blocks (see ``_other_seeders``):
+#: when the outermost block finds another, something else seeded torch. None: not yet seeded.
+torch_seed: int | None = None
 
 
 def validate_seed(value: object) -> int:

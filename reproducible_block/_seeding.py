@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _root, _stack
+from . import _other_seeders, _root, _stack
 from ._checks import check_bool
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
 from ._sources import GeneratorSource
@@ -49,6 +49,7 @@ def seed_all_sources(seed: int) -> None:
     for source in registry.active():
         source.seed(seed)
     _root.replace_seed(seed)
+    _other_seeders.settle()
 
 
 def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from . import _other_seeders, _root
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._other_seeders import initial_seed
 from ._sources import GeneratorSource
 
 __all__ = [
@@ -161,6 +163,13 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
     """
     if not lock.acquire(True, _wait):
         raise _timed_out(owner)
+    outermost = not _open
+    if outermost and initial_seed() != _root.torch_seed:  # another seeder ran?
+        try:
+            _other_seeders.noticed()
+        except BaseException:  # the warning raised (warnings as errors): nothing is open
+            lock.release()
+            raise
     saved: list[Any] = []
     try:
         for source, state in zip(sources, states, strict=True):
@@ -172,7 +181,7 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
         finally:
             lock.release()
         raise
-    if not _open:
+    if outermost:
         global _holder
         _holder = threading.get_ident()
     frame = (owner, sources, saved)
