@@ -8,6 +8,7 @@ OLDEST_PYTHON ?= python3.11
 OLDEST_VENV := .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
+INTEGRATIONS_STAMP := $(VENV)/.integrations-stamp
 
 .PHONY: demo test lint typecheck unit optimized examples docs test-oldest dist-check bench fuzz clean
 
@@ -26,12 +27,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
-unit: $(STAMP)
+# Lightning, accelerate and transformers, for tests/test_integrations.py and the integrations
+# guide (requirements-integrations.txt; torch stays the pinned CPU build).
+$(INTEGRATIONS_STAMP): requirements-integrations.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-integrations.txt
+	touch $(INTEGRATIONS_STAMP)
+
+unit: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -m pytest -q --cov=reproducible_block --cov-branch \
 		--cov-report=term:skip-covered --cov-fail-under=95
 
 # The whole suite again with assertions stripped: the library must not rely on assert.
-optimized: $(STAMP)
+optimized: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -O -m pytest -q --no-cov -W "ignore::pytest.PytestConfigWarning"
 
 examples: $(STAMP)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from reproducible_block import ReproducibleBlock
 
@@ -84,3 +84,35 @@ def _draws() -> Iterator[tuple[int, float]]:
     info = get_worker_info()
     for _ in range(DRAWS):
         yield (0 if info is None else info.id), torch.rand(()).item()
+
+
+class NoisyRegression(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Inputs drawn per sample in ``ReproducibleBlock(("sample", index))``, with their sum as
+    the target: a tiny regression task for the Lightning and accelerate recipes."""
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with ReproducibleBlock(("sample", index)):
+            inputs = torch.randn(4)
+        return inputs, inputs.sum(0, keepdim=True)
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffle per epoch, from ``ReproducibleBlock(("data-order", epoch)).torch_generator()``:
+    ``set_epoch(epoch)`` picks the epoch (Lightning calls it before every epoch)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
+        return iter(torch.randperm(self.length, generator=generator).tolist())
