@@ -293,7 +293,7 @@ class ReproducibleBlock:
         """The states to install, deriving them if they are not cached; sets ``_selection``."""
         seed = _root.seed
         if seed is None:
-            _root.current_seed()  # raises NotSeededError
+            seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
         selection = self._selection
         if selection is None or self._version != registry.version:
             if self._key_from is not None:  # never cached: checked on every entry, for free
@@ -301,9 +301,9 @@ class ReproducibleBlock:
             selection = self._selection = registry.select(self._source_names)
             self._version = registry.version
         tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
-        states = _cache.get((seed, tail, selection))  # type: ignore[arg-type]
+        states = _cache.get((seed, tail, selection))
         if states is None:
-            states = derive_states(seed, tail, selection)  # type: ignore[arg-type]
+            states = derive_states(seed, tail, selection)
         return states
 
     def _open(self) -> _stack.Frame:

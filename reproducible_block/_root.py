@@ -7,6 +7,8 @@ gives the states ``set_seed`` left, so no snapshot of them is kept: the compat
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ._errors import NotSeededError, ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -17,6 +19,7 @@ __all__ = [
     "current_seed",
     "peek_seed",
     "replace_seed",
+    "seed_from_environment",
     "validate_seed",
 ]
 
@@ -61,14 +64,40 @@ def validate_seed(value: object) -> int:
     return number
 
 
+def seed_from_environment() -> int | None:
+    """The root seed ``set_seed`` exported in a parent process, or None if there is none."""
+    text = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
+    if text is None:
+        return None
+    try:
+        return validate_seed(int(text))
+    except (ValueError, ReproducibleBlockValueError):
+        raise ReproducibleBlockValueError(
+            f"the environment variable {SEED_ENVIRONMENT_VARIABLE}={text!r} is not a seed; "
+            f"set_seed() writes an int from 0 to MAX_SEED = {MAX_SEED} there. Unset it, or call "
+            "set_seed(seed) in the parent process before it starts this one."
+        ) from None
+
+
 def current_seed(action: str = "entering a ReproducibleBlock") -> int:
-    """The root seed, or :class:`NotSeededError` telling the user to call ``set_seed`` first."""
+    """The root seed, or :class:`NotSeededError` telling the user to call ``set_seed`` first.
+
+    A process without a root (one started by spawn, ``multiprocessing.Pool`` or
+    ``torch.multiprocessing.spawn``) takes the one its parent's ``set_seed`` exported.
+    """
     if seed is None:
-        raise NotSeededError(
-            f"{action} needs a root seed, and set_seed() has not been called in this process. "
-            "Call reproducible_block.set_seed(seed) once, before any block, at the start of "
-            "your program (or in each worker: see seed_worker)."
-        )
+        exported = seed_from_environment()
+        if exported is None:
+            raise NotSeededError(
+                f"{action} needs a root seed, and set_seed() has not been called in this "
+                "process nor in the process that started it. Call "
+                "reproducible_block.set_seed(seed) once, before any block, at the start of your "
+                "program (DataLoader workers: worker_init_fn=seed_worker)."
+            )
+        global torch_seed
+        replace_seed(exported)
+        torch_seed = None  # torch is as this process found it: nothing to compare with yet
+        return exported
     return seed
 
 

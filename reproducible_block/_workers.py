@@ -16,7 +16,6 @@ is gone, so the root has to travel:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from . import _other_seeders, _root, _stack
 from ._derivation import slot, worker_bits
 from ._distributed import process_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, validate_seed
+from ._root import validate_seed
 from ._sources.registry import registry
 
 __all__ = ["WorkerInit", "seed_worker"]
@@ -46,21 +45,6 @@ def _check_worker_id(worker_id: object) -> int:
             f"{worker_id}. Pass worker_init_fn=seed_worker and let the DataLoader call it."
         )
     return int(worker_id)
-
-
-def _seed_from_environment() -> int | None:
-    """The root seed exported by ``set_seed`` in a parent process, or None if there is none."""
-    text = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
-    if text is None:
-        return None
-    try:
-        return validate_seed(int(text))
-    except (ValueError, ReproducibleBlockValueError):
-        raise ReproducibleBlockValueError(
-            f"the environment variable {SEED_ENVIRONMENT_VARIABLE}={text!r} is not a seed; "
-            f"set_seed() writes an int from 0 to MAX_SEED = {MAX_SEED} there. Unset it, or call "
-            "set_seed(seed) in the parent process before the DataLoader starts its workers."
-        ) from None
 
 
 def _seed_worker_globals(worker_id: int, rank: int) -> None:
@@ -138,7 +122,7 @@ class _SeedWorker:
             root = validate_seed(self._root_seed)
             _root.replace_seed(root)
         elif _root.seed is None:
-            exported = _seed_from_environment()
+            exported = _root.seed_from_environment()
             if exported is not None:
                 _root.replace_seed(exported)
         rank = process_rank() if self._rank is None else _check_rank(self._rank)
