@@ -116,3 +116,41 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
         return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+class EpochSamples(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) pairs in the epoch's order: the epoch reaches every worker with
+    each index, persistent workers included (a sampler runs in the main process)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
+        order = torch.randperm(self.length, generator=generator).tolist()
+        return iter([(self.epoch, index) for index in order])
+
+
+class EpochAugmented(Dataset[tuple[int, int, torch.Tensor]]):
+    """Augments sample ``index`` of ``epoch`` in ``ReproducibleBlock(("sample", epoch, index))``.
+
+    Given an (epoch, index) pair it uses that epoch; given a plain index it uses ``self.epoch``,
+    which the main process may set, but which persistent workers never see change."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[int, int, torch.Tensor]:
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        with ReproducibleBlock(("sample", epoch, index)):
+            return epoch, index, torch.rand(2)
