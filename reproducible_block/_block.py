@@ -160,6 +160,11 @@ class ReproducibleBlock:
     :func:`set_block_wait_timeout` seconds). Code outside blocks in other threads still shares
     the global generators.
 
+    Compiled code and transforms: under ``torch.compile`` a block switches streams outside the
+    graph (a graph break at its entry and exit; a ``with`` inside a compiled function makes
+    dynamo run that function eagerly), and compiled code draws its own numbers from the stream.
+    Blocks work inside ``torch.func.grad``, ``vmap`` and ``functional_call``.
+
     Copies and pickles of a block are new blocks with the same key and options.
 
     >>> import torch

@@ -61,7 +61,10 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     seeded from (``s``, their name). ``None`` draws a seed with :func:`get_random_seed`, logs it
     at INFO on the ``reproducible_block`` logger and returns it, so the run can be repeated.
 
-    Call it once at the start of the program, outside every block (inside one it raises).
+    Call it once at the start of the program, outside every block (inside one it raises). With
+    another seeder (Lightning's ``seed_everything``, ``transformers.set_seed``), call it right
+    after that one, with the same seed: blocks derive from the root ``set_seed`` gives them, and
+    the first block after a seeding the library did not make warns (once).
     ``deterministic=True`` also calls :func:`configure_deterministic_mode` (deterministic
     kernels for the rest of the process; call it before any CUDA work).
 
