@@ -196,3 +196,23 @@ def test_key_from_in_compiled_code_gives_each_call_its_key() -> None:
     assert not torch.equal(steps[0], steps[1])
     with ReproducibleBlock(("compiled-step", 1)):
         assert torch.equal(torch.rand(4), steps[1])
+
+
+@ReproducibleBlock("compiled-epoch", key_from="epoch")
+def _epoch_draws(epoch: int) -> Iterator[torch.Tensor]:
+    for _ in range(2):
+        yield torch.rand(4)
+
+
+def test_key_from_on_a_generator_called_in_compiled_code() -> None:
+    set_seed(0)
+
+    def caller(x: torch.Tensor) -> torch.Tensor:
+        return x + torch.stack(list(_epoch_draws(3)))
+
+    expected = caller(torch.zeros(4))
+    with ReproducibleBlock(("compiled-epoch", 3)):
+        assert torch.equal(expected[0], torch.rand(4))
+    first, again = twice(torch.compile(caller, backend="eager"))
+    assert torch.equal(first, expected)
+    assert torch.equal(again, expected)

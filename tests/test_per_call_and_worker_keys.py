@@ -236,6 +236,17 @@ def test_bad_key_from_arguments_are_refused_at_decoration() -> None:
         ReproducibleBlock("step", key_from="rest")(lambda *rest: rest)
 
 
+class Named:
+    @ReproducibleBlock("self", key_from="self")
+    def method(self) -> None: ...
+
+
+def test_key_from_self_names_the_instance_which_is_no_key_part() -> None:
+    set_seed(0)
+    with pytest.raises(ReproducibleBlockTypeError, match=r"key_from='self'.*Named object"):
+        Named().method()
+
+
 def test_a_value_that_is_no_key_part_is_a_clear_error() -> None:
     set_seed(0)
 
