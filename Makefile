@@ -8,6 +8,7 @@ OLDEST_PYTHON ?= python3.11
 OLDEST_VENV := .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
+INTEGRATIONS_STAMP := $(VENV)/.integrations-stamp
 
 .PHONY: demo test quick format lint typecheck unit optimized examples docs test-oldest dist-check \
 	bench fuzz clean
@@ -27,17 +28,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
-unit: $(STAMP)
+# Lightning, accelerate and transformers, for tests/test_integrations.py and the integrations
+# guide (requirements-integrations.txt; torch stays the pinned CPU build).
+$(INTEGRATIONS_STAMP): requirements-integrations.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-integrations.txt
+	touch $(INTEGRATIONS_STAMP)
+
+unit: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -m pytest -q --cov=reproducible_block --cov-branch \
 		--cov-report=term:skip-covered --cov-fail-under=95
 
 # The suite again with assertions stripped: the library must not rely on assert. The slow tests
 # (other processes, long property runs) ran in `unit`; they add nothing here but minutes.
-optimized: $(STAMP)
+optimized: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -O -m pytest -q --no-cov -m "not slow" -W "ignore::pytest.PytestConfigWarning"
 
 # The inner loop: lint, types and the fast tests, stopping at the first failure.
-quick: lint typecheck
+quick: lint typecheck $(INTEGRATIONS_STAMP)
 	$(BIN)/python -m pytest -q --no-cov -x -m "not slow"
 
 # ruff's formatter over the tree (applied once; `make lint` checks the rules).

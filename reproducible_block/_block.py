@@ -24,9 +24,11 @@ from ._derivation import (
 )
 from ._distributed import check_per_rank, folded_rank
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._key_from import check_key_from
 from ._keys import BlockKey, validate_key
 from ._sources.registry import Selection, check_sources, registry
 from ._sources.torch_random import torch_cpu_state
+from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -84,7 +86,10 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     if states is not None:
         return states
     bits = source_bits(seed, tail, selection.derivation)
-    states = [from_bits(item) for from_bits, item in zip(selection.from_bits, bits, strict=True)]
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
+        states = [
+            from_bits(item) for from_bits, item in zip(selection.from_bits, bits, strict=True)
+        ]
     while len(_cache) >= CACHE_SIZE > 0:
         del _cache[next(iter(_cache))]
     if CACHE_SIZE > 0:
@@ -132,6 +137,12 @@ class ReproducibleBlock:
         per_worker: ``True`` folds the DataLoader worker id (0 in the main process) into the
             key, read at each entry: every worker gets its own stream, for an
             ``IterableDataset`` whose ``__iter__`` runs once per worker.
+        key_from: for a decorator only: a key part taken from each call's arguments, so that
+            every call has a stream of its own. The name of an argument
+            (``@ReproducibleBlock("step", key_from="step")`` runs each call in
+            ``("step", step)``; a tuple key gets the part appended), or a callable that takes
+            the call's arguments (without a method's ``self``) and returns a key part or a
+            tuple of parts. Entering such a block with ``with`` raises ``BlockUsageError``.
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -140,7 +151,8 @@ class ReproducibleBlock:
     ``@staticmethod``/``@classmethod``. On a class, construction (``__init__``) runs in the
     block and the class stays itself: ``type(Net()) is Net``, instances pickle. A function
     called once per epoch that needs a stream per epoch uses a tuple key inside:
-    ``with ReproducibleBlock(("train", epoch)):``. A decorated generator, coroutine or async
+    ``with ReproducibleBlock(("train", epoch)):``, or ``key_from="epoch"``. A decorated
+    generator, coroutine or async
     generator keeps the block's stream across ``yield`` and ``await``: its draws continue on
     each resume, and none leak into the caller's stream.
 
@@ -148,6 +160,11 @@ class ReproducibleBlock:
     open in one thread, a block entered in another thread waits for it to close (at most
     :func:`set_block_wait_timeout` seconds). Code outside blocks in other threads still shares
     the global generators.
+
+    Compiled code and transforms: under ``torch.compile`` a block switches streams outside the
+    graph (a graph break at its entry and exit; a ``with`` inside a compiled function makes
+    dynamo run that function eagerly), and compiled code draws its own numbers from the stream.
+    Blocks work inside ``torch.func.grad``, ``vmap`` and ``functional_call``.
 
     Copies and pickles of a block are new blocks with the same key and options. A copy of a
     block with ``per_rank=<group>`` shares the group; pickling one raises ``TypeError`` (a
@@ -171,6 +188,7 @@ class ReproducibleBlock:
         "_frames",
         "_key",
         "_key_bytes",
+        "_key_from",
         "_per_rank",
         "_per_worker",
         "_selection",
@@ -186,6 +204,7 @@ class ReproducibleBlock:
         enabled: bool = True,
         per_rank: bool | ProcessGroup = False,
         per_worker: bool = False,
+        key_from: str | Callable[..., Any] | None = None,
     ) -> None:
         found_key = _plain_keys.get(block_seed) if type(block_seed) is str else None
         self._key, self._key_bytes = (
@@ -210,6 +229,7 @@ class ReproducibleBlock:
         if per_worker is not False:
             check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own "
                        "stream.")
+        self._key_from = key_from if key_from is None else check_key_from(key_from)
         self._enabled = enabled
         self._per_rank = per_rank
         self._per_worker = per_worker
@@ -229,7 +249,8 @@ class ReproducibleBlock:
         return (_rebuild, self._options())
 
     def _options(self) -> tuple[Any, ...]:
-        return (self._key, self._source_names, self._enabled, self._per_rank, self._per_worker)
+        return (self._key, self._source_names, self._enabled, self._per_rank, self._per_worker,
+                self._key_from)
 
     def __copy__(self) -> ReproducibleBlock:
         return _rebuild(*self._options())
@@ -258,13 +279,32 @@ class ReproducibleBlock:
         """Whether the DataLoader worker id is folded into the key (a stream per worker)."""
         return self._per_worker
 
+    @property
+    def key_from(self) -> str | Callable[..., Any] | None:
+        """Where a decorated call takes a part of its key from (None: the key is whole)."""
+        return self._key_from
+
     def __repr__(self) -> str:
         extra = "" if self._source_names is None else f", sources={self._source_names!r}"
         extra += "" if self._enabled else ", enabled=False"
         if self._per_rank is not False:  # a group shows alike on every rank and in every run
             extra += ", per_rank=True" if self._per_rank is True else ", per_rank=<process group>"
         extra += ", per_worker=True" if self._per_worker else ""
+        extra += "" if self._key_from is None else f", key_from={self._key_from!r}"
         return f"ReproducibleBlock({self._key!r}{extra})"
+
+    def _for_call(self, key: BlockKey) -> ReproducibleBlock:
+        """A block with this one's options and ``key`` (a call's key, see ``key_from``)."""
+        return ReproducibleBlock(key, sources=self._source_names, per_rank=self._per_rank,
+                                 per_worker=self._per_worker)
+
+    def _refuse_key_from(self, use: str) -> BlockUsageError:
+        return BlockUsageError(
+            f"{self!r} was {use}, but key_from takes a part of the key from the arguments of "
+            "each call of a decorated function, and here there is no call. Put the part in a "
+            "tuple key instead, such as ReproducibleBlock(('step', step)), or decorate the "
+            "function."
+        )
 
     def _tail(self) -> bytes:
         """The folds (rank, worker id) and the encoded key: what derivation reads after the
@@ -281,15 +321,17 @@ class ReproducibleBlock:
         """The states to install, deriving them if they are not cached; sets ``_selection``."""
         seed = _root.seed
         if seed is None:
-            _root.current_seed()  # raises NotSeededError
+            seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
         selection = self._selection
         if selection is None or self._version != registry.version:
+            if self._key_from is not None:  # never cached: checked on every entry, for free
+                raise self._refuse_key_from("entered with `with`")
             selection = self._selection = registry.select(self._source_names)
             self._version = registry.version
         tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
-        states = _cache.get((seed, tail, selection))  # type: ignore[arg-type]
+        states = _cache.get((seed, tail, selection))
         if states is None:
-            states = derive_states(seed, tail, selection)  # type: ignore[arg-type]
+            states = derive_states(seed, tail, selection)
         return states
 
     def _open(self) -> _stack.Frame:
@@ -299,33 +341,61 @@ class ReproducibleBlock:
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
+            if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+                from ._compiled import outside_graph  # torch._dynamo: only when it runs
+
+                outside_graph(self._enter_eagerly)
+                return self
             # _open() with _states() inlined: this is the hot path of every block.
+            if self._key_from is not None:
+                raise self._refuse_key_from("entered with `with`")
             seed = _root.seed
             if seed is None:
-                _root.current_seed()  # raises NotSeededError
+                seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
             selection = registry.selections.get(self._source_names)
             if selection is None:
                 selection = registry.select(self._source_names)
             tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
-            states = _cache.get((seed, tail, selection))  # type: ignore[arg-type]
+            states = _cache.get((seed, tail, selection))
             if states is None:
-                states = derive_states(seed, tail, selection)  # type: ignore[arg-type]
+                states = derive_states(seed, tail, selection)
             self._frames.append(_stack.enter(self, selection.sources, states))
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         if self._enabled:
+            if is_dynamo_compiling() or dynamo_callback() is not None:
+                from ._compiled import outside_graph
+
+                outside_graph(self._close_last)
+                return
+            # _close_last(), inlined.
             frames = self._frames
             if not frames:
-                raise BlockUsageError(
-                    f"{self!r}.__exit__() was called, but the block is not open. Use it as "
-                    "`with block:` (which enters and exits it) or as a decorator."
-                )
+                raise self._not_open()
             _stack.leave(frames.pop())
+
+    def _enter_eagerly(self) -> None:
+        """``__enter__``, without the check for torch.compile."""
+        self._frames.append(self._open())
+
+    def _close_last(self) -> None:
+        """Close the frame the last entry opened."""
+        if not self._frames:
+            raise self._not_open()
+        _stack.leave(self._frames.pop())
+
+    def _not_open(self) -> BlockUsageError:
+        return BlockUsageError(
+            f"{self!r}.__exit__() was called, but the block is not open. Use it as "
+            "`with block:` (which enters and exits it) or as a decorator."
+        )
 
     # Generators handed out: no block is entered, no global generator changes.
 
     def _loader_bits(self, kind: str) -> bytes:
+        if self._key_from is not None:
+            raise self._refuse_key_from(f"asked for a {kind}_generator()")
         seed = _root.current_seed(f"{self!r}.{kind}_generator()")
         return loader_bits(block_message(seed, self._tail()), kind)
 
@@ -444,7 +514,9 @@ def _rebuild(
     enabled: bool,
     per_rank: bool | ProcessGroup,
     per_worker: bool,
+    key_from: str | Callable[..., Any] | None = None,
 ) -> ReproducibleBlock:
     return ReproducibleBlock(
-        key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker
+        key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker,
+        key_from=key_from,
     )

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _root, _stack
+from . import _other_seeders, _root, _stack
 from ._checks import describe, invalid, read_fields, read_int
 from ._derivation import DERIVATION_VERSION, new_rank_bits, new_rank_named_bits, slot
 from ._distributed import all_gather_objects, global_rank, is_distributed, world_size
@@ -309,6 +309,8 @@ def load_rng_state(
         _tell_peers(None)
         _stack.install_all(plan.sources, plan.states, portable=plan.portable)
         _root.replace_seed(plan.root_seed)
+        if not _stack.open_count():  # inside a block, the states outside it are left as they are
+            _other_seeders.settle()
         if plan.root_seed is None:
             os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
         else:

@@ -20,7 +20,9 @@ import wrapt
 
 from . import _stack
 from ._errors import ReproducibleBlockTypeError
+from ._key_from import KeyFrom
 from ._resumable import Stream, run_async_generator, run_coroutine, run_generator
+from ._transforms import dynamo_callback, is_compiling, is_dynamo_compiling
 
 __all__ = ["decorate", "wrap_function"]
 
@@ -29,6 +31,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 # wrapt's wrapper types (generic in its stubs, plain classes at run time in older wrapt).
 _FunctionWrapper: Any = wrapt.FunctionWrapper
 _BoundFunctionWrapper: Any = wrapt.BoundFunctionWrapper
+# wrapt's proxy answers ``__class__`` with the wrapped function's class (isinstance and inspect
+# see a function); this is that descriptor.
+_PROXIED_CLASS: Any = next(
+    kind.__dict__["__class__"] for kind in _FunctionWrapper.__mro__ if "__class__" in kind.__dict__
+)
+
+
+def _class_seen(wrapper: Any) -> type:
+    """``wrapper.__class__``: the wrapped function's class, except to torch.compile.
+
+    While dynamo traces, a proxy that passes for the function would be inlined as the plain
+    function (its ``__code__``, from the proxy), silently dropping the block. Told the truth,
+    dynamo calls the wrapper as it is (a graph break), and the call switches streams outside the
+    graph (see ``_transforms``).
+    """
+    if is_compiling():
+        return type(wrapper)
+    return _PROXIED_CLASS.__get__(wrapper)  # type: ignore[no-any-return]
+
+
+def _set_class(wrapper: Any, value: type) -> None:
+    _PROXIED_CLASS.__set__(wrapper, value)
 
 
 def _resolve(module: str, qualname: str) -> Any:
@@ -54,6 +78,8 @@ def _reference(wrapper: Any) -> tuple[Any, ...]:
 class _BoundBlockFunction(_BoundFunctionWrapper):  # type: ignore[misc]
     """A decorated method bound to an instance or class."""
 
+    __class__ = property(_class_seen, _set_class)
+
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         instance = self._self_instance
         if instance is None:  # accessed on the class: the function itself
@@ -77,6 +103,7 @@ class _BlockFunction(_FunctionWrapper):  # type: ignore[misc]
     copies functions: ``copy.deepcopy`` of a model that holds one works)."""
 
     __bound_function_wrapper__ = _BoundBlockFunction
+    __class__ = property(_class_seen, _set_class)
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
         return _reference(self)
@@ -88,11 +115,34 @@ class _BlockFunction(_FunctionWrapper):  # type: ignore[misc]
         return self
 
 
-def _call(block: Any) -> Callable[..., Any]:
+def _block_for(
+    block: Any, keyed: KeyFrom | None, instance: Any, args: Any, kwargs: Any
+) -> Any:
+    """The block one call runs in: ``block``, or with ``key_from`` the call's own block."""
+    if keyed is None:
+        return block
+    return block._for_call(keyed.key(instance, args, kwargs))
+
+
+def _open_call(
+    block: Any, keyed: KeyFrom | None, instance: Any, args: Any, kwargs: Any
+) -> _stack.Frame:
+    return _block_for(block, keyed, instance, args, kwargs)._open()  # type: ignore[no-any-return]
+
+
+def _call(block: Any, keyed: KeyFrom | None) -> Callable[..., Any]:
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not block._enabled:
             return wrapped(*args, **kwargs)
-        frame = block._open()
+        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+            from ._compiled import outside_graph
+
+            frame = outside_graph(_open_call, block, keyed, instance, args, kwargs)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                outside_graph(_stack.leave, frame)
+        frame = _open_call(block, keyed, instance, args, kwargs)
         try:
             return wrapped(*args, **kwargs)
         finally:
@@ -101,21 +151,33 @@ def _call(block: Any) -> Callable[..., Any]:
     return call
 
 
-def _stepped(block: Any, runner: Callable[[Stream, Any], Any]) -> Callable[..., Any]:
+def _stepped(
+    block: Any, keyed: KeyFrom | None, runner: Callable[[Stream, Any], Any]
+) -> Callable[..., Any]:
     """A wrapper for generator, coroutine or async generator functions: ``runner`` drives the
     object a call returns, inside a stream that lives as long as that object."""
 
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not block._enabled:
             return wrapped(*args, **kwargs)
-        return runner(Stream(block), wrapped(*args, **kwargs))
+        if keyed is None:
+            here = block
+        elif is_dynamo_compiling() or dynamo_callback() is not None:
+            from ._compiled import outside_graph
+
+            here = outside_graph(_block_for, block, keyed, instance, args, kwargs)
+        else:
+            here = _block_for(block, keyed, instance, args, kwargs)
+        return runner(Stream(here), wrapped(*args, **kwargs))
 
     return call
 
 
 def _decorate_class(block: Any, cls: type) -> type:
     """Run ``cls.__init__`` (its own or the one it inherits) in the block, in place."""
-    cls.__init__ = _BlockFunction(cls.__init__, _call(block))  # type: ignore[misc]
+    init = cls.__init__  # type: ignore[misc]
+    keyed = None if block._key_from is None else KeyFrom(block._key_from, block._key, init)
+    cls.__init__ = _BlockFunction(init, _call(block, keyed))  # type: ignore[misc]
     return cls
 
 
@@ -129,15 +191,16 @@ def decorate(block: Any, wrapped: F) -> F:
             f"@ReproducibleBlock(...) decorates functions, methods and classes; got "
             f"{type(wrapped).__name__} {wrapped!r}."
         )
+    keyed = None if block._key_from is None else KeyFrom(block._key_from, block._key, wrapped)
     wrapper: Callable[..., Any]
     if inspect.isasyncgenfunction(function):
-        wrapper = _stepped(block, run_async_generator)
+        wrapper = _stepped(block, keyed, run_async_generator)
     elif inspect.iscoroutinefunction(function):
-        wrapper = _stepped(block, run_coroutine)
+        wrapper = _stepped(block, keyed, run_coroutine)
     elif inspect.isgeneratorfunction(function):
-        wrapper = _stepped(block, run_generator)
+        wrapper = _stepped(block, keyed, run_generator)
     else:
-        wrapper = _call(block)
+        wrapper = _call(block, keyed)
     return cast(F, _BlockFunction(wrapped, wrapper))
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Generator, Sequence
 from typing import Any, Protocol
 
 from ._stack import Frame, enter, leave
+from ._transforms import dynamo_callback, is_dynamo_compiling
 
 __all__ = ["Stream", "run_async_generator", "run_coroutine", "run_generator"]
 
@@ -38,13 +39,28 @@ class Stream:
         self._states: list[Any] | None = None
 
     def step_in(self) -> Frame:
+        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+            from ._compiled import outside_graph
+
+            return outside_graph(self._step_in)
+        return self._step_in()
+
+    def step_out(self, frame: Frame) -> None:
+        if is_dynamo_compiling() or dynamo_callback() is not None:
+            from ._compiled import outside_graph
+
+            outside_graph(self._step_out, frame)
+        else:
+            self._step_out(frame)
+
+    def _step_in(self) -> Frame:
         states = self._states
         if states is None:
             states = self._block._states()
             self._sources = self._block._selection.sources
         return enter(self._block, self._sources, states)
 
-    def step_out(self, frame: Frame) -> None:
+    def _step_out(self, frame: Frame) -> None:
         self._states = leave(frame, keep=True)
 
 

@@ -34,6 +34,9 @@ SEED_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_SEED"
 seed: int | None = None
 #: How many times the root was installed (``set_seed`` twice with one seed makes two roots).
 generation = 0
+#: torch's initial seed as the library last left it outside blocks (see ``_other_seeders``):
+#: when the outermost block finds another, something else seeded torch. None: not yet seeded.
+torch_seed: int | None = None
 
 
 def validate_seed(value: object) -> int:
@@ -85,13 +88,26 @@ def seed_from_environment(what_to_do: str) -> int | None:
 
 
 def current_seed(action: str = "entering a ReproducibleBlock") -> int:
-    """The root seed, or :class:`NotSeededError` telling the user to call ``set_seed`` first."""
+    """The root seed, or :class:`NotSeededError` telling the user to call ``set_seed`` first.
+
+    A process without a root (one started by spawn, ``multiprocessing.Pool`` or
+    ``torch.multiprocessing.spawn``) takes the one its parent's ``set_seed`` exported.
+    """
     if seed is None:
-        raise NotSeededError(
-            f"{action} needs a root seed, and set_seed() has not been called in this process. "
-            "Call reproducible_block.set_seed(seed) once, before any block, at the start of "
-            "your program (or in each worker: see seed_worker)."
+        exported = seed_from_environment(
+            "Unset it, or call set_seed(seed) in the parent process before it starts this one."
         )
+        if exported is None:
+            raise NotSeededError(
+                f"{action} needs a root seed, and set_seed() has not been called in this "
+                "process nor in the process that started it. Call "
+                "reproducible_block.set_seed(seed) once, before any block, at the start of your "
+                "program (DataLoader workers: worker_init_fn=seed_worker)."
+            )
+        global torch_seed
+        replace_seed(exported)
+        torch_seed = None  # torch is as this process found it: nothing to compare with yet
+        return exported
     return seed
 
 

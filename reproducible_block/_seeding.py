@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from . import _root, _stack
+from . import _other_seeders, _root, _stack
 from ._checks import check_bool
 from ._distributed import all_gather_objects, global_rank, owns_process_group, process_rank
 from ._errors import ReproducibleBlockValueError
@@ -61,6 +61,7 @@ def seed_all_sources(seed: int) -> None:
         _stack.restore_all(sources, saved)
         raise
     _root.replace_seed(seed)
+    _other_seeders.settle()
 
 
 _DETERMINISTIC = "True also turns on deterministic kernels for the process."
@@ -151,7 +152,10 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     sees the streams it always saw. Generators registered with :func:`register_generator` are
     seeded from (``s``, their name). Returns the seed.
 
-    Call it once at the start of the program, outside every block (inside one it raises).
+    Call it once at the start of the program, outside every block (inside one it raises). With
+    another seeder (Lightning's ``seed_everything``, ``transformers.set_seed``), call it right
+    after that one, with the same seed: blocks derive from the root ``set_seed`` gives them, and
+    the first block after a seeding the library did not make warns (once).
     ``deterministic=True`` also calls :func:`configure_deterministic_mode` (deterministic
     kernels for the rest of the process; call it before any CUDA work).
 

@@ -22,7 +22,9 @@ from contextlib import contextmanager, suppress
 from threading import get_ident
 from typing import Any
 
+from . import _other_seeders, _root
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from ._other_seeders import initial_seed
 from ._sources import GeneratorSource
 
 __all__ = [
@@ -162,6 +164,13 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
     """
     if not lock.acquire(False) and not lock.acquire(True, _wait):  # a wait only if contended
         raise _timed_out(owner)
+    outermost = not _open
+    if outermost and initial_seed() != _root.torch_seed:  # another seeder ran?
+        try:
+            _other_seeders.noticed()
+        except BaseException:  # the warning raised (warnings as errors): nothing is open
+            lock.release()
+            raise
     saved: list[Any] = []
     try:
         for source, state in zip(sources, states, strict=True):
@@ -172,7 +181,7 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
         finally:
             lock.release()
         raise
-    if not _open:
+    if outermost:
         global _holder
         _holder = get_ident()
     frame = (owner, sources, saved)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _root, _stack
+from . import _other_seeders, _root, _stack
 from ._derivation import slot, worker_bits
 from ._distributed import process_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -58,6 +58,7 @@ def _seed_worker_globals(worker_id: int, rank: int) -> None:
         for source in registry.builtin():
             if source.slot in _WORKER_SLOTS:
                 source.restore(source.from_bits(slot(bits, source.slot)))
+        _other_seeders.settle()
 
 
 def _check_rank(rank: object) -> int:

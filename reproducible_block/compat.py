@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from . import _root, _stack
+from . import _other_seeders, _root, _stack
 from ._checks import check_bool, describe
 from ._decorator import wrap_function
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -177,6 +177,8 @@ class Reproducible_Block(metaclass=_CompatMeta):
                 return
             for source in registry.builtin():
                 source.seed(seed)
+            if not _stack.open_count():
+                _other_seeders.settle()
 
     @classmethod
     def get_random_state(cls) -> RandomState:
@@ -198,6 +200,8 @@ class Reproducible_Block(metaclass=_CompatMeta):
         torch.set_rng_state(state["torch"])
         if "torch_cuda" in state:  # pragma: no cover - needs a GPU
             torch.cuda.set_rng_state(state["torch_cuda"])
+        if not _stack.open_count():
+            _other_seeders.settle()
 
     def __enter__(self) -> None:
         with _stack.held("entering a Reproducible_Block"):

@@ -52,6 +52,7 @@ def isolated_random_state() -> Iterator[None]:
         sources = registry.active()
         states = [source.get_state() for source in sources]
         root = _root.peek_seed()
+        torch_seed = _root.torch_seed
     settings = DeterministicSettings.current()
     exported = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
     wait = _stack.get_block_wait_timeout()
@@ -68,6 +69,7 @@ def isolated_random_state() -> Iterator[None]:
                 except BaseException as error:
                     failure = failure or error
             _root.replace_seed(root)
+            _root.torch_seed = torch_seed
         settings.apply()
         if exported is None:
             os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)

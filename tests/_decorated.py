@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from torch.utils.data import Dataset
 
 from reproducible_block import ReproducibleBlock
 from reproducible_block.compat import Reproducible_Block
@@ -43,3 +46,37 @@ class Same(Net):
 def legacy_noise() -> torch.Tensor:
     """Draws in 0.0.1's block 3."""
     return torch.rand(2)
+
+
+@ReproducibleBlock("step-noise", key_from="step")
+def step_noise(step: int) -> torch.Tensor:
+    """Draws in the block ("step-noise", step)."""
+    return torch.rand(2)
+
+
+@ReproducibleBlock("noise-table")
+class NoiseTable(Dataset[torch.Tensor]):
+    """A decorated Dataset class: its table is drawn at construction, in the block; each sample
+    adds a draw of its own block."""
+
+    def __init__(self, length: int = 8) -> None:
+        self.table = torch.rand(length)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with ReproducibleBlock(("noise-sample", index)):
+            return self.table[index] + torch.rand(())
+
+
+@ReproducibleBlock("collate-jitter")
+def jitter_collate(batch: list[torch.Tensor]) -> torch.Tensor:
+    """A decorated collate_fn: every batch gets the jitter of the block "collate-jitter"."""
+    return torch.stack(batch) + torch.rand(len(batch))
+
+
+@ReproducibleBlock("spawned", key_from="rank")
+def spawned_draws(rank: int, folder: str) -> None:
+    """The entry of torch.multiprocessing.spawn: draws in ("spawned", rank), saved to a file."""
+    torch.save(torch.rand(3), Path(folder) / f"rank-{rank}.pt")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from reproducible_block import ReproducibleBlock, set_seed
 
@@ -77,3 +77,96 @@ class SeedsInWorker(Dataset[torch.Tensor]):
     def __getitem__(self, index: int) -> torch.Tensor:
         set_seed(index)
         return torch.rand(2, dtype=torch.float64)
+
+
+class PerWorkerStreams(IterableDataset[tuple[int, float]]):
+    """Each worker iterates the whole dataset: (worker id, a draw), from a decorated
+    ``__iter__`` whose block folds in the worker id."""
+
+    @ReproducibleBlock("worker-stream", per_worker=True)
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        yield from _draws()
+
+
+class SharedStreams(IterableDataset[tuple[int, float]]):
+    """The same, without ``per_worker``: every worker draws the same stream."""
+
+    @ReproducibleBlock("worker-stream")
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        yield from _draws()
+
+
+def _draws() -> Iterator[tuple[int, float]]:
+    info = get_worker_info()
+    for _ in range(DRAWS):
+        yield (0 if info is None else info.id), torch.rand(()).item()
+
+
+class NoisyRegression(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Inputs drawn per sample in ``ReproducibleBlock(("sample", index))``, with their sum as
+    the target: a tiny regression task for the Lightning and accelerate recipes."""
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with ReproducibleBlock(("sample", index)):
+            inputs = torch.randn(4)
+        return inputs, inputs.sum(0, keepdim=True)
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffle per epoch, from ``ReproducibleBlock(("data-order", epoch)).torch_generator()``:
+    ``set_epoch(epoch)`` picks the epoch (Lightning calls it before every epoch)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+class EpochSamples(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) pairs in the epoch's order: the epoch reaches every worker with
+    each index, persistent workers included (a sampler runs in the main process)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
+        order = torch.randperm(self.length, generator=generator).tolist()
+        return iter([(self.epoch, index) for index in order])
+
+
+class EpochAugmented(Dataset[tuple[int, int, torch.Tensor]]):
+    """Augments sample ``index`` of ``epoch`` in ``ReproducibleBlock(("sample", epoch, index))``.
+
+    Given an (epoch, index) pair it uses that epoch; given a plain index it uses ``self.epoch``,
+    which the main process may set, but which persistent workers never see change."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[int, int, torch.Tensor]:
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        with ReproducibleBlock(("sample", epoch, index)):
+            return epoch, index, torch.rand(2)

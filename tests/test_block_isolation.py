@@ -160,6 +160,35 @@ def test_unknown_source_names_are_refused_on_entry() -> None:
     assert torch.equal(torch.get_rng_state(), state)
 
 
+@pytest.mark.skipif(torch.cuda.is_available() or torch.accelerator.is_available(),
+                    reason="this machine has an accelerator")
+@pytest.mark.parametrize("absent", ["cuda", "xpu"])
+def test_an_accelerator_this_machine_lacks_is_a_no_op_source(absent: str) -> None:
+    # Code written on a GPU machine, sources=("torch", "cuda"), runs in CPU CI.
+    set_seed(0)
+    with ReproducibleBlock("portable", sources=("torch", absent)):
+        torch_in_block = torch.rand(3)
+        python_in_block = random.random()
+    with ReproducibleBlock("portable", sources=("torch",)):
+        assert torch.equal(torch.rand(3), torch_in_block)
+    set_seed(0)
+    assert random.random() == python_in_block  # Python's stream was not switched
+    before = torch.get_rng_state()
+    with ReproducibleBlock("portable", sources=(absent,)):  # manages nothing here
+        torch.rand(3)
+    assert not torch.equal(torch.get_rng_state(), before)
+    assert not torch.cuda.is_initialized()
+
+
+@pytest.mark.parametrize("misspelt", ["cdua", "CUDA", "gpu"])
+def test_a_misspelt_source_name_is_still_refused(misspelt: str) -> None:
+    set_seed(0)
+    with pytest.raises(rb.ReproducibleBlockValueError, match=misspelt) as info, \
+            ReproducibleBlock("t", sources=("torch", misspelt)):
+        pass  # pragma: no cover - never entered
+    assert "'cuda', a no-op on a machine without one" in str(info.value)
+
+
 @pytest.mark.parametrize("draws", [1, 2, 3])
 def test_numpy_cached_gaussian_travels_with_the_caller_stream(draws: int) -> None:
     set_seed(0)

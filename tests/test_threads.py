@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import reproducible_block as rb
 from reproducible_block import (
     BlockUsageError,
     ReproducibleBlock,
+    _stack,
     get_block_wait_timeout,
     set_block_wait_timeout,
     set_seed,
@@ -121,6 +123,48 @@ def test_a_thread_pool_fed_from_inside_a_block_fails_instead_of_hanging() -> Non
         assert "set_block_wait_timeout" in message
         # Outside the block the same task runs.
         assert pool.submit(sample, 1).result(timeout=60) == sample(1)
+
+
+def _sample_in_a_block(index: int) -> torch.Tensor:
+    with ReproducibleBlock(("sample", index)):
+        return torch.rand(2)
+
+
+def _sample_with_its_generator(index: int) -> torch.Tensor:
+    return torch.rand(2, generator=ReproducibleBlock(("sample", index)).torch_generator())
+
+
+@ReproducibleBlock("train")
+def _train(
+    load: Callable[[int], torch.Tensor], pool: concurrent.futures.Executor
+) -> list[torch.Tensor]:
+    """A training function that a thread-pool loader feeds, sample by sample."""
+    futures = [pool.submit(load, index) for index in range(4)]
+    return [future.result(timeout=60) for future in futures]
+
+
+def test_a_thread_pool_loader_inside_a_decorated_train_fails_naming_the_block() -> None:
+    set_seed(0)
+    set_block_wait_timeout(0.2)
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="loader") as pool, \
+            pytest.raises(BlockUsageError) as info:
+        _train(_sample_in_a_block, pool)
+    message = str(info.value)
+    assert "waited 0.2 s for thread 'MainThread'" in message
+    assert "which holds the block ReproducibleBlock('train')" in message
+    assert "ReproducibleBlock(('sample', " in message
+    assert "torch_generator()" in message
+    assert _stack.open_count() == 0
+
+
+def test_a_thread_pool_loader_with_per_sample_generators_needs_no_lock() -> None:
+    set_seed(0)
+    set_block_wait_timeout(0.2)
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="loader") as pool:
+        loaded = _train(_sample_with_its_generator, pool)
+    expected = [_sample_with_its_generator(index) for index in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(loaded, expected, strict=True))
+    assert not torch.equal(loaded[0], loaded[1])
 
 
 def test_other_users_of_the_lock_wait_boundedly_too() -> None:

@@ -265,6 +265,24 @@ def test_seed_worker_rebuilds_the_parent_root_from_the_environment(
         assert torch.equal(torch.rand(4), expected_compat)
 
 
+def test_a_process_without_a_root_takes_the_one_its_parent_exported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A process started by spawn, multiprocessing.Pool or torch.multiprocessing.spawn, with no
+    # seed_worker to run: its first block finds the root in the environment.
+    set_seed(ROOT_SEED)
+    with ReproducibleBlock(("sample", 3)):
+        expected = torch.rand(4)
+    become_fresh_worker(monkeypatch, str(ROOT_SEED))
+    with ReproducibleBlock(("sample", 3)):
+        assert torch.equal(torch.rand(4), expected)
+    assert _root.peek_seed() == ROOT_SEED
+    become_fresh_worker(monkeypatch, "seven")
+    with pytest.raises(ReproducibleBlockValueError, match=SEED_ENVIRONMENT_VARIABLE), \
+            ReproducibleBlock("x"):
+        pass  # pragma: no cover - never entered
+
+
 def test_seed_worker_keeps_an_inherited_root(monkeypatch: pytest.MonkeyPatch) -> None:
     # Under fork the worker inherits the parent's root; that is the one blocks must use.
     set_seed(ROOT_SEED)

@@ -18,6 +18,7 @@ from .. import _memory
 from .._checks import invalid, read_fields, read_int, read_tensor
 from .._derivation import MT_WORDS, mt_words, philox_seed
 from .._errors import ReproducibleBlockValueError
+from .._transforms import outside_functorch
 from . import GeneratorSource
 
 __all__ = [
@@ -50,7 +51,8 @@ def _cpu_layout() -> tuple[bytes, bytes] | None:
         probe_seed = 0x1234_5678_9ABC
         generator = torch.Generator()
         generator.manual_seed(probe_seed)
-        data = generator.get_state().numpy().tobytes()
+        with outside_functorch():  # the first block may open under torch.func.grad
+            data = generator.get_state().numpy().tobytes()
         ok = (
             len(data) == _STATE_BYTES
             and struct.unpack_from("<QiiQ", data, 0) == (probe_seed, 1, 1, 0)
@@ -149,7 +151,8 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         if self.generator.device.type != "cpu" or _cpu_layout() is None:
             return None  # a device generator (Philox), or a CPU layout not checked
         # The layout was checked (little-endian); a saved state is a fresh contiguous tensor.
-        data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
+        with outside_functorch():
+            data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
         # torch counts down ``left`` from 624 after a twist (1 right after seeding).
         _, left, _, _, _, first, second = _HEAD.unpack_from(data)
         extra = data[:_WORDS_AT] + data[_WORDS_AT + 8 * MT_WORDS :]

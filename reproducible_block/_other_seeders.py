@@ -1,0 +1,71 @@
+"""Other seeders: Lightning's ``seed_everything``, ``transformers.set_seed``, ``torch.manual_seed``.
+
+``set_seed(42)`` makes 42 the root. A later ``seed_everything(43)`` reseeds torch, NumPy and
+``random``, but blocks go on deriving from 42: the run is reproducible, yet not the run of seed
+43 the user asked for, and nothing says so. Every seeder seeds torch, so the library remembers
+torch's initial seed as it last left it outside blocks (``set_seed``, ``load_rng_state`` outside
+blocks, ``seed_worker`` and ``WorkerInit``, the compat block: :func:`settle`), and the
+outermost block entry compares it with torch's (one C call, in ``_stack.enter``). When they
+differ, :func:`noticed` warns, once per process.
+
+DataLoader workers are the exception: the DataLoader seeds torch in each worker before any
+``worker_init_fn``, while blocks there rightly keep the parent's root.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import torch
+from torch.utils.data import get_worker_info
+
+from . import _root
+from ._root import MAX_SEED
+
+__all__ = ["initial_seed", "noticed", "settle"]
+
+#: torch's CPU initial seed, read on a block's hot path (``torch.initial_seed()`` calls it).
+initial_seed = torch.default_generator.initial_seed
+
+# Frames a warning skips to reach the user's line: the package's own, and the wrapper that
+# torch.compile puts around code it runs outside a graph.
+_SKIPPED = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_dynamo") + os.sep,
+)
+_warned = False
+
+
+def settle() -> None:
+    """The library has just seeded torch outside blocks: remember torch's initial seed."""
+    _root.torch_seed = initial_seed()
+
+
+def noticed() -> None:
+    """torch's initial seed differs from the one the library left (the caller holds the lock)."""
+    global _warned
+    found = initial_seed()
+    expected, _root.torch_seed = _root.torch_seed, found
+    root = _root.seed
+    if _warned or root is None or expected is None or get_worker_info() is not None:
+        return
+    _warned = True
+    fix = f"reproducible_block.set_seed({found})" if found <= MAX_SEED else (
+        "reproducible_block.set_seed(seed)"
+    )
+    level = 1
+    frame = sys._getframe(0)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_SKIPPED):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(
+        f"torch was seeded with {found} after reproducible_block.set_seed({root}), so the "
+        f"global streams follow seed {found} while every block still derives from the root "
+        f"seed {root} (another seeder ran: Lightning's seed_everything, transformers.set_seed, "
+        f"torch.manual_seed...). Call {fix} after that seeder, or instead of it, so that blocks "
+        "follow the same seed.",
+        UserWarning,
+        stacklevel=level,
+    )
