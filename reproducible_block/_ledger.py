@@ -29,11 +29,11 @@ import math
 import os
 import platform
 import warnings
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
+from zlib import crc32
 
 import numpy as np
 import torch
@@ -125,21 +125,16 @@ def mt_key_digest(key_words: bytes) -> str:
 # ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
 # used from the current key (624: all of them, the next draw twists).
 
-def _entry(source: GeneratorSource[Any]) -> str:
-    """The JSON text of ``source``'s state now (Mersenne Twisters: with position and key)."""
-    # save() is the hot path's read (a C image where it can); it changes nothing. For a
-    # Mersenne Twister, the key and the position are recorded as they are, and a checksum covers
-    # the rest (a cached Gaussian, torch's counters): enough to tell states apart, and cheap.
-    twister = source.twister_state(source.save())
-    if twister is None:
-        return f'["{fingerprint(source.get_state())}"]'
-    return f'["{zlib.crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]'
-
-
 @functools.lru_cache(maxsize=64)
-def _names(sources: tuple[GeneratorSource[Any], ...]) -> tuple[str, ...]:
-    """Each source's name as a JSON key (a block's sources are one tuple per selection)."""
-    return tuple(json.dumps(source.name) + ":" for source in sources)
+def _readers(
+    sources: tuple[GeneratorSource[Any], ...],
+) -> tuple[tuple[str, Callable[[], Any], Callable[[Any], Any], GeneratorSource[Any]], ...]:
+    """Each source's JSON key and bound methods (a block's sources are one tuple per
+    selection), so that a record reads them without a call of ours per source."""
+    return tuple(
+        (json.dumps(source.name) + ":", source.save, source.twister_state, source)
+        for source in sources
+    )
 
 
 # --- The entry state a block derives -----------------------------------------------------------
@@ -403,9 +398,16 @@ class BlockLedger:
             self._write_root()
         count, key_text = self._key_entry(getattr(owner, "key", None))
         rank = self._rank()
-        pairs = zip(_names(tuple(sources)), sources, strict=True)
-        states = ",".join([name + _entry(source) for name, source in pairs])
-        line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{states}}}'
+        parts = []
+        for name, save, twister_state, source in _readers(tuple(sources)):  # _entry(), inlined
+            twister = twister_state(save())
+            if twister is None:
+                parts.append(f'{name}["{fingerprint(source.get_state())}"]')
+            else:
+                parts.append(
+                    f'{name}["{crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]'
+                )
+        line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{",".join(parts)}}}'
         per_rank = getattr(owner, "per_rank", False)
         if per_rank is not False:  # True: the global rank; a process group: the rank in it
             line += f',"per_rank":{folded_rank(per_rank)}'

@@ -40,10 +40,13 @@ class Stream:
 
     def step_in(self) -> Frame:
         if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
-            from ._compiled import outside_graph
+            from ._compiled import outside_graph  # torch._dynamo: only when it runs
 
             return outside_graph(self._step_in)
-        return self._step_in()
+        states = self._states  # _step_in(), inlined: every resume comes here
+        if states is None:
+            return self._step_in()
+        return enter(self._block, self._sources, states)
 
     def step_out(self, frame: Frame) -> None:
         if is_dynamo_compiling() or dynamo_callback() is not None:
@@ -51,7 +54,7 @@ class Stream:
 
             outside_graph(self._step_out, frame)
         else:
-            self._step_out(frame)
+            self._states = leave(frame, keep=True)
 
     def _step_in(self) -> Frame:
         states = self._states

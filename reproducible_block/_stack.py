@@ -197,7 +197,11 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     sources, saved = frame[1], frame[2]
     try:
         try:
-            kept = [source.save() for source in sources] if keep else None
+            kept = None
+            if keep:  # a loop, not a comprehension: no frame of its own on this hot path
+                kept = []
+                for source in sources:
+                    kept.append(source.save())
             if exit_hook is not None:
                 exit_hook(frame)
         finally:  # the caller's states come back even if the hook or a save raised (Ctrl-C)

@@ -27,6 +27,7 @@ import torch
 __all__ = [
     "COMPILE_NOTE",
     "dynamo_callback",
+    "functorch_active",
     "is_compiling",
     "is_dynamo_compiling",
     "outside_functorch",
@@ -65,10 +66,22 @@ is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", _neve
 
 
 _disable_functorch: Callable[[], Any] | None = getattr(torch._C, "_DisableFuncTorch", None)
+_layer_depth: Callable[[], int] = getattr(
+    getattr(torch._C, "_functorch", None), "get_dynamic_layer_stack_depth", lambda: 1
+)
+_NO_CONTEXT = nullcontext()
+
+
+def functorch_active() -> bool:
+    """Whether a ``torch.func`` transform is running (one C call): then what reads a tensor's
+    bytes must run :func:`outside_functorch`."""
+    return bool(_layer_depth())
 
 
 def outside_functorch() -> AbstractContextManager[Any]:
     """A context where torch ops run below every ``torch.func`` transform (plain tensors).
+
+    Outside every transform (the usual case) it is a shared no-op context: one C call.
 
     >>> import torch
     >>> def total(x):
@@ -79,5 +92,7 @@ def outside_functorch() -> AbstractContextManager[Any]:
     True
     """
     if _disable_functorch is None:  # pragma: no cover - a torch without functorch
-        return nullcontext()
+        return _NO_CONTEXT
+    if not _layer_depth():
+        return _NO_CONTEXT
     return _disable_functorch()  # type: ignore[no-any-return]

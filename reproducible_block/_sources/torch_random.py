@@ -18,7 +18,7 @@ from .. import _memory
 from .._checks import invalid, read_fields, read_int, read_tensor
 from .._derivation import MT_WORDS, mt_words, philox_seed
 from .._errors import ReproducibleBlockValueError
-from .._transforms import outside_functorch
+from .._transforms import functorch_active, outside_functorch
 from . import GeneratorSource
 
 __all__ = [
@@ -118,6 +118,7 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
     def __init__(self, generator: torch.Generator, name: str) -> None:
         self.generator = generator
         self.name = name
+        self._on_cpu = generator.device.type == "cpu"  # a generator never changes device
         # The hot path is the generator's own pair of calls: no Python in between.
         self.save = generator.get_state  # type: ignore[method-assign]
         self.restore = generator.set_state  # type: ignore[method-assign,assignment]
@@ -140,7 +141,7 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         return saved
 
     def from_bits(self, bits: bytes) -> torch.Tensor:
-        if self.generator.device.type == "cpu":
+        if self._on_cpu:
             return torch_cpu_state(bits)
         # A device generator (Philox): a 64-bit seed is its whole key.
         scratch = torch.Generator(device=self.generator.device)  # pragma: no cover - needs a GPU
@@ -148,10 +149,13 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         return scratch.get_state()  # pragma: no cover - needs a GPU
 
     def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
-        if self.generator.device.type != "cpu" or _cpu_layout() is None:
+        if not self._on_cpu or (_layout if _checked else _cpu_layout()) is None:
             return None  # a device generator (Philox), or a CPU layout not checked
         # The layout was checked (little-endian); a saved state is a fresh contiguous tensor.
-        with outside_functorch():
+        if functorch_active():
+            with outside_functorch():
+                data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
+        else:
             data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
         # torch counts down ``left`` from 624 after a twist (1 right after seeding).
         _, left, _, _, _, first, second = _HEAD.unpack_from(data)
