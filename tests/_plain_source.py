@@ -1,4 +1,4 @@
-"""A user-defined generator kind whose state is whatever a test puts in it (all defaults)."""
+"""User-defined generator kinds for the tests: plain data (all defaults), and one that fails."""
 
 from __future__ import annotations
 
@@ -21,3 +21,22 @@ class PlainSource(GeneratorSource[Any]):
 
     def from_bits(self, bits: bytes) -> Any:
         return {"seed": int.from_bytes(bits[:8], "little"), "words": [bits[8], bits[9]]}
+
+
+class Unplugged(GeneratorSource[int]):
+    """A generator whose device goes away: once ``plugged`` is False, setting its state fails."""
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.plugged = True
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
+        if not self.plugged:
+            raise OSError("device unplugged")
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return bits[0]

@@ -16,7 +16,6 @@ import torch
 from reproducible_block import (
     SEED_ENVIRONMENT_VARIABLE,
     BlockUsageError,
-    GeneratorSource,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
@@ -30,6 +29,7 @@ from reproducible_block import (
 from reproducible_block._checks import describe
 from reproducible_block._root import peek_seed
 from reproducible_block._sources.torch_random import CudaSource, QueuedSeeds
+from tests._plain_source import Unplugged
 
 from ._raw import Managed, managed_setup
 
@@ -518,24 +518,6 @@ def test_a_checkpoint_saved_in_a_numpy_str_key_loads_in_the_same_str_key() -> No
         load_rng_state(states)
         assert torch.equal(torch.rand(3), expected)
 
-
-class Unplugged(GeneratorSource[int]):
-    """A registered generator whose device goes away after the save: setting its state fails."""
-
-    def __init__(self) -> None:
-        self.state = 0
-        self.plugged = True
-
-    def get_state(self) -> int:
-        return self.state
-
-    def set_state(self, state: int) -> None:
-        if not self.plugged:
-            raise OSError("device unplugged")
-        self.state = state
-
-    def from_bits(self, bits: bytes) -> int:
-        return bits[0]
 
 
 def test_a_load_that_fails_while_installing_changes_nothing(managed: Managed) -> None:

@@ -11,7 +11,6 @@ import torch
 
 from reproducible_block import (
     SEED_ENVIRONMENT_VARIABLE,
-    GeneratorSource,
     configure_deterministic_mode,
     get_block_wait_timeout,
     register_generator,
@@ -22,6 +21,7 @@ from reproducible_block import (
 )
 from reproducible_block._root import peek_seed
 from reproducible_block.testing import isolated_random_state
+from tests._plain_source import Unplugged
 
 
 def everything() -> tuple[object, ...]:
@@ -59,24 +59,6 @@ def test_isolated_random_state_puts_everything_back() -> None:
     assert everything() == before
     assert torch.equal(kept.get_state(), kept_state)  # re-registered, and its state is back
 
-
-class Unplugged(GeneratorSource[int]):
-    """A generator whose device goes away: from then on, setting its state fails."""
-
-    def __init__(self) -> None:
-        self.state = 0
-        self.plugged = True
-
-    def get_state(self) -> int:
-        return self.state
-
-    def set_state(self, state: int) -> None:
-        if not self.plugged:
-            raise OSError("device unplugged")
-        self.state = state
-
-    def from_bits(self, bits: bytes) -> int:
-        return bits[0]
 
 
 def test_isolated_random_state_puts_the_rest_back_when_one_source_fails() -> None:
