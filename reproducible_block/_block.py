@@ -28,12 +28,7 @@ from ._key_from import check_key_from
 from ._keys import BlockKey, validate_key
 from ._sources.registry import Selection, check_sources, registry
 from ._sources.torch_random import torch_cpu_state
-from ._transforms import (
-    dynamo_callback,
-    functorch_active,
-    is_dynamo_compiling,
-    outside_functorch,
-)
+from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -91,10 +86,7 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     if states is not None:
         return states
     bits = source_bits(seed, tail, selection.derivation)
-    if functorch_active():  # a state is plain data, even when built under torch.func.grad
-        with outside_functorch():
-            states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
-    else:
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
         states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
     while len(_cache) >= CACHE_SIZE > 0:
         del _cache[next(iter(_cache))]

@@ -27,7 +27,6 @@ import torch
 __all__ = [
     "COMPILE_NOTE",
     "dynamo_callback",
-    "functorch_active",
     "is_compiling",
     "is_dynamo_compiling",
     "outside_functorch",
@@ -70,12 +69,6 @@ _layer_depth: Callable[[], int] = getattr(
     getattr(torch._C, "_functorch", None), "get_dynamic_layer_stack_depth", lambda: 1
 )
 _NO_CONTEXT = nullcontext()
-
-
-def functorch_active() -> bool:
-    """Whether a ``torch.func`` transform is running (one C call): then what reads a tensor's
-    bytes must run :func:`outside_functorch`."""
-    return bool(_layer_depth())
 
 
 def outside_functorch() -> AbstractContextManager[Any]:

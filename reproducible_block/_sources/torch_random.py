@@ -18,7 +18,7 @@ from .. import _memory
 from .._checks import invalid, read_fields, read_int, read_tensor
 from .._derivation import MT_WORDS, mt_words, philox_seed
 from .._errors import ReproducibleBlockValueError
-from .._transforms import functorch_active, outside_functorch
+from .._transforms import outside_functorch
 from . import GeneratorSource
 
 __all__ = [
@@ -152,10 +152,7 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         if not self._on_cpu or (_layout if _checked else _cpu_layout()) is None:
             return None  # a device generator (Philox), or a CPU layout not checked
         # The layout was checked (little-endian); a saved state is a fresh contiguous tensor.
-        if functorch_active():
-            with outside_functorch():
-                data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
-        else:
+        with outside_functorch():
             data = ctypes.string_at(saved.data_ptr(), _STATE_BYTES)
         # torch counts down ``left`` from 624 after a twist (1 right after seeding).
         _, left, _, _, _, first, second = _HEAD.unpack_from(data)
