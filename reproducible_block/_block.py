@@ -189,9 +189,7 @@ class ReproducibleBlock:
         "_key_from",
         "_per_rank",
         "_per_worker",
-        "_selection",
         "_source_names",
-        "_version",
     )
 
     def __init__(
@@ -232,8 +230,6 @@ class ReproducibleBlock:
         self._per_rank = per_rank
         self._per_worker = per_worker
         self._frames: list[_stack.Frame] = []
-        self._selection: Selection | None = None
-        self._version = -1
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy or a pickle is a new, closed block: never the open frames, nor the cached
@@ -315,27 +311,26 @@ class ReproducibleBlock:
             folds += fold_worker(0 if info is None else info.id)
         return folds + self._key_bytes
 
-    def _states(self) -> list[Any]:
-        """The states to install, deriving them if they are not cached; sets ``_selection``."""
+    def _states(self) -> tuple[Selection, list[Any]]:
+        """The sources the block manages and the states to install (derived if not cached)."""
+        if self._key_from is not None:
+            raise self._refuse_key_from("entered with `with`")
         seed = _root.seed
         if seed is None:
             seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
-        selection = self._selection
-        if selection is None or self._version != registry.version:
-            if self._key_from is not None:  # never cached: checked on every entry, for free
-                raise self._refuse_key_from("entered with `with`")
-            selection = self._selection = registry.select(self._source_names)
-            self._version = registry.version
+        selection = registry.selections.get(self._source_names)
+        if selection is None:
+            selection = registry.select(self._source_names)
         tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
         states = _cache.get((seed, tail, selection))
         if states is None:
             states = derive_states(seed, tail, selection)
-        return states
+        return selection, states
 
     def _open(self) -> _stack.Frame:
         """Switch to the block's stream; :func:`_stack.leave` switches back."""
-        states = self._states()
-        return _stack.enter(self, self._selection.sources, states)  # type: ignore[union-attr]
+        selection, states = self._states()
+        return _stack.enter(self, selection.sources, states)
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
@@ -344,7 +339,7 @@ class ReproducibleBlock:
 
                 outside_graph(self._enter_eagerly)
                 return self
-            # _open() with _states() inlined: this is the hot path of every block.
+            # _open() with _states() inlined (keep them alike): the hot path of every block.
             if self._key_from is not None:
                 raise self._refuse_key_from("entered with `with`")
             seed = _root.seed

@@ -59,8 +59,8 @@ class Stream:
     def _step_in(self) -> Frame:
         states = self._states
         if states is None:
-            states = self._block._states()
-            self._sources = self._block._selection.sources
+            selection, states = self._block._states()
+            self._sources = selection.sources
         return enter(self._block, self._sources, states)
 
     def _step_out(self, frame: Frame) -> None:

@@ -86,8 +86,6 @@ class SourceRegistry:
         self._builtin: tuple[GeneratorSource[Any], ...] | None = None
         self._registered: dict[str, GeneratorSource[Any]] = {}
         self._lock = threading.Lock()
-        #: Bumped on every change of the managed sources (blocks cache what they resolved).
-        self.version = 0
         #: The selections made since the managed sources last changed, by ``sources=`` names
         #: (a new dict on every change): blocks read it directly on their hot path.
         self.selections: dict[tuple[str, ...] | None, Selection] = {}
@@ -144,7 +142,6 @@ class SourceRegistry:
         return tuple(source for source in active if source.name in names)
 
     def _changed(self) -> None:
-        self.version += 1
         self.selections = {}
 
     def add(self, source: GeneratorSource[Any], name: str) -> None:
