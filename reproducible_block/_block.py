@@ -15,8 +15,7 @@ from ._decorator import decorate
 from ._derivation import (
     block_message,
     encode_key,
-    fold_rank,
-    fold_worker,
+    folds,
     loader_bits,
     philox_seed,
     seed_sequence,
@@ -305,11 +304,12 @@ class ReproducibleBlock:
         root seed."""
         if not (self._per_rank or self._per_worker):
             return self._key_bytes
-        folds = fold_rank(folded_rank(self._per_rank)) if self._per_rank is not False else b""
+        rank = folded_rank(self._per_rank) if self._per_rank is not False else None
+        worker = None
         if self._per_worker:
             info = get_worker_info()
-            folds += fold_worker(0 if info is None else info.id)
-        return folds + self._key_bytes
+            worker = 0 if info is None else info.id
+        return folds(rank, worker) + self._key_bytes
 
     def _states(self) -> tuple[Selection, list[Any]]:
         """The sources the block manages and the states to install (derived if not cached)."""

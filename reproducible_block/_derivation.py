@@ -49,8 +49,7 @@ __all__ = [
     "block_bits",
     "block_message",
     "encode_key",
-    "fold_rank",
-    "fold_worker",
+    "folds",
     "loader_bits",
     "mt_image",
     "mt_words",
@@ -139,14 +138,13 @@ def encode_key(key: BlockKey) -> bytes:
     return bytes(encoded)
 
 
-def fold_rank(rank: int) -> bytes:
-    """The fold of a rank (global, or within a process group) into a block's message."""
-    return _TAGGED_U64.pack(TAG_RANK, rank)
-
-
-def fold_worker(worker_id: int) -> bytes:
-    """The fold of a DataLoader worker id into a block's message."""
-    return _TAGGED_U64.pack(TAG_WORKER, worker_id)
+def folds(rank: int | None, worker_id: int | None) -> bytes:
+    """What ``per_rank`` and ``per_worker`` fold into a block's message: the rank (global, or
+    within a process group), then the DataLoader worker id; None for an option not used."""
+    folded = b"" if rank is None else _TAGGED_U64.pack(TAG_RANK, rank)
+    if worker_id is not None:
+        folded += _TAGGED_U64.pack(TAG_WORKER, worker_id)
+    return folded
 
 
 def block_message(root_seed: int, key_bytes: bytes, folds: bytes = b"") -> bytes:

@@ -45,8 +45,7 @@ from ._derivation import (
     block_bits,
     block_message,
     encode_key,
-    fold_rank,
-    fold_worker,
+    folds,
     mt_words,
     slot,
 )
@@ -158,10 +157,8 @@ def entry_state_images(
     >>> sorted(images) == ["numpy", "random", "torch"] and len(images["torch"]) == 2496
     True
     """
-    folds = b"" if per_rank is None else fold_rank(per_rank)
-    if per_worker is not None:
-        folds += fold_worker(per_worker)
-    bits = block_bits(block_message(root_seed, folds + encode_key(validate_key(key))))
+    bits = block_bits(block_message(root_seed, folds(per_rank, per_worker)
+                                    + encode_key(validate_key(key))))
     return {
         name: mt_words(slot(bits, name)).astype("<u4").tobytes()
         for name in source_names

@@ -204,7 +204,8 @@ class _Context:
             return "no root seed, or another derivation scheme"
         try:
             images = entry_state_images(self.root_seed, key_from_json(record["key"]),
-                                        record.get("per_rank"), tuple(record["state"]))
+                                        record.get("per_rank"), (source,),
+                                        record.get("per_worker"))
         except (TypeError, ValueError):
             return "the recorded key is not a block key"
         image = images.get(source)

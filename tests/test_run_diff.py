@@ -199,6 +199,18 @@ def test_per_rank_blocks_are_replayed_with_their_rank(tmp_path: Path) -> None:
     assert found.reasons == ("torch stream consumed differently (A drew 100 numbers, B 1,000)",)
 
 
+def test_per_worker_blocks_are_replayed_with_their_worker_id(tmp_path: Path) -> None:
+    def program(extra: int) -> Callable[[], None]:
+        def run() -> None:
+            with ReproducibleBlock("stream", per_worker=True):
+                torch.rand(3 + extra)
+        return run
+
+    found = diff_runs(record(tmp_path / "a.jsonl", program(0)),
+                      record(tmp_path / "b.jsonl", program(1)))
+    assert found.reasons == ("torch stream consumed differently (A drew 3 numbers, B 4)",)
+
+
 def test_draws_beyond_the_replay_bound_say_so(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     def program(extra: int) -> Callable[[], None]:
