@@ -61,7 +61,6 @@ __all__ = [
     "LEDGER_ENVIRONMENT_VARIABLE",
     "LEDGER_FORMAT",
     "LEDGER_VERSION",
-    "MT_WORDS",
     "BlockLedger",
     "entry_state_images",
     "key_from_json",
@@ -83,8 +82,6 @@ LEDGER_VERSION = 1
 DERIVATION = f"v{DERIVATION_VERSION}"
 #: Keys are told apart by their 2nd and 3rd words; states by a CRC-32 of the rest (see _entry).
 _DIGEST = "key-words-64+crc32"
-MT_WORDS = 624
-_MT_KEY_BYTES = MT_WORDS * 4
 
 #: The ledger being written to, or None. Change it with :func:`set_recording`, which also sets
 #: the block exit hook.
@@ -127,11 +124,19 @@ def mt_key_digest(key_words: bytes) -> str:
 @functools.lru_cache(maxsize=64)
 def _readers(
     sources: tuple[GeneratorSource[Any], ...],
-) -> tuple[tuple[str, Callable[[], Any], Callable[[Any], Any], GeneratorSource[Any]], ...]:
+) -> tuple[tuple[str, Callable[[], Any], Callable[[Any], Any] | None, GeneratorSource[Any]], ...]:
     """Each source's JSON key and bound methods (a block's sources are one tuple per
-    selection), so that a record reads them without a call of ours per source."""
+    selection), so that a record reads them without a call of ours per source. A kind that is
+    no Mersenne Twister gets no ``twister_state`` reader: its state is read once, whole."""
     return tuple(
-        (json.dumps(source.name) + ":", source.save, source.twister_state, source)
+        (
+            json.dumps(source.name) + ":",
+            source.save,
+            source.twister_state
+            if type(source).twister_state is not GeneratorSource.twister_state
+            else None,
+            source,
+        )
         for source in sources
     )
 
@@ -340,7 +345,7 @@ class BlockLedger:
         """The rank a record carries: the group's, else the launcher's, else 0."""
         if self._file_rank is not None:
             return self._file_rank  # the file is this rank's
-        return global_rank() if is_distributed() else 0
+        return global_rank()
 
     def _ensure_open(self) -> bool:
         if self._fd is None and not self._stopped:
@@ -397,7 +402,7 @@ class BlockLedger:
         rank = self._rank()
         parts = []
         for name, save, twister_state, source in _readers(tuple(sources)):  # _entry(), inlined
-            twister = twister_state(save())
+            twister = None if twister_state is None else twister_state(save())
             if twister is None:
                 parts.append(f'{name}["{fingerprint(source.get_state())}"]')
             else:

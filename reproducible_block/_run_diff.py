@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from ._derivation import MT_WORDS
 from ._errors import ReproducibleBlockValueError
 from ._ledger import (
     DERIVATION,
     LEDGER_FORMAT,
     LEDGER_VERSION,
-    MT_WORDS,
     entry_state_images,
     key_from_json,
     mt_key_digest,
@@ -156,13 +156,12 @@ def _read_run(run: str | os.PathLike[str]) -> dict[int | None, LedgerFile]:
 # --- Counting what a block drew ------------------------------------------------------------------
 
 
-def count_draws(entry_key: bytes, exit_key_digest: str, position: int,
-                limit: int | None = None) -> int | None:
+def count_draws(entry_key: bytes, exit_key_digest: str, position: int) -> int | None:
     """How many 32-bit numbers take a fresh Mersenne Twister key to the recorded exit state.
 
     ``entry_key`` holds the 624 key words a block starts from (its next draw twists), the exit
     state is the key's id (see ``mt_key_digest``) and the position in it. Returns None when no count
-    up to ``limit`` (default :data:`MAX_REPLAYED_DRAWS`) reaches it (more were drawn, or the
+    up to :data:`MAX_REPLAYED_DRAWS` reaches it (more were drawn, or the
     block reseeded the generator).
 
     >>> import numpy as np
@@ -175,7 +174,7 @@ def count_draws(entry_key: bytes, exit_key_digest: str, position: int,
     >>> count_draws(start, mt_key_digest(after["key"].astype("<u4").tobytes()), after["pos"])
     1000
     """
-    limit = MAX_REPLAYED_DRAWS if limit is None else limit
+    limit = MAX_REPLAYED_DRAWS
     if mt_key_digest(entry_key) == exit_key_digest:
         return 0 if position == MT_WORDS else None
     bits = np.random.MT19937(0)
