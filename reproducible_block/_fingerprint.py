@@ -28,7 +28,8 @@ _SCALARS = (bool, int, float, complex, str, bytes, type(None), np.generic)
 
 def _feed(digest: Any, value: object) -> None:
     if isinstance(value, torch.Tensor):
-        flat = value.detach().cpu().contiguous().reshape(-1)
+        # The values, not the view: a conjugate or negative view's bits are those of its base.
+        flat = value.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
         digest.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
     elif isinstance(value, np.ndarray) and value.dtype != object:

@@ -275,7 +275,9 @@ class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if size <= self._budget:
                 self._budget -= size
                 values = value.detach().to("cpu", copy=True)
-            return OpOutput(fingerprint(value), dtype, shape, values)
+            # The fingerprint reads the kept copy when there is one: one copy off the device.
+            return OpOutput(fingerprint(value if values is None else values), dtype, shape,
+                            values)
         if isinstance(value, (bool, int, float, complex)):
             kind = type(value).__name__
             try:

@@ -288,6 +288,17 @@ def test_meta_and_sparse_outputs_are_not_compared() -> None:
     assert all(fingerprint is None for fingerprint in compared)
 
 
+def test_conjugate_and_negative_views_are_compared_by_their_values() -> None:
+    def views() -> torch.Tensor:
+        z = torch.complex(torch.rand(3), torch.rand(3))
+        return (z.conj() * 2).conj().imag.neg()
+
+    set_seed(0)
+    assert find_nondeterminism(views) is None
+    ops = [call.op for call in trace_ops(views).ops]
+    assert "aten.conj.default" in ops or "aten._conj.default" in ops
+
+
 def test_a_result_passed_instead_of_a_callable_is_refused() -> None:
     with pytest.raises(ReproducibleBlockTypeError, match=r"find_nondeterminism\(model, x\)"):
         find_nondeterminism(torch.ones(2))  # type: ignore[arg-type]
