@@ -22,7 +22,13 @@ from typing import Any, Literal
 from . import _other_seeders, _root, _stack
 from ._checks import describe, invalid, read_fields, read_int
 from ._derivation import DERIVATION_VERSION, new_rank_bits, new_rank_named_bits, slot
-from ._distributed import all_gather_objects, global_rank, is_distributed, world_size
+from ._distributed import (
+    all_gather_objects,
+    global_rank,
+    is_distributed,
+    raise_if_refused,
+    world_size,
+)
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
 from ._sources import GeneratorSource
@@ -255,14 +261,8 @@ def _tell_peers(failure: Exception | None) -> None:  # pragma: no cover - spawne
     if not is_distributed():
         return
     reports = all_gather_objects(None if failure is None else str(failure))
-    if failure is not None:
-        return
-    for rank, report in enumerate(reports):
-        if report is not None:
-            raise ReproducibleBlockValueError(
-                f"load_rng_state() was refused on rank {rank}, so no rank changed its "
-                f"generators: {report}"
-            )
+    if failure is None:
+        raise_if_refused("load_rng_state()", reports)
 
 
 def load_rng_state(

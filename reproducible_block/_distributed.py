@@ -8,6 +8,7 @@ collectives run (gloo on CPU; NCCL needs ``torch.cuda.set_device(local_rank)`` f
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch.distributed as dist
@@ -26,6 +27,7 @@ __all__ = [
     "is_distributed",
     "owns_process_group",
     "process_rank",
+    "raise_if_refused",
     "world_size",
 ]
 
@@ -154,3 +156,21 @@ def all_gather_objects(value: Any) -> list[Any]:
     gathered: list[Any] = [None] * dist.get_world_size()  # pragma: no cover - spawned ranks
     dist.all_gather_object(gathered, value)  # pragma: no cover - spawned ranks
     return gathered  # pragma: no cover - spawned ranks
+
+
+def raise_if_refused(action: str, reports: Sequence[object]) -> None:
+    """Raise for the first rank whose report (from :func:`all_gather_objects`) is a refusal,
+    the text of its error: a refusal on one rank is a refusal on every rank.
+
+    >>> try:
+    ...     raise_if_refused("set_seed()", [(1, "given"), "a negative seed"])
+    ... except ValueError as error:
+    ...     print(error)
+    set_seed() was refused on rank 1, so no rank changed its generators: a negative seed
+    """
+    for rank, report in enumerate(reports):
+        if isinstance(report, str):
+            raise ReproducibleBlockValueError(
+                f"{action} was refused on rank {rank}, so no rank changed its generators: "
+                f"{report}"
+            )

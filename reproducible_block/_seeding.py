@@ -15,8 +15,13 @@ import torch
 
 from . import _other_seeders, _root, _stack
 from ._checks import check_bool
-from ._distributed import all_gather_objects, global_rank, owns_process_group, process_rank
-from ._errors import ReproducibleBlockValueError
+from ._distributed import (
+    all_gather_objects,
+    global_rank,
+    owns_process_group,
+    process_rank,
+    raise_if_refused,
+)
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_from_environment, validate_seed
 from ._sources import GeneratorSource
 from ._sources.registry import check_name, make_source, registry
@@ -100,12 +105,7 @@ def _settle(reports: Sequence[object], rank: int) -> tuple[int, str, list[int]]:
     >>> _settle([(5, "drawn"), (9, "drawn"), (7, "given")], 1)
     (5, 'drawn', [5, 5, 7])
     """
-    for peer, report in enumerate(reports):
-        if isinstance(report, str):
-            raise ReproducibleBlockValueError(
-                f"set_seed() was refused on rank {peer}, so no rank changed its generators: "
-                f"{report}"
-            )
+    raise_if_refused("set_seed()", reports)
     proposals = [cast("tuple[int, str]", report) for report in reports]
     first = proposals[0]
     seeds = [value if origin == "given" else first[0] for value, origin in proposals]
