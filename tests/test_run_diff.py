@@ -187,28 +187,18 @@ def test_a_set_seed_inside_the_run_is_compared(tmp_path: Path) -> None:
     assert found.reasons == ("A called set_seed(4) where B called set_seed(5)",)
 
 
-def test_per_rank_blocks_are_replayed_with_their_rank(tmp_path: Path) -> None:
-    def program(extra: int) -> Callable[[], None]:
+@pytest.mark.parametrize("option", ["per_rank", "per_worker"])
+def test_blocks_with_folds_are_replayed_with_their_rank_or_worker(
+        tmp_path: Path, option: str) -> None:
+    def program(count: int) -> Callable[[], None]:
         def run() -> None:
-            with ReproducibleBlock("dropout", per_rank=True):
-                torch.rand(100 + extra)
+            with ReproducibleBlock("dropout", **{option: True}):
+                torch.rand(count)
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(0)),
-                      record(tmp_path / "b.jsonl", program(900)))
+    found = diff_runs(record(tmp_path / "a.jsonl", program(100)),
+                      record(tmp_path / "b.jsonl", program(1000)))
     assert found.reasons == ("torch stream consumed differently (A drew 100 numbers, B 1,000)",)
-
-
-def test_per_worker_blocks_are_replayed_with_their_worker_id(tmp_path: Path) -> None:
-    def program(extra: int) -> Callable[[], None]:
-        def run() -> None:
-            with ReproducibleBlock("stream", per_worker=True):
-                torch.rand(3 + extra)
-        return run
-
-    found = diff_runs(record(tmp_path / "a.jsonl", program(0)),
-                      record(tmp_path / "b.jsonl", program(1)))
-    assert found.reasons == ("torch stream consumed differently (A drew 3 numbers, B 4)",)
 
 
 def test_draws_beyond_the_replay_bound_say_so(tmp_path: Path,
