@@ -278,11 +278,17 @@ def _makes_new(func: Any) -> bool:
 
 
 def _storages(value: object) -> Iterator[torch.UntypedStorage]:
-    """The storages of a tensor or of a list of tensors (``Tensor(a!)[]`` arguments)."""
+    """The storages of a tensor or of a list of tensors (``Tensor(a!)[]`` arguments); none for
+    tensors without memory of their own (meta, sparse, wrapper subclasses such as DTensor)."""
     for leaf in value if isinstance(value, (list, tuple)) else (value,):
         if isinstance(leaf, torch.Tensor) and leaf.layout == torch.strided \
                 and not leaf.is_meta and not leaf.is_quantized:
-            yield leaf.untyped_storage()
+            try:
+                storage = leaf.untyped_storage()
+                storage.data_ptr()  # raises for a wrapper subclass's placeholder storage
+            except (RuntimeError, NotImplementedError):
+                continue
+            yield storage
 
 
 class _Writes:
