@@ -396,6 +396,13 @@ def test_a_coroutine_stopped_before_it_starts_does_not_warn(
     assert torch.equal(torch.get_rng_state(), before)  # nothing ran
 
 
+def test_a_coroutine_whose_first_step_is_refused_does_not_warn() -> None:
+    rb._root.replace_seed(None)  # the first step raises before the coroutine runs
+    with pytest.raises(rb.NotSeededError):
+        _unstarted_warnings(lambda: asyncio.run(COROUTINES["decorated"]()))
+    assert _unstarted_warnings(gc.collect) == []
+
+
 def test_a_decorated_coroutine_still_refuses_wrong_arguments_when_called() -> None:
     @ReproducibleBlock("arguments")
     async def takes_one(value: int) -> int:
