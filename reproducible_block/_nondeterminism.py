@@ -270,11 +270,13 @@ def _written(func: Any) -> tuple[tuple[int, str], ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _makes_new(func: Any) -> bool:
-    """Whether ``func``'s outputs are new tensors (no views of, or writes into, its inputs)."""
-    return func.overloadpacket.__name__ in _LIFTS or all(
-        result.alias_info is None for result in func._schema.returns
-    )
+def _makes_new(func: Any) -> bool | None:
+    """Whether ``func``'s outputs are new tensors: True for a lift (its input is data made
+    outside torch), None when they may still share an input's memory (``_unsafe_view``), False
+    for views of, or writes into, its inputs."""
+    if func.overloadpacket.__name__ in _LIFTS:
+        return True
+    return None if all(result.alias_info is None for result in func._schema.returns) else False
 
 
 def _storages(value: object) -> Iterator[torch.UntypedStorage]:
@@ -319,9 +321,13 @@ class _Writes:
     def wrote(self, func: Any, args: Any, kwargs: dict[str, Any], result: Any,
               mine: list[int]) -> None:
         """Note the storages ``func`` made (``set_``, ``resize_`` may give a tensor a new one)."""
-        if _makes_new(func):
-            for storage in _storages(tree_leaves(result)):
-                self._made.add(storage._cdata)
+        new = _makes_new(func)
+        if new is not False:
+            inputs = set() if new else {
+                storage._cdata for storage in _storages(tree_leaves((args, kwargs)))
+            }
+            self._made.update(storage._cdata for storage in _storages(tree_leaves(result))
+                              if storage._cdata not in inputs)
         if mine:
             for position, name in _written(func):
                 value = args[position] if position < len(args) else kwargs.get(name)

@@ -193,6 +193,19 @@ def test_tensors_made_and_changed_by_the_function_are_its_own() -> None:
     assert [value.tolist() for value in made] == [[1.0, 1.0, 1.0]] * 2
 
 
+def test_a_state_written_through_an_unannotated_view_is_put_back() -> None:
+    counts = torch.zeros(4)
+
+    def count() -> torch.Tensor:
+        # _unsafe_view's schema declares no alias, yet its output shares counts' memory.
+        flat = torch.ops.aten._unsafe_view.default(counts, [2, 2])
+        flat.add_(1)
+        return torch.ones(2)
+
+    assert find_nondeterminism(count) is None
+    assert counts.tolist() == [1.0] * 4  # what one run left
+
+
 def test_uninitialised_memory_is_not_a_difference() -> None:
     assert find_nondeterminism(lambda: torch.empty(1000).fill_(1.0)) is None
 
