@@ -255,14 +255,101 @@ def _calling_line() -> tuple[str, str] | None:
                                                                    line).strip()
 
 
-class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    """Records every op run in this thread while active, with its module and line."""
+# Ops that wrap data made outside torch's dispatch (NumPy arrays, Python lists) in a new tensor.
+_LIFTS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
 
-    def __init__(self, modules: _ModuleStack) -> None:
+
+@functools.lru_cache(maxsize=4096)
+def _written(func: Any) -> tuple[tuple[int, str], ...]:
+    """(position, name) of the arguments ``func`` writes to (``self`` of ``add_``, ``out=``)."""
+    return tuple(
+        (position, argument.name)
+        for position, argument in enumerate(func._schema.arguments)
+        if argument.alias_info is not None and argument.alias_info.is_write
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _makes_new(func: Any) -> bool | None:
+    """Whether ``func``'s outputs are new tensors: True for a lift (its input is data made
+    outside torch), None when they may still share an input's memory (``_unsafe_view``), False
+    for views of, or writes into, its inputs."""
+    if func.overloadpacket.__name__ in _LIFTS:
+        return True
+    return None if all(result.alias_info is None for result in func._schema.returns) else False
+
+
+def _storages(value: object) -> Iterator[torch.UntypedStorage]:
+    """The storages of a tensor or of a list of tensors (``Tensor(a!)[]`` arguments); none for
+    tensors without memory of their own (meta, sparse, wrapper subclasses such as DTensor)."""
+    for leaf in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(leaf, torch.Tensor) and leaf.layout == torch.strided \
+                and not leaf.is_meta and not leaf.is_quantized:
+            try:
+                storage = leaf.untyped_storage()
+                storage.data_ptr()  # raises for a wrapper subclass's placeholder storage
+            except (RuntimeError, NotImplementedError):
+                continue
+            yield storage
+
+
+class _Writes:
+    """The storages a run writes to in place that existed before it, as they were before.
+
+    Tensors the run makes (every op's new outputs) are its own; a storage that existed before
+    (a BatchNorm's running statistics, parameters an optimizer steps) is copied at its first
+    write, so that :meth:`restore` starts a second run from the state the first started from.
+    """
+
+    def __init__(self) -> None:
+        self._made: set[int] = set()
+        self._before: dict[int, tuple[torch.UntypedStorage, torch.UntypedStorage]] = {}
+
+    def will_write(self, func: Any, args: Any, kwargs: dict[str, Any]) -> list[int]:
+        """Save what ``func`` is about to overwrite; return the written storages it made."""
+        mine: list[int] = []
+        for position, name in _written(func):
+            value = args[position] if position < len(args) else kwargs.get(name)
+            for storage in _storages(value):
+                key = storage._cdata
+                if key in self._made:
+                    mine.append(key)
+                elif key not in self._before and storage.nbytes():
+                    self._before[key] = (storage, storage.clone())  # type: ignore[no-untyped-call]
+        return mine
+
+    def wrote(self, func: Any, args: Any, kwargs: dict[str, Any], result: Any,
+              mine: list[int]) -> None:
+        """Note the storages ``func`` made (``set_``, ``resize_`` may give a tensor a new one)."""
+        new = _makes_new(func)
+        if new is not False:
+            inputs = set() if new else {
+                storage._cdata for storage in _storages(tree_leaves((args, kwargs)))
+            }
+            self._made.update(storage._cdata for storage in _storages(tree_leaves(result))
+                              if storage._cdata not in inputs)
+        if mine:
+            for position, name in _written(func):
+                value = args[position] if position < len(args) else kwargs.get(name)
+                self._made.update(storage._cdata for storage in _storages(value))
+
+    def restore(self) -> None:
+        """Put every storage the run wrote to back as it was before the run."""
+        for storage, before in self._before.values():
+            if storage.nbytes() == before.nbytes():  # not when the run resized it
+                storage.copy_(before)
+
+
+class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Records every op run in this thread while active, with its module and line; with
+    ``writes``, also what the ops overwrite of the state that existed before."""
+
+    def __init__(self, modules: _ModuleStack, writes: _Writes | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.calls: list[OpCall] = []
         self._modules = modules
         self._budget = KEPT_VALUES_BYTES
+        self._writes = writes
 
     def _output(self, value: object, compared: bool) -> OpOutput | None:
         if isinstance(value, torch.Tensor):
@@ -290,7 +377,14 @@ class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
                            kwargs: Any = None) -> Any:
-        result = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        writes = self._writes
+        if writes is None:
+            result = func(*args, **kwargs)
+        else:
+            mine = writes.will_write(func, args, kwargs)
+            result = func(*args, **kwargs)
+            writes.wrote(func, args, kwargs, result, mine)
         called_from = _calling_line()
         if called_from is None:
             return result
@@ -307,14 +401,20 @@ class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
         return result
 
 
-def _traced(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> tuple[OpTrace, R]:
+def _check_callable(fn: object) -> None:
     if not callable(fn):
         raise ReproducibleBlockTypeError(
             f"a callable is needed first, then its arguments; got {type(fn).__name__} {fn!r}. "
             "Write find_nondeterminism(model, x), not find_nondeterminism(model(x))."
         )
+
+
+def _traced(writes: _Writes | None, fn: Callable[P, R], *args: P.args,
+            **kwargs: P.kwargs) -> tuple[OpTrace, R]:
+    """One traced run of ``fn``; with ``writes``, what it overwrites (see :class:`_Writes`)."""
+    _check_callable(fn)
     modules = _ModuleStack()
-    tracer = _Tracer(modules)
+    tracer = _Tracer(modules, writes)
     with modules.installed(), tracer:
         result = fn(*args, **kwargs)
     return OpTrace(tuple(tracer.calls)), result
@@ -336,7 +436,7 @@ def trace_ops(fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> OpT
     >>> [call.op for call in trace.ops] == ["aten.mul.Tensor", "aten.sum.default"]
     True
     """
-    return _traced(fn, *args, **kwargs)[0]
+    return _traced(None, fn, *args, **kwargs)[0]
 
 
 @dataclass(frozen=True)
@@ -452,7 +552,10 @@ def find_nondeterminism(fn: Callable[P, Any], /, *args: P.args,
     """Run ``fn`` twice from the same random state and name the first torch op that differs.
 
     Like :func:`assert_deterministic`, both runs start from the caller's state of every managed
-    generator and the root, and the caller's state is put back afterwards. Each run is traced
+    generator and the root, and the caller's state is put back afterwards. Tensors that existed
+    before the call and that ``fn`` changes in place (a BatchNorm's running statistics in train
+    mode, parameters an optimizer steps) are put back before the second run too, so that both
+    runs start from the same state (afterwards they hold what one run left). Each run is traced
     (see :func:`trace_ops`); the result is None when every op's outputs and the two results are
     the same, else an :class:`OpDivergence` naming the first op whose outputs differ, the module
     it ran in (``Net.encoder.0``, from global forward hooks: ops outside every module, the
@@ -475,7 +578,16 @@ def find_nondeterminism(fn: Callable[P, Any], /, *args: P.args,
     >>> find_nondeterminism(lambda x: torch.nn.functional.dropout(x, 0.5), torch.ones(8)) is None
     True
     """
-    runs = run_from_same_state([functools.partial(_traced, fn, *args, **kwargs)] * 2)
+    _check_callable(fn)
+    writes = _Writes()
+
+    def second_run() -> tuple[OpTrace, Any]:
+        writes.restore()  # the state the first run started from, not the state it left
+        return _traced(None, fn, *args, **kwargs)
+
+    first_run: Callable[[], tuple[OpTrace, Any]] = functools.partial(
+        _traced, writes, fn, *args, **kwargs)
+    runs = run_from_same_state([first_run, second_run])
     (first, first_result), (second, second_result) = runs
     found = compare_traces(first, second)
     if found is not None:

@@ -14,11 +14,13 @@ DataLoader workers are the exception: the DataLoader seeds torch in each worker 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 
 import torch
+import wrapt
 from torch.utils.data import get_worker_info
 
 from . import _root
@@ -29,11 +31,15 @@ __all__ = ["initial_seed", "noticed", "settle"]
 #: torch's CPU initial seed, read on a block's hot path (``torch.initial_seed()`` calls it).
 initial_seed = torch.default_generator.initial_seed
 
-# Frames a warning skips to reach the user's line: the package's own, and the wrapper that
-# torch.compile puts around code it runs outside a graph.
+# Frames a warning skips to reach the user's line: the package's own, the wrapper that
+# torch.compile puts around code it runs outside a graph, and the code that drives a block
+# (contextlib's ExitStack, asyncio's event loop stepping a decorated coroutine, wrapt).
 _SKIPPED = (
     os.path.dirname(os.path.abspath(__file__)) + os.sep,
     os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_dynamo") + os.sep,
+    contextlib.__file__,
+    os.path.join(os.path.dirname(contextlib.__file__), "asyncio") + os.sep,
+    os.path.dirname(wrapt.__file__) + os.sep,
 )
 _warned = False
 

@@ -9,7 +9,9 @@ after an ``await`` and for each step of an async generator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Generator, Sequence
+import inspect
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, Protocol
 
 from ._stack import Frame, enter, leave
@@ -107,9 +109,36 @@ class _StepAwaitable:
         return _drive(self._stream, self._target)
 
 
-async def run_coroutine(stream: Stream, coroutine: Awaitable[Any]) -> Any:
-    """The decorated coroutine: every resume of ``coroutine`` runs in the block's stream."""
+async def _run_coroutine(stream: Stream, coroutine: Awaitable[Any]) -> Any:
     return await _StepAwaitable(stream, coroutine)  # type: ignore[arg-type]
+
+
+# The weak references that close a decorated coroutine's inner coroutine when the outer one goes.
+_watching: set[weakref.ref[Any]] = set()
+
+
+def _closer(coroutine: Coroutine[Any, Any, Any]) -> Callable[[weakref.ref[Any]], None]:
+    def close(watch: weakref.ref[Any]) -> None:
+        _watching.discard(watch)
+        # Only one that never started: a suspended one is closed by the outer one's own close
+        # (which Python runs after this), inside the block's stream.
+        if getattr(coroutine, "cr_frame", None) is not None and \
+                inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+            coroutine.close()
+
+    return close
+
+
+def run_coroutine(stream: Stream, coroutine: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+    """The decorated coroutine: every resume of ``coroutine`` runs in the block's stream.
+
+    ``coroutine`` is made at the call, as a plain coroutine is (wrong arguments raise there),
+    and closed when the decorated one goes: one closed, or cancelled by asyncio, before its
+    first step never runs ``coroutine``, which must not then warn "never awaited".
+    """
+    outer = _run_coroutine(stream, coroutine)
+    _watching.add(weakref.ref(outer, _closer(coroutine)))
+    return outer
 
 
 async def run_async_generator(

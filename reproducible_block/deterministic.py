@@ -17,6 +17,7 @@ on one machine with one software stack:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -41,7 +42,9 @@ CUBLAS_WORKSPACE_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 #: The values torch accepts as deterministic; the first is set when the variable is not.
 DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Frames a warning skips to reach the user's line: the package's own, and contextlib's (a
+# section entered through an ExitStack).
+_SKIPPED = (os.path.dirname(os.path.abspath(__file__)) + os.sep, contextlib.__file__)
 _warned: set[str] = set()
 
 
@@ -85,13 +88,13 @@ class DeterministicSettings:
 
 
 def _warn_once(key: str, message: str) -> None:
-    """Warn once per process, pointing at the first caller outside the package."""
+    """Warn once per process, pointing at the first caller outside the package (and contextlib)."""
     if key in _warned:
         return
     _warned.add(key)
     level = 1
     frame = sys._getframe(0)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_SKIPPED):
         frame = frame.f_back
         level += 1
     warnings.warn(message, UserWarning, stacklevel=level)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +115,18 @@ def test_warning_through_set_seed_points_at_the_callers_line(
     with pytest.warns(UserWarning, match="does not make cuBLAS deterministic") as seen:
         set_seed(3, deterministic=True)
     assert [w.filename for w in seen] == [__file__]
+
+
+@pytest.mark.usefixtures("relaxed")
+def test_warning_through_an_exit_stack_points_at_the_callers_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(VARIABLE, "bad")
+    with pytest.warns(UserWarning, match="does not make cuBLAS deterministic") as seen, \
+            ExitStack() as stack:
+        stack.enter_context(deterministic_mode())  # entered here
+    assert [w.filename for w in seen] == [__file__]
+    assert "# entered here" in Path(__file__).read_text().splitlines()[seen[0].lineno - 1]
 
 
 @pytest.mark.usefixtures("relaxed")

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from reproducible_block import (
+    NondeterminismError,
     OpTrace,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
     _nondeterminism,
+    assert_deterministic,
     compare_traces,
     find_nondeterminism,
     set_seed,
@@ -152,6 +154,56 @@ def test_deterministic_code_is_clean_and_the_callers_stream_is_kept() -> None:
     assert find_nondeterminism(train) is None
     assert find_nondeterminism(lambda: torch.rand(3) + random.random()) is None
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_in_train_mode_passes_both_tools(momentum: float | None) -> None:
+    set_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=momentum)).train()
+    norm = model[1]
+    assert isinstance(norm, nn.BatchNorm1d)
+    x = torch.randn(8, 4)
+    assert_deterministic(model, x)
+    assert find_nondeterminism(model, x) is None
+    # Both runs started from the caller's running statistics: they hold what one run left.
+    assert norm.num_batches_tracked is not None
+    assert int(norm.num_batches_tracked) == 3
+
+
+def test_an_unseeded_generator_behind_batchnorm_is_caught_by_both_tools() -> None:
+    set_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), UnseededNoise()).train()
+    x = torch.randn(8, 4)
+    with pytest.raises(NondeterminismError):
+        assert_deterministic(model, x)
+    found = find_nondeterminism(model, x)
+    assert found is not None
+    assert found.op == "aten.lift_fresh.default"
+    assert (found.module, found.module_type) == ("Sequential.1", "UnseededNoise")
+
+
+def test_tensors_made_and_changed_by_the_function_are_its_own() -> None:
+    made: list[torch.Tensor] = []
+
+    def fill() -> torch.Tensor:
+        made.append(torch.zeros(3).add_(1))
+        return made[-1]
+
+    assert find_nondeterminism(fill) is None
+    assert [value.tolist() for value in made] == [[1.0, 1.0, 1.0]] * 2
+
+
+def test_a_state_written_through_an_unannotated_view_is_put_back() -> None:
+    counts = torch.zeros(4)
+
+    def count() -> torch.Tensor:
+        # _unsafe_view's schema declares no alias, yet its output shares counts' memory.
+        flat = torch.ops.aten._unsafe_view.default(counts, [2, 2])
+        flat.add_(1)
+        return torch.ones(2)
+
+    assert find_nondeterminism(count) is None
+    assert counts.tolist() == [1.0] * 4  # what one run left
 
 
 def test_uninitialised_memory_is_not_a_difference() -> None:

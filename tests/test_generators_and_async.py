@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+import warnings
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+)
+from typing import Any
 
 import pytest
 import torch
@@ -308,3 +319,149 @@ def test_keyboard_interrupt_inside_gives_the_caller_its_state_back(
     assert torch.equal(after, torch.get_rng_state())
     with ReproducibleBlock("next"):  # no block left open, the lock is free
         assert rb.environment_report()["open_blocks"] == 1
+
+
+# Resumables stopped before their first step: a decorated one behaves as the plain one does.
+
+
+async def plain_coroutine() -> None:
+    torch.rand(1)
+
+
+async def plain_async_generator() -> AsyncGenerator[None, None]:
+    torch.rand(1)
+    yield
+
+
+def plain_generator() -> Generator[None, None, None]:
+    torch.rand(1)
+    yield
+
+
+COROUTINES = {
+    "plain": plain_coroutine,
+    "decorated": ReproducibleBlock("unstarted")(plain_coroutine),
+}
+ASYNC_GENERATORS = {
+    "plain": plain_async_generator,
+    "decorated": ReproducibleBlock("unstarted")(plain_async_generator),
+}
+
+
+async def _task_cancelled_before_it_runs(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    task = asyncio.ensure_future(make())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _gather_cancelled_before_it_runs(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    gathered = asyncio.gather(make(), make())
+    gathered.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gathered
+
+
+async def _wait_for_timed_out_before_it_runs(
+    make: Callable[[], Coroutine[Any, Any, None]],
+) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(make(), timeout=0)
+
+
+async def _closed_without_being_awaited(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    make().close()
+
+
+def _unstarted_warnings(run: Callable[[], object]) -> list[str]:
+    """The warnings ``run`` gives, once everything it left behind is collected."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+        gc.collect()
+    return [str(warning.message) for warning in caught]
+
+
+@pytest.mark.parametrize("stop", [
+    _task_cancelled_before_it_runs, _gather_cancelled_before_it_runs,
+    _wait_for_timed_out_before_it_runs, _closed_without_being_awaited,
+])
+@pytest.mark.parametrize("kind", list(COROUTINES))
+def test_a_coroutine_stopped_before_it_starts_does_not_warn(
+    kind: str, stop: Callable[[Callable[[], Coroutine[Any, Any, None]]], Awaitable[None]]
+) -> None:
+    set_seed(0)
+    before = torch.get_rng_state()
+    assert _unstarted_warnings(lambda: asyncio.run(stop(COROUTINES[kind]))) == []  # type: ignore[arg-type]
+    assert torch.equal(torch.get_rng_state(), before)  # nothing ran
+
+
+def test_a_coroutine_whose_first_step_is_refused_does_not_warn() -> None:
+    rb._root.replace_seed(None)  # the first step raises before the coroutine runs
+    with pytest.raises(rb.NotSeededError):
+        _unstarted_warnings(lambda: asyncio.run(COROUTINES["decorated"]()))
+    assert _unstarted_warnings(gc.collect) == []
+
+
+def test_a_decorated_coroutine_still_refuses_wrong_arguments_when_called() -> None:
+    @ReproducibleBlock("arguments")
+    async def takes_one(value: int) -> int:
+        return value
+
+    with pytest.raises(TypeError):
+        takes_one(1, 2)  # type: ignore[call-arg, unused-coroutine]
+
+
+@pytest.mark.parametrize("kind", list(ASYNC_GENERATORS))
+def test_an_async_generator_closed_before_it_starts_does_not_warn(kind: str) -> None:
+    async def stop() -> None:
+        await ASYNC_GENERATORS[kind]().aclose()
+        ASYNC_GENERATORS[kind]()  # dropped unstarted
+
+    set_seed(0)
+    before = torch.get_rng_state()
+    assert _unstarted_warnings(lambda: asyncio.run(stop())) == []
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("decorated", [False, True])
+def test_a_generator_closed_or_thrown_into_before_it_starts_runs_nothing(decorated: bool) -> None:
+    make = ReproducibleBlock("unstarted")(plain_generator) if decorated else plain_generator
+    set_seed(0)
+    before = torch.get_rng_state()
+
+    def stop() -> None:
+        make().close()
+        with pytest.raises(KeyError):
+            make().throw(KeyError("early"))
+        make()  # dropped unstarted
+
+    assert _unstarted_warnings(stop) == []
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_suspended_coroutine_dropped_unclosed_runs_its_cleanup_in_its_stream() -> None:
+    cleanup: list[float] = []
+
+    class Pause:
+        def __await__(self) -> Generator[None, None, None]:
+            yield
+
+    @ReproducibleBlock("dropped")
+    async def paused() -> None:
+        torch.rand(1)
+        try:
+            await Pause()
+        finally:
+            cleanup.append(torch.rand(1).item())
+
+    set_seed(0)
+    expected = _block_draws("dropped", 2)
+    caller = torch.rand(1).item()
+    set_seed(0)
+    coroutine = paused()
+    coroutine.send(None)  # one step, suspended at the pause
+    del coroutine  # collected unclosed: Python closes it
+    gc.collect()
+    assert cleanup == [expected[1]]
+    assert torch.rand(1).item() == caller

@@ -8,9 +8,11 @@ real seeders are in ``test_integrations.py``; here torch's own ``manual_seed`` s
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,37 @@ def test_a_decorated_function_warns_at_its_callers_line() -> None:
     with pytest.warns(UserWarning, match="seeded with 43") as records:
         decorated()  # this line
     assert records[0].filename == __file__
+
+
+def test_a_block_entered_through_an_exit_stack_warns_at_the_users_line(
+    caught: list[warnings.WarningMessage],
+) -> None:
+    set_seed(42)
+    torch.manual_seed(43)
+    with ExitStack() as stack:
+        stack.enter_context(ReproducibleBlock("stacked"))  # entered here
+    (record,) = caught
+    assert record.filename == __file__
+    assert "# entered here" in Path(__file__).read_text().splitlines()[record.lineno - 1]
+
+
+@ReproducibleBlock("gathered")
+async def gathered() -> None:
+    torch.rand(1)
+
+
+def test_a_decorated_coroutine_under_gather_warns_in_the_users_file(
+    caught: list[warnings.WarningMessage],
+) -> None:
+    async def main() -> None:
+        await asyncio.gather(gathered(), gathered())
+
+    set_seed(42)
+    torch.manual_seed(43)
+    asyncio.run(main())  # the event loop steps the coroutines: this is the user's line
+    (record,) = caught
+    assert record.filename == __file__
+    assert "# the event loop" in Path(__file__).read_text().splitlines()[record.lineno - 1]
 
 
 def test_set_seed_after_the_other_seeder_is_the_fix(caught: list[warnings.WarningMessage]) -> None:
