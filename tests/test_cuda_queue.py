@@ -120,3 +120,23 @@ def test_set_seed_queues_the_recipes_seed(cuda: CudaSource) -> None:
     fields = tracker_fields()
     assert cuda.get_state() == QueuedSeeds((("all", 12),))
     assert fields[2][-1] is fields[0]  # torch applies the seed-all call last
+
+
+def test_a_replaced_record_is_the_one_blocks_swap(
+    cuda: CudaSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch reads torch.cuda._lazy_seed_tracker when it queues and when CUDA starts: a record
+    # replaced after the source was made is the one blocks must swap (issue 21).
+    set_seed(3)
+    old_record = tracker_fields()
+    fresh = type(TRACKER)()
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", fresh)
+    torch.manual_seed(5)  # queued in the new record
+    assert cuda.get_state() == QueuedSeeds((("all", 5),))
+    with ReproducibleBlock("queued"):
+        inside = cuda.get_state()
+        assert fresh.call_order[-1][0] is not None and inside != QueuedSeeds((("all", 5),))
+    with ReproducibleBlock("queued"):
+        assert cuda.get_state() == inside
+    assert cuda.get_state() == QueuedSeeds((("all", 5),))
+    assert tracker_fields() == old_record  # the old record: untouched
