@@ -131,7 +131,7 @@ def test_a_replaced_record_is_the_one_blocks_swap(
     old_record = tracker_fields()
     fresh = type(TRACKER)()
     monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", fresh)
-    torch.manual_seed(5)  # queued in the new record
+    torch.cuda.manual_seed_all(5)  # queued in the new record
     assert cuda.get_state() == QueuedSeeds((("all", 5),))
     with ReproducibleBlock("queued"):
         inside = cuda.get_state()

@@ -337,3 +337,23 @@ def test_set_seed_and_checkpoints_work_with_a_legacy_global_over_pcg64(
     expected = np.random.randn(4).tolist()
     load_rng_state(saved)
     assert np.random.randn(4).tolist() == expected
+
+
+def test_blocks_manage_the_random_state_numpys_functions_were_rebound_to(
+    monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    set_seed(0)
+    with ReproducibleBlock("first"):
+        pass  # the built-in sources exist before the global is replaced
+    old, new = np.random.mtrand._rand, np.random.RandomState(5)
+    monkeypatch.setattr(np.random.mtrand, "_rand", new)
+    for name in dir(np.random):
+        if getattr(getattr(np.random, name), "__self__", None) is old:
+            monkeypatch.setattr(np.random, name, getattr(new, name))
+    expected_outside = np.random.RandomState(5)
+    with ReproducibleBlock("rebound"):
+        first = np.random.randn(3).tolist()
+    with ReproducibleBlock("rebound"):
+        again = np.random.randn(3).tolist()
+    assert first == again
+    assert np.random.rand() == expected_outside.rand()  # the caller's stream did not move
