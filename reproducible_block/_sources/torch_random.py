@@ -248,8 +248,9 @@ class _SeedQueue:
     """torch's private record of the queued CUDA seeding (``torch.cuda._lazy_seed_tracker``).
 
     torch's own ``manual_seed_all`` formats a stack trace each time it queues a seed (about
-    100 µs); blocks swap the record's three fields instead. The layout is checked once with the
-    public ``torch.cuda.manual_seed_all``; if it differs, blocks use the public calls.
+    100 µs); blocks swap the record's three fields instead. The layout is checked once on a
+    private record of the same class; if it differs, or torch uses another record now (checked
+    at every use), blocks use the public calls.
     """
 
     def __init__(self) -> None:
@@ -266,19 +267,20 @@ class _SeedQueue:
             return  # pragma: no cover - only with a torch without the record
         if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             return  # pragma: no cover - needs a GPU
-        saved = self.read(tracker)
+        # Checked on a private record of the same class, never on the one torch uses: a seed
+        # another thread queued while the check ran would be lost.
+        entry = (_SeedAll(0xC0FFEE), ())
         try:
-            torch.cuda.manual_seed_all(0xC0FFEE)
-            entry = tracker.manual_seed_all_cb
-            if (
-                isinstance(entry, tuple)
-                and len(entry) == 2
-                and tracker.call_order[-1] is entry
-                and _queued_seed(entry[0]) == 0xC0FFEE
-            ):
-                self.tracker = tracker
-        finally:
-            self.write(tracker, saved)
+            scratch = type(tracker)()
+            scratch.queue_seed_all(*entry)
+        except Exception:  # pragma: no cover - only with a torch whose record differs
+            return
+        if (
+            all(hasattr(scratch, name) for name in fields)
+            and scratch.manual_seed_all_cb == entry
+            and scratch.call_order[-1] is scratch.manual_seed_all_cb
+        ):
+            self.tracker = tracker
 
     def live(self) -> Any:
         """The checked record, if torch still uses it (and the same lock); else None."""
