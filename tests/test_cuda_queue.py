@@ -135,7 +135,8 @@ def test_a_replaced_record_is_the_one_blocks_swap(
     assert cuda.get_state() == QueuedSeeds((("all", 5),))
     with ReproducibleBlock("queued"):
         inside = cuda.get_state()
-        assert fresh.call_order[-1][0] is not None and inside != QueuedSeeds((("all", 5),))
+        assert fresh.call_order[-1][0] is not None
+        assert inside != QueuedSeeds((("all", 5),))
     with ReproducibleBlock("queued"):
         assert cuda.get_state() == inside
     assert cuda.get_state() == QueuedSeeds((("all", 5),))

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _memory
 from .._checks import invalid, read_fields, read_float, read_int, read_words, words_tensor
 from .._derivation import MT_WORDS, mt_image, seed_sequence
-from .._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from .._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from .._fingerprint import same_state
 from . import GeneratorSource
 
@@ -209,7 +209,7 @@ class NumpyGlobalSource(GeneratorSource[Any]):
     def _public(self, saved: Any) -> Any:
         """C images (saved, or derived), in ``np.random.set_state``'s form for the global's
         bit generator now: a derived state carries its bits, for a global of another kind."""
-        bit_generator = getattr(managed_global(), "_bit_generator", None)
+        bit_generator: Any = getattr(managed_global(), "_bit_generator", None)
         if len(saved) == 3 and not isinstance(bit_generator, np.random.MT19937):
             state = dict(type(bit_generator)(seed_sequence(saved[2])).state)
             state["has_gauss"], state["gauss"] = 0, 0.0
@@ -280,7 +280,7 @@ def _other_kind_state(data: object, where: str) -> dict[str, Any]:
     ``RandomState`` over the kind the global has here."""
     fields = read_fields(data, where, ("state",))
     state = _from_plain(fields["state"], f"{where}['state']")
-    bit_generator = getattr(managed_global(), "_bit_generator", None)
+    bit_generator: Any = getattr(managed_global(), "_bit_generator", None)
     kind = type(bit_generator).__name__
     if not isinstance(state, dict) or state.get("bit_generator") != kind:
         saved = state.get("bit_generator") if isinstance(state, dict) else None
