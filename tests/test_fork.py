@@ -14,6 +14,7 @@ import pickle
 import random
 import select
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -264,8 +265,14 @@ def test_forks_while_another_thread_switches_blocks_never_hang_or_half_switch_th
 
     with ReproducibleBlock("child"):
         expected_inside = _draws()
-    with thread_running(switch):
-        for attempt in range(30):
-            code, data = fork_and_wait(child, timeout=20)
-            assert code == 0, f"fork {attempt}: the child {'hung' if code is None else 'failed'}"
-            assert pickle.loads(data) == (expected, expected_inside)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a fork lands mid-switch more often
+    try:
+        with thread_running(switch):
+            for attempt in range(30):
+                code, data = fork_and_wait(child, timeout=20)
+                hung = "hung" if code is None else "failed"
+                assert code == 0, f"fork {attempt}: the child {hung}"
+                assert pickle.loads(data) == (expected, expected_inside), f"fork {attempt}"
+    finally:
+        sys.setswitchinterval(interval)
