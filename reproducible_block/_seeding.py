@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from . import _other_seeders, _root, _stack
+from . import _memory, _other_seeders, _root, _stack
 from ._checks import check_bool
 from ._distributed import (
     all_gather_objects,
@@ -58,13 +58,14 @@ def seed_all_sources(seed: int) -> None:
     """
     sources = registry.active()
     saved: list[Any] = []
-    try:
-        for source in sources:
-            saved.append(source.save())
-            source.seed(seed)
-    except BaseException:
-        _stack.restore_all(sources, saved)
-        raise
+    with _memory.switching:  # no fork mid-way (see _memory)
+        try:
+            for source in sources:
+                saved.append(source.save())
+                source.seed(seed)
+        except BaseException:
+            _stack.restore_all(sources, saved)
+            raise
     _root.replace_seed(seed)
     _other_seeders.settle()
 

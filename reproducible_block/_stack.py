@@ -9,8 +9,10 @@ tasks interleaving ``with`` blocks across ``await``) raises :class:`BlockUsageEr
 every caller its exact state back.
 
 A switch is all or nothing: if a source fails while a block installs its states, the sources
-already switched get their state back before the error propagates. A forked child gets a fresh
-lock, and the streams outside the blocks of other threads (see :func:`_after_fork_in_child`).
+already switched get their state back before the error propagates. A switch holds
+``_memory.switching``, which a fork waits for: a child never starts mid-switch. A forked child
+gets a fresh lock, and the streams outside the blocks of other threads (see
+:func:`_after_fork_in_child`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from contextlib import contextmanager, suppress
 from threading import get_ident
 from typing import Any
 
-from . import _other_seeders, _root
+from . import _memory, _other_seeders, _root
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
 from ._other_seeders import initial_seed
 from ._sources import GeneratorSource
@@ -147,11 +149,12 @@ def _acquire(owner: object) -> None:
 def restore_all(sources: Sequence[GeneratorSource[Any]], saved: Sequence[Any]) -> None:
     """Restore every saved state, last first; one failure does not stop the others."""
     error: BaseException | None = None
-    for index in range(len(saved) - 1, -1, -1):
-        try:
-            sources[index].restore(saved[index])
-        except BaseException as exc:
-            error = error or exc
+    with _memory.switching:
+        for index in range(len(saved) - 1, -1, -1):
+            try:
+                sources[index].restore(saved[index])
+            except BaseException as exc:
+                error = error or exc
     if error is not None:
         raise error
 
@@ -172,20 +175,21 @@ def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequen
             lock.release()
             raise
     saved: list[Any] = []
-    try:
-        for source, state in zip(sources, states, strict=True):
-            saved.append(source.swap(state))  # the caller's state, then the block's installed
-    except BaseException:
+    with _memory.switching:  # no fork until the frame that undoes the switch is in _open
         try:
-            restore_all(sources, saved)
-        finally:
-            lock.release()
-        raise
-    if outermost:
-        global _holder
-        _holder = get_ident()
-    frame = (owner, sources, saved)
-    _open.append(frame)
+            for source, state in zip(sources, states, strict=True):
+                saved.append(source.swap(state))  # the caller's state, then the block's
+        except BaseException:
+            try:
+                restore_all(sources, saved)
+            finally:
+                lock.release()
+            raise
+        if outermost:
+            global _holder
+            _holder = get_ident()
+        frame = (owner, sources, saved)
+        _open.append(frame)
     return frame
 
 
@@ -193,26 +197,27 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     """Restore the caller's states; with ``keep``, first save the block's states to resume."""
     if not _open or _open[-1] is not frame:
         return _leave_out_of_order(frame, keep)
-    _open.pop()
     sources, saved = frame[1], frame[2]
     try:
-        try:
-            kept = None
-            if keep:  # a loop, not a comprehension: no frame of its own on this hot path
-                kept = []
-                for source in sources:
-                    kept.append(source.save())
-            if exit_hook is not None:
-                exit_hook(frame)
-        finally:  # the caller's states come back even if the hook or a save raised (Ctrl-C)
-            index = len(saved)
+        with _memory.switching:  # no fork between the pop and the last restore
+            _open.pop()
             try:
-                while index:
-                    index -= 1
-                    sources[index].restore(saved[index])
-            except BaseException:
-                restore_all(sources[:index], saved[:index])  # the others still get theirs back
-                raise
+                kept = None
+                if keep:  # a loop, not a comprehension: no frame of its own on this hot path
+                    kept = []
+                    for source in sources:
+                        kept.append(source.save())
+                if exit_hook is not None:
+                    exit_hook(frame)
+            finally:  # the caller's states come back even if the hook or a save raised (Ctrl-C)
+                index = len(saved)
+                try:
+                    while index:
+                        index -= 1
+                        sources[index].restore(saved[index])
+                except BaseException:
+                    restore_all(sources[:index], saved[:index])  # the others get theirs back
+                    raise
     finally:
         lock.release()
     return kept
@@ -234,17 +239,18 @@ def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
         )
     failure: BaseException | None = None
     try:
-        newer = _open[index + 1 :]
-        del _open[index]  # closed, whatever fails below
-        for position, source in enumerate(sources):
-            above = next((other for other in newer if source in other[1]), None)
-            if above is not None:
-                above[2][list(above[1]).index(source)] = saved[position]
-                continue
-            try:
-                source.restore(saved[position])
-            except BaseException as error:  # the other sources still get theirs back
-                failure = failure or error
+        with _memory.switching:
+            newer = _open[index + 1 :]
+            del _open[index]  # closed, whatever fails below
+            for position, source in enumerate(sources):
+                above = next((other for other in newer if source in other[1]), None)
+                if above is not None:
+                    above[2][list(above[1]).index(source)] = saved[position]
+                    continue
+                try:
+                    source.restore(saved[position])
+                except BaseException as error:  # the other sources still get theirs back
+                    failure = failure or error
     finally:
         lock.release()
     if failure is not None:
@@ -264,16 +270,17 @@ def install_all(
     """Install ``states`` into ``sources`` (``set_state`` if ``portable``, else ``restore``),
     all or nothing. The caller holds the lock."""
     saved: list[Any] = []
-    try:
-        for index, source in enumerate(sources):
-            saved.append(source.save())
-            if portable:
-                source.set_state(states[index])
-            else:
-                source.restore(states[index])
-    except BaseException:
-        restore_all(sources, saved)
-        raise
+    with _memory.switching:
+        try:
+            for index, source in enumerate(sources):
+                saved.append(source.save())
+                if portable:
+                    source.set_state(states[index])
+                else:
+                    source.restore(states[index])
+        except BaseException:
+            restore_all(sources, saved)
+            raise
 
 
 def open_count() -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _other_seeders, _root, _stack
+from . import _memory, _other_seeders, _root, _stack
 from ._derivation import slot, worker_bits
 from ._distributed import process_rank
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
@@ -54,7 +54,7 @@ def _seed_worker_globals(worker_id: int, rank: int) -> None:
     ``base_seed`` comes from the loader's generator, so the streams repeat between runs.
     """
     bits = worker_bits(torch.initial_seed() - worker_id, worker_id, rank)
-    with _stack.held("seed_worker()"):
+    with _stack.held("seed_worker()"), _memory.switching:
         for source in registry.builtin():
             if source.slot in _WORKER_SLOTS:
                 source.restore(source.from_bits(slot(bits, source.slot)))

@@ -120,3 +120,47 @@ def test_set_seed_queues_the_recipes_seed(cuda: CudaSource) -> None:
     fields = tracker_fields()
     assert cuda.get_state() == QueuedSeeds((("all", 12),))
     assert fields[2][-1] is fields[0]  # torch applies the seed-all call last
+
+
+def test_a_replaced_record_is_the_one_blocks_swap(
+    cuda: CudaSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch reads torch.cuda._lazy_seed_tracker when it queues and when CUDA starts: a record
+    # replaced after the source was made is the one blocks must swap (issue 21).
+    set_seed(3)
+    old_record = tracker_fields()
+    fresh = type(TRACKER)()
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", fresh)
+    torch.cuda.manual_seed_all(5)  # queued in the new record
+    assert cuda.get_state() == QueuedSeeds((("all", 5),))
+    with ReproducibleBlock("queued"):
+        inside = cuda.get_state()
+        assert fresh.call_order[-1][0] is not None
+        assert inside != QueuedSeeds((("all", 5),))
+    with ReproducibleBlock("queued"):
+        assert cuda.get_state() == inside
+    assert cuda.get_state() == QueuedSeeds((("all", 5),))
+    assert tracker_fields() == old_record  # the old record: untouched
+
+
+class _CountingRecord(type(TRACKER)):  # type: ignore[misc]
+    """torch's record, counting the writes to it (each instance its own)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, "writes", self.__dict__.get("writes", 0) + 1)
+        super().__setattr__(name, value)
+
+
+def test_checking_the_records_layout_never_writes_the_record_torch_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The check queued a seed in the live record and put the old fields back: a seed another
+    # thread queued in between was lost (issue 21).
+    record = _CountingRecord()
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", record)
+    torch.cuda.manual_seed_all(5)
+    writes = record.writes
+    source = CudaSource()
+    assert source._queue.tracker is record  # checked, and used
+    assert record.writes == writes
+    assert source.get_state() == QueuedSeeds((("all", 5),))

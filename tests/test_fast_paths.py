@@ -184,3 +184,176 @@ def test_derived_state_cache_stays_bounded() -> None:
     with ReproducibleBlock(("sample", 0)):  # recomputed on demand, the same stream
         pass
     assert cached_states() == 1
+
+
+# The objects the public functions use can be replaced: a fast path must follow them or step
+# aside, every time it is used (issue 21).
+
+
+def _rebind_random_module(monkeypatch: pytest.MonkeyPatch, instance: random.Random) -> None:
+    """Install ``instance`` as patching libraries do: ``random._inst`` and every module function
+    bound to the old instance, rebound to it (monkeypatch puts them back)."""
+    old = random._inst  # type: ignore[attr-defined]
+    monkeypatch.setattr(random, "_inst", instance)
+    for name in dir(random):
+        value = getattr(random, name)
+        if getattr(value, "__self__", None) is old:
+            monkeypatch.setattr(random, name, getattr(instance, name))
+
+
+class _SubclassedRandom(random.Random):
+    """A user's subclass of ``random.Random`` (its C state is the base class's)."""
+
+
+@pytest.mark.parametrize("kind", [random.Random, _SubclassedRandom])
+def test_blocks_manage_the_random_instance_the_module_functions_were_rebound_to(
+    monkeypatch: pytest.MonkeyPatch, kind: type[random.Random]
+) -> None:
+    set_seed(0)
+    with ReproducibleBlock("first"):
+        pass  # the built-in sources exist before the instance is replaced
+    _rebind_random_module(monkeypatch, kind(5))
+    expected_outside = random.Random(5)
+    with ReproducibleBlock("rebound"):
+        first = [random.random() for _ in range(3)]
+    with ReproducibleBlock("rebound"):
+        again = [random.random() for _ in range(3)]
+    assert first == again
+    assert random.random() == expected_outside.random()  # the caller's stream did not move
+
+
+_SUBCLASS_BEFORE_FIRST_BLOCK = """
+import random, sys
+import reproducible_block as rb
+
+class Mine(random.Random):
+    pass
+
+random._inst = Mine(5)  # replaced before the first block; the module functions not rebound
+rb.set_seed(0)
+expected_outside = random.getstate()
+with rb.ReproducibleBlock("k"):
+    first = [random.random() for _ in range(3)]
+with rb.ReproducibleBlock("k"):
+    again = [random.random() for _ in range(3)]
+assert first == again, (first, again)
+assert random.getstate() == expected_outside
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_a_random_instance_replaced_before_the_first_block_does_not_mislead_the_fast_path() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SUBCLASS_BEFORE_FIRST_BLOCK],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+_FIRST_BLOCK_PROBE = """
+import random
+import reproducible_block as rb
+
+calls = []
+
+class Recording(random.Random):
+    def random(self):
+        calls.append("random")
+        return super().random()
+
+instance = Recording(5)
+old = random._inst
+random._inst = instance
+for name in dir(random):
+    if getattr(getattr(random, name), "__self__", None) is old:
+        setattr(random, name, getattr(instance, name))
+rb.set_seed(0)  # the first use of the process: the built-in sources check their layouts
+with rb.ReproducibleBlock("first"):
+    pass
+assert calls == [], calls  # nothing drew from the user's object behind their back
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_the_first_block_never_draws_from_the_users_random_instance() -> None:
+    # The layout probe drew from the live object and rolled it back: a thread drawing from it at
+    # that moment had its draw undone.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _FIRST_BLOCK_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.fixture
+def pcg64_legacy_global() -> Iterator[None]:
+    """NumPy's legacy global over a PCG64 (``np.random.set_bit_generator``), put back after."""
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64(7))
+    try:
+        yield
+    finally:
+        np.random.set_bit_generator(original)
+
+
+def test_blocks_manage_a_legacy_global_over_another_bit_generator(
+    pcg64_legacy_global: None, fast_path: bool
+) -> None:
+    set_seed(0)
+    np.random.randn()  # a Gaussian cached by the caller
+    expected = np.random.get_state(legacy=False)
+    with ReproducibleBlock("pcg"):
+        first = np.random.randn(3).tolist()
+    assert np.random.get_state(legacy=False) == expected  # the caller's state came back
+    np.random.rand(5)
+    with ReproducibleBlock("pcg"):
+        again = np.random.randn(3).tolist()
+    assert first == again
+    assert type(np.random.get_bit_generator()) is np.random.PCG64  # the same kind, kept
+    with ReproducibleBlock("other"):
+        assert np.random.randn(3).tolist() != first
+
+
+def test_set_seed_and_checkpoints_work_with_a_legacy_global_over_pcg64(
+    pcg64_legacy_global: None,
+) -> None:
+    from reproducible_block import get_rng_state, load_rng_state
+
+    set_seed(3)
+    first = np.random.rand(2).tolist()
+    set_seed(3)
+    assert np.random.rand(2).tolist() == first
+    np.random.randn()
+    saved = get_rng_state()
+    expected = np.random.randn(4).tolist()
+    load_rng_state(saved)
+    assert np.random.randn(4).tolist() == expected
+
+
+def test_blocks_manage_the_random_state_numpys_functions_were_rebound_to(
+    monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    set_seed(0)
+    with ReproducibleBlock("first"):
+        pass  # the built-in sources exist before the global is replaced
+    old, new = np.random.mtrand._rand, np.random.RandomState(5)
+    monkeypatch.setattr(np.random.mtrand, "_rand", new)
+    for name in dir(np.random):
+        if getattr(getattr(np.random, name), "__self__", None) is old:
+            monkeypatch.setattr(np.random, name, getattr(new, name))
+    expected_outside = np.random.RandomState(5)
+    with ReproducibleBlock("rebound"):
+        first = np.random.randn(3).tolist()
+    with ReproducibleBlock("rebound"):
+        again = np.random.randn(3).tolist()
+    assert first == again
+    assert np.random.rand() == expected_outside.rand()  # the caller's stream did not move

@@ -14,6 +14,7 @@ import pickle
 import random
 import select
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -236,3 +237,42 @@ def test_a_child_forked_while_another_thread_finds_the_built_in_sources_can_use_
         thread.join(timeout=60)
     assert code == 0, "the child hung on the registry's lock" if code is None else code
     assert pickle.loads(data) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forks_while_another_thread_switches_blocks_never_hang_or_half_switch_the_child() -> None:
+    # Entering and leaving a block holds NumPy's bit generator lock around the raw copies and
+    # switches several generators in turn: a fork in the middle left the child a lock held by a
+    # thread it does not have (it hung), or generators half in the other thread's block.
+    from reproducible_block.testing import isolated_random_state
+
+    set_seed(0)
+    with isolated_random_state():
+        # What the code outside blocks draws next (Python's random reseeds in a forked child).
+        expected = pickle.loads(_draws())[1:]
+
+    def switch(stop: threading.Event) -> None:
+        while not stop.is_set():
+            with ReproducibleBlock("thread"):  # a repeated key: the fast paths' hot path
+                pass
+
+    def child() -> bytes:
+        outside = pickle.loads(_draws())[1:]
+        with ReproducibleBlock("child"):
+            inside = _draws()
+        return pickle.dumps((outside, inside))
+
+    with ReproducibleBlock("child"):
+        expected_inside = _draws()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a fork lands mid-switch more often
+    try:
+        with thread_running(switch):
+            for attempt in range(30):
+                code, data = fork_and_wait(child, timeout=20)
+                hung = "hung" if code is None else "failed"
+                assert code == 0, f"fork {attempt}: the child {hung}"
+                assert pickle.loads(data) == (expected, expected_inside), f"fork {attempt}"
+    finally:
+        sys.setswitchinterval(interval)

@@ -12,11 +12,11 @@ import numpy as np
 from .. import _memory
 from .._checks import invalid, read_fields, read_float, read_int, read_words, words_tensor
 from .._derivation import MT_WORDS, mt_image, seed_sequence
-from .._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from .._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from .._fingerprint import same_state
 from . import GeneratorSource
 
-__all__ = ["NumpyGeneratorSource", "NumpyGlobalSource"]
+__all__ = ["NumpyGeneratorSource", "NumpyGlobalSource", "managed_global"]
 
 NumpyLegacyState = tuple[Any, ...]
 
@@ -69,15 +69,28 @@ class _Layout:
 _NO_GAUSSIAN = bytes(16)  # has_gauss = 0 (and its padding), gauss = 0.0
 
 
-class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
+def managed_global() -> Any:
+    """The ``RandomState`` NumPy's global functions use: what ``np.random.set_state`` is bound
+    to (``np.random.mtrand._rand`` unless a library rebound the functions)."""
+    return getattr(np.random.set_state, "__self__", np.random.mtrand._rand)
+
+
+class NumpyGlobalSource(GeneratorSource[Any]):
     """NumPy's legacy global ``RandomState`` behind ``np.random.*``, cached Gaussian included.
 
     Its state is the MT19937 C state (624 words and a position) plus the Gaussian the legacy
     ``RandomState`` caches next to it. Blocks copy both directly, under the bit generator's own
     lock (so a thread drawing with the GIL released never sees a torn state): about 0.5 µs where
     ``np.random.get_state``/``set_state`` cost about 50 µs each. The layout is checked once
-    against the public state; set ``NumpyGlobalSource.fast_path = False`` to use only the public
-    calls.
+    against the public state, and the copy is used only while ``np.random.set_state`` and
+    ``np.random.rand`` are bound to the ``RandomState`` it was made for and that one still
+    holds the same MT19937 (checked at every use). Set ``NumpyGlobalSource.fast_path = False``
+    to use only the public calls.
+
+    A global over another bit generator (``np.random.set_bit_generator(np.random.PCG64())``) is
+    managed through its public state dict: a block installs the state that kind of bit
+    generator gets from ``SeedSequence(the block's 128 bits)``, as a registered ``Generator``
+    does, with no cached Gaussian.
     """
 
     name = "numpy"
@@ -87,20 +100,32 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
     fast_path = True
 
     def __init__(self) -> None:
-        self._global: Any = np.random.mtrand._rand
+        self._global: Any = None
+        self._set_state: Any = None
+        self._rand: Any = None
         self._bit_generator: Any = None
         self._mt: memoryview | None = None
         self._gauss: memoryview | None = None
         self._lock: Any = None
         self._layout = None if _memory.FREE_THREADED else _Layout.find()
-        if not self._attach() and not _memory.FREE_THREADED:  # pragma: no cover - other layout
+        if self._layout is None and not _memory.FREE_THREADED:  # pragma: no cover - other layout
             _memory.warn_fallback("NumPy's global generator", "its layout is not the expected one")
+        self._attach()
 
     def _attach(self) -> bool:
-        """Point the views at the global's current bit generator, if it is a checked MT19937."""
-        bit_generator = self._global._bit_generator
+        """Point the views at the global NumPy's functions use now and its bit generator, if
+        they are a plain ``RandomState`` over a checked MT19937."""
+        self._global = managed = managed_global()
+        self._set_state, self._rand = np.random.set_state, np.random.rand
+        bit_generator = getattr(managed, "_bit_generator", None)
+        self._bit_generator = bit_generator
         layout = self._layout
-        if layout is None or not isinstance(bit_generator, np.random.MT19937):
+        if (
+            layout is None
+            or type(managed) is not np.random.RandomState
+            or getattr(self._rand, "__self__", None) is not managed
+            or type(bit_generator) is not np.random.MT19937
+        ):
             self._mt = None
             return False
         public = bit_generator.state["state"]
@@ -109,52 +134,60 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         if bytes(mt) != expected + struct.pack("=i", int(public["pos"])):
             self._mt = None  # pragma: no cover - only with a NumPy whose layout differs
             return False  # pragma: no cover
-        self._bit_generator = bit_generator
         self._lock = bit_generator.lock
         self._mt = mt
         self._gauss = _memory.memory_view(
-            id(self._global) + layout.gauss_start, layout.gauss_end - layout.gauss_start
+            id(managed) + layout.gauss_start, layout.gauss_end - layout.gauss_start
         )
         return True
 
     def _fast(self) -> bool:
-        """Whether the views may be used now (re-attached if ``np.random.set_bit_generator``
-        swapped the global's bit generator)."""
+        """Whether the views may be used now (re-attached if NumPy's functions were rebound or
+        ``np.random.set_bit_generator`` swapped the global's bit generator)."""
         if not self.fast_path:
             return False
-        if self._global._bit_generator is not self._bit_generator:
+        if (
+            np.random.set_state is not self._set_state
+            or np.random.rand is not self._rand
+            or self._global._bit_generator is not self._bit_generator
+        ):
             return self._attach()
         return self._mt is not None
 
-    def get_state(self) -> NumpyLegacyState:
-        state = np.random.get_state(legacy=True)
-        if not isinstance(state, tuple):  # pragma: no cover - only if the global was replaced
-            raise BlockUsageError(
-                "np.random's global generator is not an MT19937 RandomState; "
-                "reproducible_block cannot manage it. Use np.random.seed(...) to reset it."
-            )
-        return state
+    def get_state(self) -> Any:
+        """The legacy tuple for an MT19937 global; the public state dict for another kind."""
+        state = np.random.get_state(legacy=False)
+        if state.get("bit_generator") != "MT19937":
+            return state
+        inner = state["state"]
+        return ("MT19937", inner["key"], inner["pos"], state["has_gauss"], state["gauss"])
 
-    def set_state(self, state: NumpyLegacyState) -> None:
+    def set_state(self, state: Any) -> None:
+        if type(state) is tuple and len(state) == 3:  # from_bits: the state for the kind there
+            state = self._public(state)
         np.random.set_state(state)
 
     def save(self) -> Any:
         # _fast(), inlined for the usual case: every block entry and exit comes here.
-        if not (self.fast_path and self._global._bit_generator is self._bit_generator
+        if not (self.fast_path and np.random.set_state is self._set_state
+                and np.random.rand is self._rand
+                and self._global._bit_generator is self._bit_generator
                 and self._mt is not None) and not self._fast():
             return self.get_state()
-        with self._lock:
+        with _memory.switching, self._lock:
             return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
 
     def restore(self, saved: Any) -> None:
-        image = saved[0]
+        image = saved[0] if type(saved) is tuple else None
         if type(image) is not bytes:
             np.random.set_state(saved)
-        elif not (self.fast_path and self._global._bit_generator is self._bit_generator
+        elif not (self.fast_path and np.random.set_state is self._set_state
+                  and np.random.rand is self._rand
+                  and self._global._bit_generator is self._bit_generator
                   and self._mt is not None) and not self._fast():
-            np.random.set_state(_public(saved))
+            np.random.set_state(self._public(saved))
         else:
-            with self._lock:
+            with _memory.switching, self._lock:
                 self._mt[:] = image  # type: ignore[index]
                 self._gauss[:] = saved[1]  # type: ignore[index]
 
@@ -162,25 +195,39 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         # save() and restore(state) under one check and one lock: every block entry comes here.
         image = state[0]
         if not (type(image) is bytes and self.fast_path
+                and np.random.set_state is self._set_state
+                and np.random.rand is self._rand
                 and self._global._bit_generator is self._bit_generator
                 and self._mt is not None):
             return super().swap(state)
-        with self._lock:
+        with _memory.switching, self._lock:
             saved = bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
             self._mt[:] = image
             self._gauss[:] = state[1]  # type: ignore[index]
         return saved
 
+    def _public(self, saved: Any) -> Any:
+        """C images (saved, or derived), in ``np.random.set_state``'s form for the global's
+        bit generator now: a derived state carries its bits, for a global of another kind."""
+        bit_generator: Any = getattr(managed_global(), "_bit_generator", None)
+        if len(saved) == 3 and not isinstance(bit_generator, np.random.MT19937):
+            state = dict(type(bit_generator)(seed_sequence(saved[2])).state)
+            state["has_gauss"], state["gauss"] = 0, 0.0
+            return state
+        return _public(saved)
+
     def seed(self, seed: int) -> None:
         np.random.seed(seed)
 
-    def twister_state(self, saved: Any) -> tuple[bytes, int, bytes]:
+    def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
+        if type(saved) is not tuple:  # a public state dict: a global of another kind
+            return None
         if type(saved[0]) is str:  # np.random.get_state()'s form
             _, key, position, has_gauss, gauss = saved
             first, second = int(key[1]), int(key[2])
             cached = _GAUSSIAN.pack(1, gauss) if has_gauss else _NO_GAUSSIAN
         else:  # the C images: the key words then the position; has_gauss, padding, gauss
-            image, cached = saved
+            image, cached = saved[0], saved[1]
             _, first, second = _KEY_HEAD.unpack_from(image)
             position = _POSITION.unpack_from(image, 4 * MT_WORDS)[0]
             if not _GAUSSIAN.unpack(cached)[0]:
@@ -188,10 +235,13 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         return _KEY_ID.pack(first, second), int(position), cached
 
     def from_bits(self, bits: bytes) -> Any:
-        # The C images: restore() installs them either way (copied, or through set_state).
-        return mt_image(bits, after=_POSITION_AT_END), _NO_GAUSSIAN
+        # The C images (restore() installs them either way: copied, or through set_state), and
+        # the bits, for a global over another bit generator.
+        return mt_image(bits, after=_POSITION_AT_END), _NO_GAUSSIAN, bits
 
-    def to_checkpoint(self, state: NumpyLegacyState) -> Any:
+    def to_checkpoint(self, state: Any) -> Any:
+        if isinstance(state, dict):  # a global over another bit generator: its state dict
+            return {"state": _to_plain(state, "the state of np.random's global generator")}
         name, key, pos, has_gauss, cached_gaussian = state
         return {
             "bit_generator": name,
@@ -201,12 +251,21 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
             "cached_gaussian": float(cached_gaussian),
         }
 
-    def from_checkpoint(self, data: object, where: str) -> NumpyLegacyState:
+    def from_checkpoint(self, data: object, where: str) -> Any:
+        if isinstance(data, dict) and "state" in data:
+            return _other_kind_state(data, where)
         fields = read_fields(
             data, where, ("bit_generator", "key", "pos", "has_gauss", "cached_gaussian")
         )
         if fields["bit_generator"] != "MT19937":
             raise invalid(f"{where}['bit_generator']", fields["bit_generator"], "'MT19937'")
+        kind = type(getattr(managed_global(), "_bit_generator", None))
+        if kind is not np.random.MT19937:
+            raise ReproducibleBlockValueError(
+                f"{where}: the states hold an MT19937 state of np.random's global generator, "
+                f"which is over {kind.__name__} here. Call np.random.set_bit_generator("
+                "np.random.MT19937()) before loading them, or save them anew."
+            )
         return (
             "MT19937",
             read_words(fields["key"], f"{where}['key']", MT_WORDS),
@@ -216,9 +275,41 @@ class NumpyGlobalSource(GeneratorSource[NumpyLegacyState]):
         )
 
 
+def _other_kind_state(data: object, where: str) -> dict[str, Any]:
+    """A checkpoint's state dict of a global over another bit generator, checked on a scratch
+    ``RandomState`` over the kind the global has here."""
+    fields = read_fields(data, where, ("state",))
+    state = _from_plain(fields["state"], f"{where}['state']")
+    bit_generator: Any = getattr(managed_global(), "_bit_generator", None)
+    kind = type(bit_generator).__name__
+    if not isinstance(state, dict) or state.get("bit_generator") != kind:
+        saved = state.get("bit_generator") if isinstance(state, dict) else None
+        raise ReproducibleBlockValueError(
+            f"{where}['state']: the states hold a state of np.random's global generator over "
+            f"{saved!r}, and it is over {kind} here. Call np.random.set_bit_generator() with "
+            "the same kind of bit generator as when the states were saved, or save them anew."
+        )
+    read_int(state.get("has_gauss"), f"{where}['state']['has_gauss']", 0, 1)
+    read_float(state.get("gauss"), f"{where}['state']['gauss']")
+    scratch = np.random.RandomState(type(bit_generator)())
+    try:
+        scratch.set_state(state)
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        raise invalid(
+            f"{where}['state']", fields["state"],
+            f"a state of {kind} ({type(error).__name__}: {error})",
+        ) from None
+    if not same_state(scratch.get_state(legacy=False), state):
+        raise invalid(
+            f"{where}['state']", fields["state"],
+            f"a state that {kind} keeps as it is (values out of range?)",
+        )
+    return state
+
+
 def _public(saved: Any) -> NumpyLegacyState:
     """A state saved as C images, in ``np.random.set_state``'s form."""
-    image, gauss = saved
+    image, gauss = saved[0], saved[1]
     key = np.frombuffer(image[:-4], dtype=np.uint32).copy()
     position = struct.unpack("=i", image[-4:])[0]
     has_gauss, cached = _GAUSSIAN.unpack(gauss)

@@ -28,25 +28,28 @@ def _image_of(state: PythonState) -> bytes:
     return struct.pack(f"=i{MT_WORDS}I", internal[MT_WORDS], *internal[:MT_WORDS])
 
 
-def _checked_view(instance: random.Random) -> memoryview | None:
-    """A view of ``instance``'s C state if its bytes match ``getstate()`` twice, else None.
+def _layout_checked() -> bool:
+    """Whether a ``random.Random``'s C state sits where this module expects, checked once.
 
     CPython keeps the Mersenne Twister's index and key right after the object header; this is
-    checked, not assumed, with two different states (a draw in between).
+    checked, not assumed, on a private instance (never the user's: a thread drawing from it
+    would have its draw rolled back), with two different states (a draw in between).
     """
-    if _memory.FREE_THREADED or type(instance).__mro__[-2:] != (random.Random.__base__, object):
-        return None
-    view = _memory.memory_view(id(instance) + object.__basicsize__, _IMAGE_BYTES)
-    saved = instance.getstate()
-    try:
-        if bytes(view) != _image_of(saved):
-            return None
-        instance.random()
-        if bytes(view) != _image_of(instance.getstate()):
-            return None  # pragma: no cover - only with a CPython whose layout differs
-    finally:
-        instance.setstate(saved)
-    return view
+    if _memory.FREE_THREADED:
+        return False
+    probe = random.Random(0x5EED)
+    view = _memory.memory_view(id(probe) + object.__basicsize__, _IMAGE_BYTES)
+    if bytes(view) != _image_of(probe.getstate()):
+        return False  # pragma: no cover - only with a CPython whose layout differs
+    probe.random()
+    return bytes(view) == _image_of(probe.getstate())
+
+
+def _managed() -> Any:
+    """The object Python's ``random.*`` functions use: what ``random.getstate`` is bound to
+    (``random._inst`` unless a library rebound the functions), if ``random.random`` is too."""
+    instance = getattr(random.getstate, "__self__", None)
+    return instance if getattr(random.random, "__self__", None) is instance else None
 
 
 class PythonRandomSource(GeneratorSource[PythonState]):
@@ -54,9 +57,12 @@ class PythonRandomSource(GeneratorSource[PythonState]):
 
     Its state is CPython's Mersenne Twister (an index and 624 words, in a C struct) plus the
     Gaussian that ``random.gauss`` caches in ``gauss_next``. Blocks copy the C struct directly
-    (checked against ``random.getstate()`` once; the public calls otherwise, and always on a
-    free-threaded build): about 0.3 µs where ``getstate`` costs about 12 µs. Set
-    ``PythonRandomSource.fast_path = False`` to use only the public calls.
+    (its layout checked once on a private instance; the public calls otherwise, and always on a
+    free-threaded build): about 0.3 µs where ``getstate`` costs about 12 µs. The copy is used
+    only while ``random.random`` and ``random.getstate`` are bound to a plain ``random.Random``
+    (checked at every use); a replaced instance (``random._inst``) of a subclass, or functions
+    bound to anything else, take the public calls. Set ``PythonRandomSource.fast_path = False``
+    to use only the public calls.
     """
 
     name = "random"
@@ -67,10 +73,40 @@ class PythonRandomSource(GeneratorSource[PythonState]):
     fast_path = True
 
     def __init__(self) -> None:
-        self._instance: Any = random._inst
-        self._view = _checked_view(self._instance)
-        if self._view is None and not _memory.FREE_THREADED:  # pragma: no cover - other layout
+        self._layout = _layout_checked()
+        if not self._layout and not _memory.FREE_THREADED:  # pragma: no cover - other layout
             _memory.warn_fallback("Python's random", "its C layout is not the expected one")
+        # What the view points into, and the module's functions bound to it then: a fast path
+        # is used only while random.random and random.getstate are still those (checked at
+        # every use: a library may replace random._inst and rebind them).
+        self._instance: Any = None
+        self._random: Any = None
+        self._getstate: Any = None
+        self._view: memoryview | None = None
+        self._attach()
+
+    def _attach(self) -> bool:
+        """Point the view at the object ``random``'s functions use now, if it is a plain
+        ``random.Random`` (a subclass may keep more state, or draw differently)."""
+        instance = _managed()
+        self._instance, self._random, self._getstate = instance, random.random, random.getstate
+        if not self._layout or type(instance) is not random.Random:
+            self._view = None
+            return False
+        self._view = _memory.memory_view(id(instance) + object.__basicsize__, _IMAGE_BYTES)
+        return True
+
+    def _fast(self) -> memoryview | None:
+        """The view, if the fast path may be used now (re-attached if the functions changed)."""
+        if not self.fast_path:
+            return None
+        if (
+            random.random is not self._random
+            or random.getstate is not self._getstate
+            or type(self._instance) is not random.Random  # __class__ assigned
+        ):
+            self._attach()
+        return self._view
 
     def get_state(self) -> PythonState:
         return random.getstate()
@@ -79,8 +115,8 @@ class PythonRandomSource(GeneratorSource[PythonState]):
         random.setstate(state)
 
     def save(self) -> Any:
-        view = self._view
-        if view is None or not self.fast_path:
+        view = self._fast()
+        if view is None:
             return random.getstate()
         return bytes(view), self._instance.gauss_next
 
@@ -88,17 +124,19 @@ class PythonRandomSource(GeneratorSource[PythonState]):
         image = saved[0]
         if type(image) is not bytes:
             random.setstate(saved)
-        elif self._view is None or not self.fast_path:
+            return
+        view = self._fast()
+        if view is None:
             index, *words = struct.unpack(f"=i{MT_WORDS}I", image)
             random.setstate((_VERSION, (*words, index), saved[1]))
         else:
-            self._view[:] = image
+            view[:] = image
             self._instance.gauss_next = saved[1]
 
     def swap(self, state: Any) -> Any:
-        view = self._view
         image = state[0]
-        if view is None or type(image) is not bytes or not self.fast_path:
+        view = self._fast() if type(image) is bytes else None
+        if view is None:
             return super().swap(state)
         instance = self._instance
         saved = bytes(view), instance.gauss_next

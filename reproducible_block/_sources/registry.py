@@ -19,7 +19,7 @@ import torch
 from .._checks import describe
 from .._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
 from . import GeneratorSource
-from .numpy_random import NumpyGeneratorSource, NumpyGlobalSource
+from .numpy_random import NumpyGeneratorSource, NumpyGlobalSource, managed_global
 from .python_random import PythonRandomSource
 from .torch_random import AcceleratorSource, CudaSource, TorchDefaultSource, TorchGeneratorSource
 
@@ -185,7 +185,7 @@ def _generator_of(source: GeneratorSource[Any]) -> object:
     if isinstance(source, NumpyGeneratorSource):
         return source.generator.bit_generator
     if isinstance(source, NumpyGlobalSource):
-        return np.random.mtrand._rand._bit_generator
+        return getattr(managed_global(), "_bit_generator", None)
     return getattr(source, "generator", source)
 
 
@@ -240,7 +240,7 @@ def make_source(generator: object, name: str) -> GeneratorSource[Any]:
             )
         return TorchGeneratorSource(generator, name)
     if isinstance(generator, np.random.Generator):
-        if generator.bit_generator is np.random.mtrand._rand._bit_generator:
+        if generator.bit_generator is getattr(managed_global(), "_bit_generator", None):
             raise ReproducibleBlockValueError(
                 "register_generator() got a Generator over np.random's global bit generator, "
                 "which set_seed and blocks manage already (as 'numpy'). Register generators you "

@@ -248,8 +248,9 @@ class _SeedQueue:
     """torch's private record of the queued CUDA seeding (``torch.cuda._lazy_seed_tracker``).
 
     torch's own ``manual_seed_all`` formats a stack trace each time it queues a seed (about
-    100 µs); blocks swap the record's three fields instead. The layout is checked once with the
-    public ``torch.cuda.manual_seed_all``; if it differs, blocks use the public calls.
+    100 µs); blocks swap the record's three fields instead. The layout is checked once on a
+    private record of the same class; if it differs, or torch uses another record now (checked
+    at every use), blocks use the public calls.
     """
 
     def __init__(self) -> None:
@@ -266,19 +267,31 @@ class _SeedQueue:
             return  # pragma: no cover - only with a torch without the record
         if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             return  # pragma: no cover - needs a GPU
-        saved = self.read(tracker)
+        # Checked on a private record of the same class, never on the one torch uses: a seed
+        # another thread queued while the check ran would be lost.
+        entry = (_SeedAll(0xC0FFEE), ())
         try:
-            torch.cuda.manual_seed_all(0xC0FFEE)
-            entry = tracker.manual_seed_all_cb
-            if (
-                isinstance(entry, tuple)
-                and len(entry) == 2
-                and tracker.call_order[-1] is entry
-                and _queued_seed(entry[0]) == 0xC0FFEE
-            ):
-                self.tracker = tracker
-        finally:
-            self.write(tracker, saved)
+            scratch = type(tracker)()
+            scratch.queue_seed_all(*entry)
+        except Exception:  # pragma: no cover - only with a torch whose record differs
+            return
+        if (
+            all(hasattr(scratch, name) for name in fields)
+            and scratch.manual_seed_all_cb == entry
+            and scratch.call_order[-1] is scratch.manual_seed_all_cb
+        ):
+            self.tracker = tracker
+
+    def live(self) -> Any:
+        """The checked record, if torch still uses it (and the same lock); else None."""
+        tracker = self.tracker
+        if (
+            tracker is None
+            or getattr(torch.cuda, "_lazy_seed_tracker", None) is not tracker
+            or getattr(torch.cuda, "_initialization_lock", None) is not self.lock
+        ):
+            return None
+        return tracker
 
     @staticmethod
     def read(tracker: Any) -> _Fields:
@@ -320,6 +333,21 @@ def _queue_fields(calls: tuple[tuple[str, int], ...]) -> _Fields:
     return _Fields(seed_all, seed_current, order)
 
 
+def _fields_calls(fields: _Fields) -> QueuedSeeds:
+    """The queued calls that the record's fields hold, in the order they apply."""
+    calls = []
+    for entry in fields.order:
+        if entry is not None:
+            seed = _queued_seed(entry[0])
+            if seed is None:  # pragma: no cover - a callback torch's own calls never queue
+                raise ReproducibleBlockValueError(
+                    f"the CUDA seeding queued in torch ({entry[0]!r}) holds no seed "
+                    "reproducible_block can read; call torch.cuda.init() before blocks."
+                )
+            calls.append(("all" if entry is fields.seed_all else "current", seed))
+    return QueuedSeeds(tuple(calls))
+
+
 class CudaSource(GeneratorSource[Any]):
     """Every CUDA device's default generator, without ever initialising CUDA itself.
 
@@ -343,7 +371,7 @@ class CudaSource(GeneratorSource[Any]):
     def get_state(self) -> Any:
         if self._initialized():  # pragma: no cover - needs a GPU
             return tuple(torch.cuda.get_rng_state_all())
-        tracker = self._queue.tracker or getattr(torch.cuda, "_lazy_seed_tracker", None)
+        tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)  # the one torch uses now
         calls: list[tuple[str, int]] = []
         for entry in getattr(tracker, "call_order", ()):
             if entry is None:
@@ -363,9 +391,9 @@ class CudaSource(GeneratorSource[Any]):
             if self._initialized():  # pragma: no cover - needs a GPU
                 for kind, seed in state.calls:
                     (_SeedAll if kind == "all" else _SeedCurrent)(seed)()
-            elif self._queue.tracker is not None:
-                with self._queue.lock:
-                    _SeedQueue.write(self._queue.tracker, _queue_fields(state.calls))
+            elif (tracker := self._queue.live()) is not None:
+                with _memory.switching, self._queue.lock:
+                    _SeedQueue.write(tracker, _queue_fields(state.calls))
             else:  # pragma: no cover - only with a torch without the record
                 for kind, seed in state.calls:
                     (torch.cuda.manual_seed_all if kind == "all" else torch.cuda.manual_seed)(seed)
@@ -376,21 +404,26 @@ class CudaSource(GeneratorSource[Any]):
 
     def save(self) -> Any:
         queue = self._queue
-        if queue.tracker is None:  # pragma: no cover - only with a torch without the record
+        tracker = queue.live()
+        if tracker is None:  # a torch without the record, or torch uses another one now
             return self.get_state()
-        with queue.lock:
+        with _memory.switching, queue.lock:
             if self._initialized():  # pragma: no cover - needs a GPU
                 return self.get_state()
-            return _SeedQueue.read(queue.tracker)
+            return _SeedQueue.read(tracker)
 
     def restore(self, saved: Any) -> None:
         queue = self._queue
-        if type(saved) is not _Fields or queue.tracker is None:
+        if type(saved) is not _Fields:
             self.set_state(saved)
             return
-        with queue.lock:
+        tracker = queue.live()
+        if tracker is None:  # torch uses another record now: through the public form
+            self.set_state(_fields_calls(saved))
+            return
+        with _memory.switching, queue.lock:
             if not self._initialized():
-                _SeedQueue.write(queue.tracker, saved)
+                _SeedQueue.write(tracker, saved)
                 return
         # CUDA started inside the block: apply the caller's queued seeding now, as CUDA's
         # initialisation would have.
