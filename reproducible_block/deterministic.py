@@ -27,6 +27,7 @@ import torch
 
 from ._checks import check_bool
 from ._errors import BlockUsageError
+from ._memory import first_time
 
 __all__ = [
     "CUBLAS_WORKSPACE_VARIABLE",
@@ -42,7 +43,7 @@ CUBLAS_WORKSPACE_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_warned: set[str] = set()
+_warned: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,8 @@ class DeterministicSettings:
 
 def _warn_once(key: str, message: str) -> None:
     """Warn once per process, pointing at the first caller outside the package."""
-    if key in _warned:
+    if not first_time(_warned, key):
         return
-    _warned.add(key)
     level = 1
     frame = sys._getframe(0)
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
