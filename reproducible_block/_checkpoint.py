@@ -14,7 +14,6 @@ The root is its seed: blocks derive the same streams after a load as before the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +29,7 @@ from ._distributed import (
     world_size,
 )
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
+from ._root import MAX_SEED
 from ._sources import GeneratorSource
 from ._sources.registry import registry
 
@@ -311,7 +310,4 @@ def load_rng_state(
         _root.replace_seed(plan.root_seed)
         if not _stack.open_count():  # inside a block, the states outside it are left as they are
             _other_seeders.settle()
-        if plan.root_seed is None:
-            os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
-        else:
-            os.environ[SEED_ENVIRONMENT_VARIABLE] = str(plan.root_seed)
+        _root.export_seed(plan.root_seed)

@@ -4,7 +4,6 @@ users' generators."""
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import warnings
 from collections.abc import Sequence
@@ -75,14 +74,15 @@ _DETERMINISTIC = "True also turns on deterministic kernels for the process."
 def _exported_elsewhere() -> int | None:
     """The seed a launcher (or a parent process) put in ``REPRODUCIBLE_BLOCK_SEED``, else None.
 
-    ``set_seed`` exports its own seed there too; a value equal to this process's root is that
-    export (or a seed already in use), so ``set_seed()`` called again draws a new seed.
+    ``set_seed`` exports its own seed there too; a value that this process exported and still
+    uses as its root is that export, so ``set_seed()`` called again draws a new seed. A root
+    that a block took from the variable (a launcher's seed) is no export: it is taken again.
     """
     exported = seed_from_environment(
         "Set it to the seed every rank should use, or unset it (set_seed() then draws one), or "
         "pass the seed to set_seed(seed)."
     )
-    return None if exported == _root.seed else exported
+    return None if exported == _root.seed == _root.exported else exported
 
 
 def _propose(seed: object) -> tuple[int, str]:
@@ -141,7 +141,7 @@ def _install(value: int, deterministic: bool) -> None:
     seed_all_sources(value)
     if deterministic:
         configure_deterministic_mode()
-    os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
+    _root.export_seed(value)
 
 
 def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
