@@ -219,9 +219,14 @@ class ReproducibleBlock:
         key_from: str | Callable[..., Any] | None = None,
     ) -> None:
         found_key = _plain_keys.get(block_seed) if type(block_seed) is str else None
-        self._key, self._key_bytes = (
-            validate_and_encode(block_seed) if found_key is None else found_key
-        )
+        if found_key is None:
+            if is_dynamo_compiling():  # built in traced code: the key is encoded outside it
+                from ._compiled import outside_graph
+
+                found_key = outside_graph(validate_and_encode, block_seed)
+            else:
+                found_key = validate_and_encode(block_seed)
+        self._key, self._key_bytes = found_key
         if sources is None:
             self._source_names = None
         else:
