@@ -299,14 +299,20 @@ def load_rng_state(
     >>> torch.equal(first, torch.rand(3))
     True
     """
-    with _stack.held("load_rng_state()"):
+    with _stack.held_for_collective("load_rng_state()", _tell_peers):
+        # Checked and installed first, then agreed on: a source may refuse its state only when
+        # it is installed, and a rank that installed must undo it if another rank refused.
         try:
             plan = _plan(states, on_world_size_change)
+            saved = _stack.install_all(plan.sources, plan.states, portable=plan.portable)
         except Exception as error:  # every rank must reach the collective, whatever went wrong
             _tell_peers(error)
             raise
-        _tell_peers(None)
-        _stack.install_all(plan.sources, plan.states, portable=plan.portable)
+        try:
+            _tell_peers(None)
+        except BaseException:
+            _stack.restore_all(plan.sources, saved)
+            raise
         _root.replace_seed(plan.root_seed)
         if not _stack.open_count():  # inside a block, the states outside it are left as they are
             _other_seeders.settle()

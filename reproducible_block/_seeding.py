@@ -4,6 +4,7 @@ users' generators."""
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import warnings
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from ._distributed import (
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_from_environment, validate_seed
 from ._sources import GeneratorSource
 from ._sources.registry import check_name, make_source, registry
-from .deterministic import configure_deterministic_mode
+from .deterministic import DeterministicSettings, configure_deterministic_mode
 
 __all__ = [
     "get_random_seed",
@@ -119,7 +120,7 @@ def _agree_with_peers(seed: object, deterministic: object) -> tuple[int, str, li
     Every rank must call it; a refusal on one rank (a bad seed, an open block) is a refusal on
     every rank, after the collective, so that no rank waits for ever.
     """
-    with _stack.held("set_seed()"):
+    with _stack.held_for_collective("set_seed()", lambda error: all_gather_objects(str(error))):
         failure: Exception | None = None
         proposal: tuple[int, str] | None = None
         try:
@@ -132,8 +133,46 @@ def _agree_with_peers(seed: object, deterministic: object) -> tuple[int, str, li
         if failure is not None:
             raise failure
         value, origin, seeds = _settle(reports, global_rank())
-        _install(value, deterministic is True)
+        # A source may refuse its seed (a user source): installed, then agreed on, and undone
+        # on the ranks that installed if another rank refused.
+        undo = _Undo()
+        try:
+            _install(value, deterministic is True)
+        except Exception as error:  # every rank must reach the collective
+            failure = error
+        reports = all_gather_objects(None if failure is None else str(failure))
+        if failure is not None:
+            undo()  # the sources are back already; deterministic mode may have changed
+            raise failure
+        try:
+            raise_if_refused("set_seed()", reports)
+        except BaseException:
+            undo()
+            raise
     return value, origin, seeds
+
+
+class _Undo:
+    """What :func:`_install` changes, saved; calling it puts everything back (lock held)."""
+
+    def __init__(self) -> None:
+        self.sources = registry.active()
+        self.states = [source.save() for source in self.sources]
+        self.root, self.torch_seed, self.exported = _root.seed, _root.torch_seed, _root.exported
+        self.variable = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
+        self.settings = DeterministicSettings.current()
+
+    def __call__(self) -> None:
+        try:
+            _stack.restore_all(self.sources, self.states)
+        finally:
+            _root.replace_seed(self.root)
+            _root.torch_seed, _root.exported = self.torch_seed, self.exported
+            if self.variable is None:
+                os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
+            else:
+                os.environ[SEED_ENVIRONMENT_VARIABLE] = self.variable
+            self.settings.apply()
 
 
 def _install(value: int, deterministic: bool) -> None:
