@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from . import _other_seeders, _root, _stack
 from ._checks import describe, invalid, read_fields, read_int
@@ -88,9 +88,18 @@ def get_rng_state() -> list[dict[str, Any]]:
     >>> torch.equal(first, torch.rand(3))
     True
     """
-    with _stack.held("get_rng_state()"):
-        entry = _capture_entry()
-    return all_gather_objects(entry)
+    failure: Exception | None = None
+    entry: dict[str, Any] | None = None
+    try:
+        with _stack.held("get_rng_state()"):
+            entry = _capture_entry()
+    except Exception as error:  # every rank must reach the collective, whatever went wrong
+        failure = error
+    entries = all_gather_objects(entry if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    raise_if_refused("get_rng_state()", entries)
+    return cast("list[dict[str, Any]]", entries)
 
 
 @dataclass

@@ -98,6 +98,7 @@ def checks(rank: int) -> dict[str, Any]:
     try:
         results["busy_seed"] = install_refusal(lambda: set_seed(SEED + 2))
         results["busy_load"] = install_refusal(lambda: load_rng_state(saved))
+        results["busy_get"] = install_refusal(get_rng_state)
     finally:
         done.set()
         if rank == 1:

@@ -78,11 +78,11 @@ def test_a_refusal_while_installing_on_one_rank_changes_nothing_on_any_rank(
     assert all(rank[call]["untouched"] and rank[call]["root"] for rank in ranks)
 
 
-@pytest.mark.parametrize("call", ["busy_seed", "busy_load"])
+@pytest.mark.parametrize("call", ["busy_seed", "busy_load", "busy_get"])
 def test_a_rank_that_times_out_on_the_lock_is_a_refusal_on_every_rank(
     ranks: list[dict[str, Any]], call: str,
 ) -> None:
-    # set_seed and load_rng_state: rank 1 waits in vain for another thread's block.
+    # set_seed, load_rng_state, get_rng_state: rank 1 waits in vain for another thread's block.
     assert "held-by-another-thread" in ranks[1][call]["error"]
     assert "refused on rank 1" in ranks[0][call]["error"]
     assert all(rank[call]["untouched"] and rank[call]["root"] for rank in ranks)
