@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -71,8 +73,21 @@ def _remember_sources(names: tuple[str, ...]) -> tuple[str, ...]:
 # Derived states are pure functions of (root seed, folds and key, sources), so a block entered
 # again with the same key reuses them. The cache is bounded: per-sample keys never make it grow
 # past this; the oldest entries go first.
+# Reads (a block's hot path) take no lock; what changes the cache (adding, evicting,
+# clearing) holds _cache_lock, since threads deriving fresh keys at once would otherwise evict
+# the same entry twice.
 CACHE_SIZE = 256
 _cache: dict[tuple[int, bytes, Selection], list[Any]] = {}
+_cache_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+    """A fresh lock in a forked child: another thread may have held this one at the fork."""
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
@@ -87,16 +102,18 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     bits = source_bits(seed, tail, selection.derivation)
     with outside_functorch():  # a state is plain data, even when built under torch.func.grad
         states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
-    while len(_cache) >= CACHE_SIZE > 0:
-        del _cache[next(iter(_cache))]
     if CACHE_SIZE > 0:
-        _cache[cache_key] = states
+        with _cache_lock:
+            while len(_cache) >= CACHE_SIZE:
+                del _cache[next(iter(_cache))]
+            _cache[cache_key] = states
     return states
 
 
 def clear_cache() -> None:
     """Forget every cached derived state (they are derived again on demand)."""
-    _cache.clear()
+    with _cache_lock:
+        _cache.clear()
 
 
 def cached_states() -> int:
@@ -202,9 +219,14 @@ class ReproducibleBlock:
         key_from: str | Callable[..., Any] | None = None,
     ) -> None:
         found_key = _plain_keys.get(block_seed) if type(block_seed) is str else None
-        self._key, self._key_bytes = (
-            validate_and_encode(block_seed) if found_key is None else found_key
-        )
+        if found_key is None:
+            if is_dynamo_compiling():  # built in traced code: the key is encoded outside it
+                from ._compiled import outside_graph
+
+                found_key = outside_graph(validate_and_encode, block_seed)
+            else:
+                found_key = validate_and_encode(block_seed)
+        self._key, self._key_bytes = found_key
         if sources is None:
             self._source_names = None
         else:

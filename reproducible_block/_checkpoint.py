@@ -14,10 +14,9 @@ The root is its seed: blocks derive the same streams after a load as before the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from . import _other_seeders, _root, _stack
 from ._checks import describe, invalid, read_fields, read_int
@@ -30,7 +29,7 @@ from ._distributed import (
     world_size,
 )
 from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
+from ._root import MAX_SEED
 from ._sources import GeneratorSource
 from ._sources.registry import registry
 
@@ -89,9 +88,18 @@ def get_rng_state() -> list[dict[str, Any]]:
     >>> torch.equal(first, torch.rand(3))
     True
     """
-    with _stack.held("get_rng_state()"):
-        entry = _capture_entry()
-    return all_gather_objects(entry)
+    failure: Exception | None = None
+    entry: dict[str, Any] | None = None
+    try:
+        with _stack.held("get_rng_state()"):
+            entry = _capture_entry()
+    except Exception as error:  # every rank must reach the collective, whatever went wrong
+        failure = error
+    entries = all_gather_objects(entry if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    raise_if_refused("get_rng_state()", entries)
+    return cast("list[dict[str, Any]]", entries)
 
 
 @dataclass
@@ -300,18 +308,21 @@ def load_rng_state(
     >>> torch.equal(first, torch.rand(3))
     True
     """
-    with _stack.held("load_rng_state()"):
+    with _stack.held_for_collective("load_rng_state()", _tell_peers):
+        # Checked and installed first, then agreed on: a source may refuse its state only when
+        # it is installed, and a rank that installed must undo it if another rank refused.
         try:
             plan = _plan(states, on_world_size_change)
+            saved = _stack.install_all(plan.sources, plan.states, portable=plan.portable)
         except Exception as error:  # every rank must reach the collective, whatever went wrong
             _tell_peers(error)
             raise
-        _tell_peers(None)
-        _stack.install_all(plan.sources, plan.states, portable=plan.portable)
+        try:
+            _tell_peers(None)
+        except BaseException:
+            _stack.restore_all(plan.sources, saved)
+            raise
         _root.replace_seed(plan.root_seed)
         if not _stack.open_count():  # inside a block, the states outside it are left as they are
             _other_seeders.settle()
-        if plan.root_seed is None:
-            os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
-        else:
-            os.environ[SEED_ENVIRONMENT_VARIABLE] = str(plan.root_seed)
+        _root.export_seed(plan.root_seed)

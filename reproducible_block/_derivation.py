@@ -247,7 +247,8 @@ def slot(bits: bytes, source: str) -> bytes:
 def philox_seed(bits: bytes) -> int:
     """The 64-bit seed of a Philox generator (CUDA, other accelerators): the low 64 bits.
 
-    It is also what ``torch.initial_seed()`` reports inside a block.
+    It is also what ``torch.cuda.initial_seed()`` reports inside a block (the seed is the
+    stream there); ``torch.initial_seed()`` reports its low 63 bits (see ``torch_cpu_state``).
     """
     return int.from_bytes(bits[:8], "little")
 

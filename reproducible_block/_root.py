@@ -17,6 +17,7 @@ __all__ = [
     "MAX_SEED",
     "SEED_ENVIRONMENT_VARIABLE",
     "current_seed",
+    "export_seed",
     "peek_seed",
     "replace_seed",
     "seed_from_environment",
@@ -37,6 +38,10 @@ generation = 0
 #: torch's initial seed as the library last left it outside blocks (see ``_other_seeders``):
 #: when the outermost block finds another, something else seeded torch. None: not yet seeded.
 torch_seed: int | None = None
+#: The seed this process last wrote to :data:`SEED_ENVIRONMENT_VARIABLE` (``set_seed``,
+#: ``load_rng_state``), or None: a root equal to it is this process's own export, whereas a
+#: root read from the variable (a launcher's seed, adopted by the first block) is not.
+exported: int | None = None
 
 
 def validate_seed(value: object) -> int:
@@ -109,6 +114,17 @@ def current_seed(action: str = "entering a ReproducibleBlock") -> int:
         torch_seed = None  # torch is as this process found it: nothing to compare with yet
         return exported
     return seed
+
+
+def export_seed(value: int | None) -> None:
+    """Write ``value`` to :data:`SEED_ENVIRONMENT_VARIABLE` (None: remove it) and remember it as
+    this process's own export."""
+    global exported
+    if value is None:
+        os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
+    else:
+        os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
+    exported = value
 
 
 def peek_seed() -> int | None:

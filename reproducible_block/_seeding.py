@@ -25,7 +25,7 @@ from ._distributed import (
 from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_from_environment, validate_seed
 from ._sources import GeneratorSource
 from ._sources.registry import check_name, make_source, registry
-from .deterministic import configure_deterministic_mode
+from .deterministic import DeterministicSettings, configure_deterministic_mode
 
 __all__ = [
     "get_random_seed",
@@ -76,14 +76,15 @@ _DETERMINISTIC = "True also turns on deterministic kernels for the process."
 def _exported_elsewhere() -> int | None:
     """The seed a launcher (or a parent process) put in ``REPRODUCIBLE_BLOCK_SEED``, else None.
 
-    ``set_seed`` exports its own seed there too; a value equal to this process's root is that
-    export (or a seed already in use), so ``set_seed()`` called again draws a new seed.
+    ``set_seed`` exports its own seed there too; a value that this process exported and still
+    uses as its root is that export, so ``set_seed()`` called again draws a new seed. A root
+    that a block took from the variable (a launcher's seed) is no export: it is taken again.
     """
     exported = seed_from_environment(
         "Set it to the seed every rank should use, or unset it (set_seed() then draws one), or "
         "pass the seed to set_seed(seed)."
     )
-    return None if exported == _root.seed else exported
+    return None if exported == _root.seed == _root.exported else exported
 
 
 def _propose(seed: object) -> tuple[int, str]:
@@ -120,7 +121,7 @@ def _agree_with_peers(seed: object, deterministic: object) -> tuple[int, str, li
     Every rank must call it; a refusal on one rank (a bad seed, an open block) is a refusal on
     every rank, after the collective, so that no rank waits for ever.
     """
-    with _stack.held("set_seed()"):
+    with _stack.held_for_collective("set_seed()", lambda error: all_gather_objects(str(error))):
         failure: Exception | None = None
         proposal: tuple[int, str] | None = None
         try:
@@ -133,8 +134,46 @@ def _agree_with_peers(seed: object, deterministic: object) -> tuple[int, str, li
         if failure is not None:
             raise failure
         value, origin, seeds = _settle(reports, global_rank())
-        _install(value, deterministic is True)
+        # A source may refuse its seed (a user source): installed, then agreed on, and undone
+        # on the ranks that installed if another rank refused.
+        undo = _Undo()
+        try:
+            _install(value, deterministic is True)
+        except Exception as error:  # every rank must reach the collective
+            failure = error
+        reports = all_gather_objects(None if failure is None else str(failure))
+        if failure is not None:
+            undo()  # the sources are back already; deterministic mode may have changed
+            raise failure
+        try:
+            raise_if_refused("set_seed()", reports)
+        except BaseException:
+            undo()
+            raise
     return value, origin, seeds
+
+
+class _Undo:
+    """What :func:`_install` changes, saved; calling it puts everything back (lock held)."""
+
+    def __init__(self) -> None:
+        self.sources = registry.active()
+        self.states = [source.save() for source in self.sources]
+        self.root, self.torch_seed, self.exported = _root.seed, _root.torch_seed, _root.exported
+        self.variable = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
+        self.settings = DeterministicSettings.current()
+
+    def __call__(self) -> None:
+        try:
+            _stack.restore_all(self.sources, self.states)
+        finally:
+            _root.replace_seed(self.root)
+            _root.torch_seed, _root.exported = self.torch_seed, self.exported
+            if self.variable is None:
+                os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)
+            else:
+                os.environ[SEED_ENVIRONMENT_VARIABLE] = self.variable
+            self.settings.apply()
 
 
 def _install(value: int, deterministic: bool) -> None:
@@ -142,7 +181,7 @@ def _install(value: int, deterministic: bool) -> None:
     seed_all_sources(value)
     if deterministic:
         configure_deterministic_mode()
-    os.environ[SEED_ENVIRONMENT_VARIABLE] = str(value)
+    _root.export_seed(value)
 
 
 def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:

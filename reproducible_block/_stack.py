@@ -35,6 +35,7 @@ __all__ = [
     "enter",
     "get_block_wait_timeout",
     "held",
+    "held_for_collective",
     "install_all",
     "leave",
     "open_count",
@@ -266,9 +267,10 @@ def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
 
 def install_all(
     sources: Sequence[GeneratorSource[Any]], states: Sequence[Any], *, portable: bool
-) -> None:
+) -> list[Any]:
     """Install ``states`` into ``sources`` (``set_state`` if ``portable``, else ``restore``),
-    all or nothing. The caller holds the lock."""
+    all or nothing; return the states they had (for :func:`restore_all`, to undo it). The
+    caller holds the lock."""
     saved: list[Any] = []
     with _memory.switching:
         try:
@@ -281,6 +283,7 @@ def install_all(
         except BaseException:
             restore_all(sources, saved)
             raise
+    return saved
 
 
 def open_count() -> int:
@@ -291,6 +294,22 @@ def open_count() -> int:
 def open_labels() -> tuple[str, ...]:
     """The labels of the open blocks, outermost first (in the thread that holds the lock)."""
     return tuple(repr(frame[0]) for frame in _open)
+
+
+@contextmanager
+def held_for_collective(action: str, tell_peers: Callable[[Exception], object]) -> Iterator[None]:
+    """:func:`held`, for a collective: if the wait for the lock times out, ``tell_peers(error)``
+    (this rank's part of the collective) runs before the error is raised, so that the other
+    ranks refuse too instead of waiting for this one."""
+    try:
+        _acquire(action)
+    except Exception as error:
+        tell_peers(error)
+        raise
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

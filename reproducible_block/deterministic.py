@@ -28,6 +28,7 @@ import torch
 
 from ._checks import check_bool
 from ._errors import BlockUsageError
+from ._memory import first_time
 
 __all__ = [
     "CUBLAS_WORKSPACE_VARIABLE",
@@ -45,7 +46,7 @@ DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
 # Frames a warning skips to reach the user's line: the package's own, and contextlib's (a
 # section entered through an ExitStack).
 _SKIPPED = (os.path.dirname(os.path.abspath(__file__)) + os.sep, contextlib.__file__)
-_warned: set[str] = set()
+_warned: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,8 @@ class DeterministicSettings:
 
 def _warn_once(key: str, message: str) -> None:
     """Warn once per process, pointing at the first caller outside the package (and contextlib)."""
-    if key in _warned:
+    if not first_time(_warned, key):
         return
-    _warned.add(key)
     level = 1
     frame = sys._getframe(0)
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_SKIPPED):

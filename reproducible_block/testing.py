@@ -53,6 +53,7 @@ def isolated_random_state() -> Iterator[None]:
         states = [source.get_state() for source in sources]
         root = _root.peek_seed()
         torch_seed = _root.torch_seed
+        own_export = _root.exported
     settings = DeterministicSettings.current()
     exported = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
     wait = _stack.get_block_wait_timeout()
@@ -70,6 +71,7 @@ def isolated_random_state() -> Iterator[None]:
                     failure = failure or error
             _root.replace_seed(root)
             _root.torch_seed = torch_seed
+            _root.exported = own_export
         settings.apply()
         if exported is None:
             os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ from reproducible_block import (
     get_rng_state,
     load_rng_state,
     register_generator,
+    set_block_wait_timeout,
     set_seed,
+    unregister_generator,
 )
+from reproducible_block._root import peek_seed
+
+from ._plain_source import Unplugged
 
 SEED = 5
 
@@ -67,7 +73,56 @@ def checks(rank: int) -> dict[str, Any]:
     if rank == 1:
         register_generator(torch.Generator(), name="only-on-rank-1")
     results["peer"] = refusal(lambda: load_rng_state(states))
+
+    # A user source that refuses its state only when it is installed, on rank 1 only.
+    if rank == 1:
+        unregister_generator("only-on-rank-1")
+    unplugged = Unplugged()
+    register_generator(unplugged, name="unplugged")
+    set_seed(SEED)
+    saved = through_file(get_rng_state())
+    torch.rand(rank + 2)
+    unplugged.plugged = rank != 1
+    results["install"] = install_refusal(lambda: load_rng_state(saved))
+    results["seed"] = install_refusal(lambda: set_seed(SEED + 1))
+    unregister_generator("unplugged")
+    saved = through_file(get_rng_state())
+
+    # Rank 1 cannot have the lock (another thread holds a block open): it times out.
+    hold = threading.Thread(target=hold_a_block, args=(opened := threading.Event(),
+                                                       done := threading.Event()))
+    if rank == 1:
+        hold.start()
+        assert opened.wait(timeout=60)
+        set_block_wait_timeout(0.2)
+    try:
+        results["busy_seed"] = install_refusal(lambda: set_seed(SEED + 2))
+        results["busy_load"] = install_refusal(lambda: load_rng_state(saved))
+        results["busy_get"] = install_refusal(get_rng_state)
+    finally:
+        done.set()
+        if rank == 1:
+            hold.join(timeout=60)
     return results
+
+
+def hold_a_block(opened: threading.Event, done: threading.Event) -> None:
+    with ReproducibleBlock("held-by-another-thread"):
+        opened.set()
+        done.wait(timeout=60)
+
+
+def install_refusal(call: Any) -> dict[str, Any]:
+    """A call refused while installing: its error, and whether torch's stream and the root
+    stayed as they were."""
+    before, root = torch.get_rng_state(), peek_seed()
+    error = None
+    try:
+        call()
+    except Exception as failure:
+        error = f"{type(failure).__name__}: {failure}"
+    return {"error": error, "untouched": torch.equal(torch.get_rng_state(), before),
+            "root": peek_seed() == root}
 
 
 def rank_main(rank: int, world_size: int, port: int, workdir: str) -> None:

@@ -170,3 +170,13 @@ class EpochAugmented(Dataset[tuple[int, int, torch.Tensor]]):
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         with ReproducibleBlock(("sample", epoch, index)):
             return epoch, index, torch.rand(2)
+
+
+class InitialSeeds(Dataset[int]):
+    """PyTorch's own test pattern: each sample is the worker's ``torch.initial_seed()``."""
+
+    def __len__(self) -> int:
+        return LENGTH
+
+    def __getitem__(self, index: int) -> int:
+        return torch.initial_seed()

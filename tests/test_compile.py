@@ -216,3 +216,31 @@ def test_key_from_on_a_generator_called_in_compiled_code() -> None:
     first, again = twice(torch.compile(caller, backend="eager"))
     assert torch.equal(first, expected)
     assert torch.equal(again, expected)
+
+
+def _fresh_block_inside(x: torch.Tensor) -> torch.Tensor:
+    with ReproducibleBlock(("built-inside-compiled", 7)):  # a tuple key: encoded afresh
+        return x + torch.rand(4)
+
+
+def _cached_block_inside(x: torch.Tensor) -> torch.Tensor:
+    with ReproducibleBlock("built-inside-compiled"):  # a str key seen before: cached
+        return x + torch.rand(4)
+
+
+@pytest.mark.parametrize("function", [_fresh_block_inside, _cached_block_inside])
+def test_fullgraph_refuses_a_block_built_inside_and_says_why(
+    function: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
+    set_seed(0)
+    expected = function(torch.zeros(4))  # eager: the key's stream (and the str key cached)
+    torch._dynamo.reset()
+    before = torch.get_rng_state()
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="reproducible_block switches"):
+        torch.compile(function, backend="eager", fullgraph=True)(torch.zeros(4))
+    assert _stack.open_count() == 0
+    assert torch.equal(torch.get_rng_state(), before)
+    torch._dynamo.reset()
+    compiled = torch.compile(function, backend="eager")  # without fullgraph: it works
+    assert torch.equal(compiled(torch.zeros(4)), expected)
+    assert torch.equal(compiled(torch.zeros(4)), expected)

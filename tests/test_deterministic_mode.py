@@ -51,7 +51,7 @@ def _put_without_deterministic_kernel() -> None:
 def relaxed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start from torch's defaults, the variable unset and no warning given yet."""
     monkeypatch.delenv(VARIABLE, raising=False)
-    monkeypatch.setattr(deterministic, "_warned", set())
+    monkeypatch.setattr(deterministic, "_warned", {})
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.deterministic = False
     torch.backends.cudnn.benchmark = True

@@ -65,3 +65,24 @@ def test_a_refusal_on_one_rank_is_a_refusal_on_every_rank(ranks: list[dict[str, 
     assert "refused on rank 1" in ranks[0]["peer"]["error"]
     assert ranks[0]["peer"]["untouched"]
     assert ranks[1]["peer"]["untouched"]
+
+
+@pytest.mark.parametrize("call", ["install", "seed"])
+def test_a_refusal_while_installing_on_one_rank_changes_nothing_on_any_rank(
+    ranks: list[dict[str, Any]], call: str,
+) -> None:
+    # load_rng_state and set_seed: rank 1's user source rejects its state at install time.
+    assert "device unplugged" in ranks[1][call]["error"]
+    assert "refused on rank 1" in ranks[0][call]["error"]
+    assert "device unplugged" in ranks[0][call]["error"]
+    assert all(rank[call]["untouched"] and rank[call]["root"] for rank in ranks)
+
+
+@pytest.mark.parametrize("call", ["busy_seed", "busy_load", "busy_get"])
+def test_a_rank_that_times_out_on_the_lock_is_a_refusal_on_every_rank(
+    ranks: list[dict[str, Any]], call: str,
+) -> None:
+    # set_seed, load_rng_state, get_rng_state: rank 1 waits in vain for another thread's block.
+    assert "held-by-another-thread" in ranks[1][call]["error"]
+    assert "refused on rank 1" in ranks[0][call]["error"]
+    assert all(rank[call]["untouched"] and rank[call]["root"] for rank in ranks)

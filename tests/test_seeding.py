@@ -6,6 +6,8 @@ import logging
 import multiprocessing
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -196,6 +198,27 @@ def test_a_second_none_draws_rather_than_reading_its_own_export(
     seeds = {set_seed() for _ in range(3)}
     assert 321 not in seeds
     assert len(seeds) == 3  # each call draws (a repeat has a chance of about 2**-31)
+
+
+_LAUNCHED_AFTER_A_BLOCK = """
+import torch
+from reproducible_block import ReproducibleBlock, set_seed
+with ReproducibleBlock("first"):  # derives from the launcher's seed, as documented
+    in_block = torch.rand(2)
+print(set_seed())
+with ReproducibleBlock("first"):
+    assert torch.equal(torch.rand(2), in_block)
+"""
+
+
+@pytest.mark.slow
+def test_none_takes_the_launchers_seed_after_a_block() -> None:
+    env = {**os.environ, rb.SEED_ENVIRONMENT_VARIABLE: "42"}
+    env.pop("RANK", None)
+    done = subprocess.run([sys.executable, "-c", _LAUNCHED_AFTER_A_BLOCK], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["42"]
 
 
 def test_an_explicit_seed_ignores_the_environment(fresh_process: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import reproducible_block as rb
 from reproducible_block import (
     BlockUsageError,
     ReproducibleBlock,
+    _block,
     _stack,
     get_block_wait_timeout,
     set_block_wait_timeout,
@@ -228,3 +229,49 @@ def test_a_bad_environment_wait_is_a_clear_error_at_import() -> None:
     )
     assert result.returncode != 0
     assert "REPRODUCIBLE_BLOCK_WAIT_TIMEOUT='soon'" in result.stderr
+
+
+FRESH_KEYS = 300  # per thread: together they evict the derived-state cache many times over
+
+
+@pytest.mark.parametrize("way", ["enter", "prepare"])
+def test_threads_deriving_fresh_keys_at_once_get_the_single_threaded_streams(way: str) -> None:
+    set_seed(0)
+    keys = [[(f"fresh-{i}", j) if j % 2 else f"fresh-{i}-{j}" for j in range(FRESH_KEYS)]
+            for i in range(THREADS)]
+    expected = {}
+    for key in (key for per_thread in keys for key in per_thread):
+        with ReproducibleBlock(key):
+            expected[key] = torch.rand(2).tolist()
+    _block.clear_cache()
+    _block._plain_keys.clear()
+
+    results: dict[object, list[float]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(THREADS)
+
+    def worker(own: list[object]) -> None:
+        try:
+            start.wait(timeout=30)
+            if way == "prepare":
+                ReproducibleBlock.prepare(own)  # type: ignore[arg-type]
+            for key in own:
+                with ReproducibleBlock(key):  # type: ignore[arg-type]
+                    results[key] = torch.rand(2).tolist()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(own,)) for own in keys]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: races show within the test's keys
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert results == expected
+    assert _block.cached_states() <= _block.CACHE_SIZE

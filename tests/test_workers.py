@@ -34,7 +34,7 @@ from reproducible_block import (
     set_seed,
 )
 from reproducible_block.compat import Reproducible_Block
-from tests._worker_datasets import LENGTH, AugmentedSamples, Row, unbatch
+from tests._worker_datasets import LENGTH, AugmentedSamples, InitialSeeds, Row, unbatch
 
 ROOT_SEED = 1234
 
@@ -397,3 +397,21 @@ def test_worker_init_with_root_seed_0_survives_every_pickle_protocol(protocol: i
     copy(0)  # installs root 0 again
     with ReproducibleBlock("x"):
         assert torch.equal(torch.rand(2), expected)
+
+
+@pytest.mark.parametrize("way", ["seed_worker", "WorkerInit"])
+def test_worker_initial_seeds_fit_pytorch_convention_and_collate(way: str) -> None:
+    # PyTorch gives its workers seeds below 2**63, and test_dataloader.py returns
+    # torch.initial_seed() from __getitem__: default_collate makes an int64 tensor of them.
+    set_seed(ROOT_SEED)
+    init = seed_worker if way == "seed_worker" else WorkerInit()
+    loader = DataLoader(InitialSeeds(), batch_size=2, num_workers=2, worker_init_fn=init,
+                        multiprocessing_context="fork", timeout=120,
+                        generator=torch.Generator().manual_seed(0))
+    seeds = [[int(seed) for seed in batch] for _ in range(3) for batch in loader]  # 3 epochs
+    flat = [seed for batch in seeds for seed in batch]
+    assert len(flat) == 3 * LENGTH
+    assert all(0 <= seed < 2**63 for seed in flat)
+    assert len(set(flat)) == 6  # one seed per worker and epoch, all different
+    with ReproducibleBlock("inside"):  # a block's torch seed follows the convention too
+        assert 0 <= torch.initial_seed() < 2**63

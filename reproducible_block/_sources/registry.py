@@ -118,12 +118,19 @@ class SourceRegistry:
         machine) selects nothing, so code written on a GPU machine runs in CPU CI; any other
         unknown name is an error.
         """
-        found = self.selections.get(names)
+        # Threads: the dict is read before the sources, so a selection made while the managed
+        # sources change goes into the dict the change discards, never into the new one; and
+        # two threads selecting the same names at once get the same object.
+        selections = self.selections
+        found = selections.get(names)
         if found is None:
-            found = Selection(self._select(names))
-            if len(self.selections) > 64:
-                self.selections = {}
-            self.selections[names] = found
+            made = Selection(self._select(names))
+            if len(selections) > 64:
+                with self._lock:
+                    if self.selections is selections:  # not changed meanwhile
+                        self.selections = {}
+                return made
+            found = selections.setdefault(names, made)
         return found
 
     def _select(self, names: tuple[str, ...] | None) -> tuple[GeneratorSource[Any], ...]:

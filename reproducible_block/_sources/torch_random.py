@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _MAX_U64 = 2**64 - 1
+_MAX_SEED = 2**63 - 1  # torch's seeds (DataLoader workers' included) fit an int64
 _MAX_DEVICES = 2**16
 
 # torch's CPU generator state is a 5056-byte tensor: the initial seed (u64), ``left`` (i32),
@@ -72,7 +73,10 @@ def _cpu_layout() -> tuple[bytes, bytes] | None:
 def torch_cpu_state(bits: bytes) -> torch.Tensor:
     """A torch CPU generator state holding the Mersenne Twister key that ``bits`` derive.
 
-    Its initial seed (what ``torch.initial_seed()`` reports in a block) is the low 64 bits.
+    Its initial seed (what ``torch.initial_seed()`` reports in a block or a DataLoader worker)
+    is the low 63 bits: below 2**63, as torch's own seeds, so code that puts it in an int64
+    tensor (``default_collate``) works. The stream does not read it (the words come from all
+    128 bits; ``manual_seed`` would keep only the low 32).
 
     >>> state = torch_cpu_state(bytes(16))
     >>> generator = torch.Generator().set_state(state)  # torch accepts it as valid
@@ -82,11 +86,11 @@ def torch_cpu_state(bits: bytes) -> torch.Tensor:
     layout = _layout if _checked else _cpu_layout()
     if layout is None:  # pragma: no cover - unknown layout
         fallback = torch.Generator()
-        fallback.manual_seed(philox_seed(bits))
+        fallback.manual_seed(philox_seed(bits) & _MAX_SEED)
         return fallback.get_state()
     # The seed (little-endian, as the probe showed), the counters, each word as a u64, the rest.
     words = mt_words(bits).astype("<u8").tobytes()
-    state = bytearray(bits[:8] + layout[0] + words + layout[1])
+    state = bytearray(bits[:7] + bytes((bits[7] & 0x7F,)) + layout[0] + words + layout[1])
     return torch.frombuffer(state, dtype=torch.uint8)
 
 
