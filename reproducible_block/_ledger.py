@@ -74,8 +74,11 @@ __all__ = [
 
 #: Set it to a path to record the whole run's blocks (one file per rank under torch.distributed).
 LEDGER_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_LEDGER"
-#: Set by a process that records from the environment variable, so that its children know it.
+#: Set by a process that records from the environment variable, so that its children know it:
+#: ``"{pid}:{rank}"``, or ``"{pid}"`` when it has no rank.
 _PARENT_VARIABLE = "REPRODUCIBLE_BLOCK_LEDGER_PARENT"
+#: The most ``.pid{PID}-{n}`` names a child tries when its ``.pid{PID}`` file exists.
+_MAX_NAME_TRIES = 100
 LEDGER_FORMAT = "reproducible_block-ledger"
 LEDGER_VERSION = 1
 #: The derivation scheme ``entry_state_images`` implements; the diff replays only ledgers of it.
@@ -236,6 +239,25 @@ def _launcher_rank() -> int | None:
     return None
 
 
+def _parent_from_environment() -> tuple[int, int | None] | None:
+    """The recording process this one inherited ``REPRODUCIBLE_BLOCK_LEDGER`` from, as (pid,
+    its rank or None), or None when this process is that one (or nothing records above it).
+    A value that cannot be read names no process: this one is then a child (it never writes a
+    file that another process may own)."""
+    value = os.environ.get(_PARENT_VARIABLE)
+    if value is None:
+        return None
+    pid, _, rank = value.partition(":")
+    if pid == str(os.getpid()):
+        return None
+    return (int(pid) if pid.isdigit() else -1), (int(rank) if rank.isdigit() else None)
+
+
+def _announce(rank: int | None) -> None:
+    """Tell the children this process starts that it records (see _parent_from_environment)."""
+    os.environ[_PARENT_VARIABLE] = str(os.getpid()) if rank is None else f"{os.getpid()}:{rank}"
+
+
 def _in_loader_worker() -> bool:
     return get_worker_info() is not None
 
@@ -257,7 +279,8 @@ class BlockLedger:
     """
 
     def __init__(self, path: str | os.PathLike[str], watch: object = None, *,
-                 from_environment: bool = False) -> None:
+                 from_environment: bool = False,
+                 parent: tuple[int, int | None] | None = None, forked: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ReproducibleBlockTypeError(
                 f"the ledger path must be a non-empty str or os.PathLike, such as "
@@ -266,6 +289,10 @@ class BlockLedger:
         self._requested = Path(path)
         self._watch = _watched(watch)
         self._from_environment = from_environment
+        # The recording process this one descends from (pid, rank), and whether it is a fork
+        # of it: a child writes its own .pid{PID} file, never the file its parent owns.
+        self._parent = parent
+        self._forked = forked
         self.path: Path | None = None
         self.records = 0
         self._fd: int | None = None
@@ -289,17 +316,29 @@ class BlockLedger:
 
     # Opening and writing.
 
+    def _is_child(self, rank: int | None) -> bool:
+        """Whether this process is a child of the recording process it inherited the ledger
+        from (forked, or started with the variable inherited), rather than a rank of its own.
+
+        A process that has a rank its parent did not have (ranks a launcher script started)
+        owns that rank's file; any other child of a recorder writes a ``.pid{PID}`` file.
+        """
+        if self._forked:
+            return True
+        if self._parent is None:
+            return False
+        return rank is None or rank == self._parent[1]
+
     def _target(self) -> Path | None:
         """The file this process writes, or None when it should not record (a loader worker)."""
         if _in_loader_worker():
             return None
         rank = global_rank() if is_distributed() else _launcher_rank()
         self._file_rank = rank
+        if self._is_child(rank):
+            return _with_suffix(self._requested, f"pid{os.getpid()}")
         if rank is not None:
             return _with_suffix(self._requested, f"rank{rank}")
-        parent = os.environ.get(_PARENT_VARIABLE)
-        if self._from_environment and parent not in (None, str(os.getpid())):
-            return _with_suffix(self._requested, f"pid{os.getpid()}")  # a child of a recorder
         return self._requested
 
     def _open(self) -> None:
@@ -308,10 +347,31 @@ class BlockLedger:
             self._stopped = True
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(target, flags, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if self._is_child(self._file_rank):
+            # A child's name is its pid's: a file there is another run's (pids are reused),
+            # and a recording never destroys records. Take the first free name.
+            self._fd, target = self._open_new(target, flags | os.O_EXCL)
+        else:
+            # The process that armed the ledger owns its file: a new run replaces the last.
+            self._fd = os.open(target, flags | os.O_TRUNC, 0o644)
         self.path = target
+        if self._from_environment:
+            _announce(self._file_rank)
         self._write_line(json.dumps(self._header(), separators=(",", ":")))
+
+    @staticmethod
+    def _open_new(target: Path, flags: int) -> tuple[int, Path]:
+        """Create ``target``, or the first of ``target`` with ``-1``, ``-2``... after the pid
+        that does not exist yet (raises FileExistsError after _MAX_NAME_TRIES)."""
+        candidate = target
+        for attempt in range(1, _MAX_NAME_TRIES + 1):
+            try:
+                return os.open(candidate, flags, 0o644), candidate
+            except FileExistsError:
+                stem = target.stem if target.suffix else target.name
+                candidate = target.with_name(f"{stem}-{attempt}{target.suffix}")
+        return os.open(candidate, flags, 0o644), candidate
 
     def _header(self) -> dict[str, Any]:
         root = _root.peek_seed()
@@ -325,6 +385,9 @@ class BlockLedger:
             "rank": self._file_rank,
             "world_size": world_size(),
             "pid": os.getpid(),
+            # The recording process this one is a child of (its own .pid file), or None.
+            "parent": None if not self._is_child(self._file_rank) or self._parent is None
+            else self._parent[0],
             "versions": {
                 "python": platform.python_version(),
                 "reproducible_block": __version__,
@@ -548,16 +611,17 @@ def _start_from_environment() -> None:
     path = os.environ.get(LEDGER_ENVIRONMENT_VARIABLE)
     if not path:
         return
-    os.environ.setdefault(_PARENT_VARIABLE, str(os.getpid()))
-    set_recording(BlockLedger(path, from_environment=True))
+    parent = _parent_from_environment()
+    _announce(_launcher_rank())
+    set_recording(BlockLedger(path, from_environment=True, parent=parent))
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
     """A forked child never writes its parent's file (its lines would interleave).
 
-    A ledger from the environment variable starts afresh in the child, lazily: a rank writes
-    its own ``.rank{N}`` file, a DataLoader worker records nothing, another child writes
-    ``.pid{PID}``. A ledger from :func:`record_blocks` stops in the child.
+    A ledger from the environment variable starts afresh in the child, lazily: a DataLoader
+    worker records nothing, any other child writes its own ``.pid{PID}`` file (the rank file
+    stays its parent's). A ledger from :func:`record_blocks` stops in the child.
     """
     if recording is None:
         return
@@ -565,7 +629,10 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
     if fd is not None:
         os.close(fd)
     if recording._from_environment:
-        set_recording(BlockLedger(recording._requested, from_environment=True))
+        parent_rank = recording._file_rank if recording.path is not None else _launcher_rank()
+        set_recording(BlockLedger(recording._requested, from_environment=True,
+                                  parent=(os.getppid(), parent_rank), forked=True))
+        _announce(parent_rank)
     else:
         set_recording(None)
 
