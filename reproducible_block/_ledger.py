@@ -23,7 +23,6 @@ not yet written to the disk.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -124,14 +123,22 @@ def mt_key_digest(key_words: bytes) -> str:
 # ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
 # used from the current key (624: all of them, the next draw twists).
 
-@functools.lru_cache(maxsize=64)
-def _readers(
-    sources: tuple[GeneratorSource[Any], ...],
-) -> tuple[tuple[str, Callable[[], Any], Callable[[Any], Any] | None, GeneratorSource[Any]], ...]:
+_Readers = tuple[tuple[str, Callable[[], Any], Callable[[Any], Any] | None,
+                       GeneratorSource[Any]], ...]
+#: Each block selection's readers, by the identity of its sources tuple (one per selection).
+#: Sources need not be hashable (a user's dataclass source with eq=True is not); a value holds
+#: its tuple, so the id is not reused while it is cached.
+_reader_cache: dict[int, tuple[tuple[GeneratorSource[Any], ...], _Readers]] = {}
+
+
+def _readers(sources: tuple[GeneratorSource[Any], ...]) -> _Readers:
     """Each source's JSON key and bound methods (a block's sources are one tuple per
     selection), so that a record reads them without a call of ours per source. A kind that is
     no Mersenne Twister gets no ``twister_state`` reader: its state is read once, whole."""
-    return tuple(
+    cached = _reader_cache.get(id(sources))
+    if cached is not None and cached[0] is sources:
+        return cached[1]
+    readers = tuple(
         (
             json.dumps(source.name) + ":",
             source.save,
@@ -142,6 +149,10 @@ def _readers(
         )
         for source in sources
     )
+    if len(_reader_cache) >= 64:
+        _reader_cache.clear()
+    _reader_cache[id(sources)] = (sources, readers)
+    return readers
 
 
 # --- The entry state a block derives -----------------------------------------------------------
