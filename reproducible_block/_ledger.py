@@ -27,6 +27,8 @@ import json
 import math
 import os
 import platform
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -50,9 +52,10 @@ from ._derivation import (
 )
 from ._distributed import folded_rank, global_rank, is_distributed, world_size
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._fingerprint import fingerprint
+from ._fingerprint import fingerprint, plain_tensor
 from ._keys import validate_key
 from ._sources import GeneratorSource
+from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
 from ._version import __version__
 
 __all__ = [
@@ -226,10 +229,18 @@ def _size(value: torch.Tensor | np.ndarray) -> int:
 
 
 def _noted(value: object) -> list[object]:
-    """A watched or noted value as [fingerprint], or [fingerprint, number] for one number."""
+    """A watched or noted value as [fingerprint], or [fingerprint, number] for one number.
+
+    A tensor under ``torch.func`` is read through its wrappers; a sparse one by its values.
+    """
     entry: list[object] = [fingerprint(value)]
     number: object = None
-    if isinstance(value, (torch.Tensor, np.ndarray)) and _size(value) == 1:
+    if isinstance(value, torch.Tensor):
+        value = plain_tensor(value)
+        if value.numel() == 1:
+            with outside_functorch():
+                number = (value if value.layout is torch.strided else value.to_dense()).item()
+    elif isinstance(value, np.ndarray) and _size(value) == 1:
         number = value.item()
     elif isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
         number = value.item() if isinstance(value, np.generic) else value
@@ -240,6 +251,28 @@ def _noted(value: object) -> list[object]:
     if isinstance(number, (int, float, str)):
         entry.append(number)
     return entry
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning issued by the caller at the first frame
+    outside the package (the user's line: a ``ledger_note`` call, a block's ``with``)."""
+    level = 2
+    frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _check_note_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ReproducibleBlockTypeError(
+            f"a note's name must be a non-empty str, such as 'loss'; got "
+            f"{type(name).__name__} {name!r}."
+        )
 
 
 def _launcher_rank() -> int | None:
@@ -308,6 +341,10 @@ class BlockLedger:
         self.records = 0
         self._fd: int | None = None
         self._stopped = False
+        self._failed = False  # stopped by a failure (warned once)
+        # Guards opening, the pending notes and stand-alone note lines: notes may come from
+        # threads that do not hold the block lock (a note never waits for a block).
+        self._lock = threading.Lock()
         self._counts: dict[tuple[type, object], list[Any]] = {}
         self._pending: list[tuple[int, str, list[object]]] = []
         self._root = -1  # the root generation last written (none yet)
@@ -423,12 +460,18 @@ class BlockLedger:
 
     def _ensure_open(self) -> bool:
         if self._fd is None and not self._stopped:
-            self._open()
+            with self._lock:
+                if self._fd is None and not self._stopped:
+                    self._open()
         return self._fd is not None
 
     def _stop(self, error: BaseException) -> None:
-        """Stop recording after a failure: the program goes on, with one warning."""
-        self._stopped = True
+        """Stop recording after a failure: the program goes on, with one warning (at the
+        user's line), however many threads fail at once."""
+        with self._lock:
+            if self._failed:
+                return
+            self._failed = self._stopped = True
         self.close()
         if recording is self:
             set_recording(None)
@@ -438,7 +481,7 @@ class BlockLedger:
             "path is writable (and the disk not full), and that watched values can be "
             "fingerprinted.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=_user_stacklevel(),
         )
 
     def close(self) -> None:
@@ -494,7 +537,8 @@ class BlockLedger:
             watched = {name: _noted(get()) for name, get in self._watch}
             line += ',"watch":' + json.dumps(watched, separators=(",", ":"))
         if self._pending:
-            line += self._take_notes(_stack.open_count())
+            with self._lock:
+                line += self._take_notes(_stack.open_count())
         self._write_line(line + "}")
         self.records += 1
 
@@ -517,29 +561,49 @@ class BlockLedger:
         Inside a block it goes into that block's record (the innermost open block, at its
         exit); outside every block it is written at once as a record of its own. A one-element
         value is also recorded as a number, so the diff can show both values.
+
+        It never raises into the program, nor waits: a note from another thread while a block
+        is open goes into that block's record; under ``torch.compile`` it runs outside the
+        graph; under ``torch.func`` it reads the wrapped values; a sparse tensor is noted by
+        its values. A value that cannot be fingerprinted stops the ledger with one warning.
         """
-        if not isinstance(name, str) or not name:
-            raise ReproducibleBlockTypeError(
-                f"a note's name must be a non-empty str, such as 'loss'; got "
-                f"{type(name).__name__} {name!r}."
-            )
-        entry = _noted(value)
-        with _stack.held("ledger_note()"):
-            try:
-                if not self._ensure_open():
-                    return
-                depth = _stack.open_count()
-                if depth:
-                    self._pending.append((depth, name, entry))
-                    return
-                if _root.generation != self._root:
-                    self._write_root()
-                notes = json.dumps({name: entry}, separators=(",", ":"))
-                rank = self._rank()
-                self._write_line(f'{{"notes":{notes},"rank":{rank}}}')
-                self.records += 1
-            except OSError as error:
-                self._stop(error)
+        _check_note_name(name)
+        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+            from ._compiled import outside_graph  # torch._dynamo: only when it runs
+
+            outside_graph(self._note, name, value)
+        else:
+            self._note(name, value)
+
+    def _note(self, name: str, value: object) -> None:
+        if self._stopped:
+            return
+        try:
+            entry = _noted(value)
+            lock = _stack.lock
+            if lock.acquire(False):  # free, or held by this thread: its blocks are the open ones
+                try:
+                    self._add_note(name, entry, _stack.open_count())
+                finally:
+                    lock.release()
+            else:  # another thread is inside a block (never wait for it): a note for that block
+                self._add_note(name, entry, _stack.open_count())
+        except Exception as error:  # a ledger never breaks the program it watches
+            self._stop(error)
+
+    def _add_note(self, name: str, entry: list[object], depth: int) -> None:
+        """Keep a note for the block open at ``depth`` (0: write it as a record of its own)."""
+        if not self._ensure_open():
+            return
+        with self._lock:
+            if depth:
+                self._pending.append((depth, name, entry))
+                return
+            if _root.generation != self._root:
+                self._write_root()
+            notes = json.dumps({name: entry}, separators=(",", ":"))
+            self._write_line(f'{{"notes":{notes},"rank":{self._rank()}}}')
+            self.records += 1
 
 
 def ledger_note(name: str, value: object) -> None:
@@ -548,14 +612,22 @@ def ledger_note(name: str, value: object) -> None:
     The same as :meth:`BlockLedger.note` on the ledger :func:`record_blocks` (or the
     ``REPRODUCIBLE_BLOCK_LEDGER`` environment variable) started, for code that has no handle on
     it: a training step can call ``ledger_note("loss", loss)`` whether or not a run records.
+    A name that is not a non-empty str is refused either way; nothing else raises.
 
     >>> from reproducible_block import ledger_note
     >>> ledger_note("loss", 0.25) is None  # nothing records here: a no-op
     True
     """
+    _check_note_name(name)
     active = recording
-    if active is not None:
-        active.note(name, value)
+    if active is None:
+        return
+    if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+        from ._compiled import outside_graph  # torch._dynamo: only when it runs
+
+        outside_graph(active._note, name, value)
+    else:
+        active._note(name, value)
 
 
 @contextmanager
