@@ -20,6 +20,7 @@ import numpy as np
 
 from ._derivation import MT_WORDS
 from ._errors import ReproducibleBlockValueError
+from ._keys import validate_key
 from ._ledger import (
     DERIVATION,
     LEDGER_FORMAT,
@@ -28,6 +29,7 @@ from ._ledger import (
     key_from_json,
     mt_key_digest,
 )
+from ._root import MAX_SEED
 
 __all__ = ["MAX_REPLAYED_DRAWS", "LedgerFile", "RunDiff", "diff_runs", "read_ledger"]
 
@@ -99,7 +101,113 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
             location, f"it has format version {header.get('version')!r} and this "
             f"reproducible_block reads version {LEDGER_VERSION}; use the version that wrote it"
         )
+    number = 1
+    try:
+        _check_header(header)
+        for record in records:
+            number += 1
+            _check_record(record)
+    except _Invalid as invalid:
+        raise _unreadable(location, f"line {number}, field {invalid.field}: {invalid.why}") from None
     return LedgerFile(location, header, records, torn)
+
+
+# --- Checking every field of every record (one place: the diff trusts what passes) ----------------
+
+
+class _Invalid(Exception):
+    """A field that no ledger writer writes: where it is and what was expected."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(field)
+        shown = json.dumps(value)
+        self.field = field
+        self.why = f"{shown[:60]}{'...' if len(shown) > 60 else ''} where {expected} belongs"
+
+
+def _is_int(value: object, low: int = 0, high: int | None = None) -> bool:
+    return type(value) is int and low <= value and (high is None or value <= high)
+
+
+def _check(field: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        raise _Invalid(field, value, expected)
+
+
+def _check_seed(field: str, value: object) -> None:
+    _check(field, value, value is None or _is_int(value, 0, MAX_SEED),
+           f"a root seed (an int from 0 to {MAX_SEED}, or null)")
+
+
+def _check_header(header: Mapping[str, Any]) -> None:
+    for name in ("digest", "derivation"):
+        _check(name, header.get(name), isinstance(header.get(name), str), "a str")
+    _check_seed("root_seed", header.get("root_seed"))
+    rank = header.get("rank")
+    _check("rank", rank, rank is None or _is_int(rank), "a rank (an int >= 0, or null)")
+    _check("world_size", header.get("world_size"), _is_int(header.get("world_size"), 1),
+           "a world size (an int >= 1)")
+    _check("pid", header.get("pid"), _is_int(header.get("pid")), "a process id (an int)")
+    parent = header.get("parent")
+    _check("parent", parent, parent is None or _is_int(parent), "a process id, or null")
+    versions = header.get("versions", {})
+    _check("versions", versions, isinstance(versions, dict) and all(
+        isinstance(version, str) for version in versions.values()), "a map of names to str")
+
+
+def _check_named(field: str, values: object) -> None:
+    """Watched values or notes: {name: [fingerprint]} or {name: [fingerprint, number]}."""
+    if not isinstance(values, dict):
+        raise _Invalid(field, values, "a map of names to [fingerprint, value]")
+    for name, entry in values.items():
+        _check(f"{field}.{name}", entry, isinstance(entry, list) and 1 <= len(entry) <= 2
+               and isinstance(entry[0], str) and (len(entry) == 1 or (
+                   type(entry[1]) in (int, float, str))),
+               "[fingerprint] or [fingerprint, number] (a str, then an int, float or str)")
+
+
+def _check_state(states: object) -> None:
+    if not isinstance(states, dict):
+        raise _Invalid("state", states, "a map of generator names to entries")
+    for name, entry in states.items():
+        field = f"state.{name}"
+        _check(field, entry, isinstance(entry, list) and len(entry) in (1, 3),
+               "[fingerprint] or [fingerprint, position, key digest]")
+        _check(f"{field}[0]", entry[0], isinstance(entry[0], str), "a fingerprint (a str)")
+        if len(entry) == 3:
+            _check(f"{field}[1]", entry[1], _is_int(entry[1], 0, MT_WORDS),
+                   f"a position in the key (an int from 0 to {MT_WORDS})")
+            digest = entry[2]
+            _check(f"{field}[2]", digest, isinstance(digest, str) and len(digest) == 16
+                   and all(c in "0123456789abcdef" for c in digest),
+                   "a key digest (16 hex digits)")
+
+
+def _check_record(record: Mapping[str, Any]) -> None:
+    """Every field of one record after the header (a block, a root or a stand-alone note)."""
+    if "root" in record:
+        _check_seed("root", record["root"])
+        return
+    if "key" not in record and "notes" not in record:
+        raise _Invalid("key", None, "a block record's key (or a root or notes record)")
+    rank = record.get("rank")
+    _check("rank", rank, _is_int(rank), "a rank (an int >= 0)")
+    if "notes" in record:
+        _check_named("notes", record["notes"])
+    if "key" not in record:
+        return
+    try:
+        validate_key(key_from_json(record["key"]))
+    except (TypeError, ValueError) as error:
+        raise _Invalid("key", record["key"], f"a block key ({error})") from None
+    _check("entry", record.get("entry"), _is_int(record.get("entry"), 1),
+           "the count of this key's exits (an int >= 1)")
+    _check_state(record.get("state"))
+    for fold in ("per_rank", "per_worker"):
+        if fold in record:
+            _check(fold, record[fold], _is_int(record[fold]), "a rank or worker id (an int >= 0)")
+    if "watch" in record:
+        _check_named("watch", record["watch"])
 
 
 def _is_header(line: bytes) -> bool:
@@ -201,12 +309,8 @@ class _Context:
         entry = record["state"][source]
         if self.root_seed is None or self.ledger.header.get("derivation") != DERIVATION:
             return "no root seed, or another derivation scheme"
-        try:
-            images = entry_state_images(self.root_seed, key_from_json(record["key"]),
-                                        record.get("per_rank"), (source,),
-                                        record.get("per_worker"))
-        except (TypeError, ValueError):
-            return "the recorded key is not a block key"
+        images = entry_state_images(self.root_seed, key_from_json(record["key"]),  # checked
+                                    record.get("per_rank"), (source,), record.get("per_worker"))
         image = images.get(source)
         if image is None:
             return "the draws of registered generators are not replayed"
