@@ -121,7 +121,8 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
             number += 1
             _check_record(record)
     except _Invalid as invalid:
-        raise _unreadable(location, f"line {number}, field {invalid.field}: {invalid.why}") from None
+        where = f"line {number}, field {invalid.field}: {invalid.why}"
+        raise _unreadable(location, where) from None
     return LedgerFile(location, header, records, torn)
 
 

@@ -573,7 +573,8 @@ def test_a_child_file_never_overwrites_an_existing_file(
     path = _ledger.recording.path  # type: ignore[union-attr]
     _ledger.recording.close()  # type: ignore[union-attr]
     assert stale.read_text() == "kept\n"
-    assert path is not None and path != stale
+    assert path is not None
+    assert path != stale
     assert [r["key"] for r in _blocks(path)] == ["y"]
     assert not target.exists()
 
@@ -590,7 +591,8 @@ def test_sparse_tensors_are_noted_by_their_values(tmp_path: Path) -> None:
     embedding = torch.nn.Embedding(10, 3, sparse=True)
     embedding(torch.tensor([1, 4, 1])).sum().backward()
     gradient = embedding.weight.grad
-    assert gradient is not None and gradient.is_sparse
+    assert gradient is not None
+    assert gradient.is_sparse
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("step"):
