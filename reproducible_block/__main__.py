@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ._errors import ReproducibleBlockValueError
+from ._errors import ReproducibleBlockError
 from ._report import environment_report, format_environment_report
 from ._run_diff import diff_runs
 from ._version import __version__
@@ -55,7 +55,7 @@ def diff_main(argv: Sequence[str]) -> int:
     arguments = parser.parse_args(argv)
     try:
         found = diff_runs(arguments.run_a, arguments.run_b)
-    except ReproducibleBlockValueError as error:
+    except ReproducibleBlockError as error:  # an unreadable or unusable ledger
         print(f"python -m reproducible_block diff: {error}", file=sys.stderr)
         return 2
     print(json.dumps(found.as_dict(), indent=2) if arguments.json else found.message)

@@ -17,8 +17,11 @@ import numpy as np
 import torch
 
 from ._errors import ReproducibleBlockTypeError
+from ._transforms import outside_functorch
 
-__all__ = ["FINGERPRINT_LENGTH", "fingerprint", "same_state", "state_digest"]
+__all__ = [
+    "FINGERPRINT_LENGTH", "fingerprint", "plain_tensor", "same_state", "state_digest",
+]
 
 #: Hex characters in a printed fingerprint (48 bits: enough to tell states apart by eye).
 FINGERPRINT_LENGTH = 12
@@ -26,12 +29,44 @@ FINGERPRINT_LENGTH = 12
 _SCALARS = (bool, int, float, complex, str, bytes, type(None), np.generic)
 
 
+_functorch = getattr(torch._C, "_functorch", None)
+_is_wrapped: Any = getattr(_functorch, "is_functorch_wrapped_tensor", None)
+_unwrapped: Any = getattr(_functorch, "get_unwrapped", None)
+
+
+def plain_tensor(value: torch.Tensor) -> torch.Tensor:
+    """``value`` without its ``torch.func`` wrappers (under ``grad``, ``vmap``: the tensor
+    they wrap, batch dimension included), whose bytes can be read; other tensors as they are."""
+    if _is_wrapped is None or _unwrapped is None:  # pragma: no cover - a torch without functorch
+        return value
+    while _is_wrapped(value):
+        value = _unwrapped(value)
+    return value
+
+
+def _feed_sparse(digest: Any, value: torch.Tensor) -> None:
+    """A sparse tensor by its values: the coalesced COO indices and values (whatever its
+    layout, and however its entries were accumulated), not its dense form."""
+    coo = value.detach()
+    if coo.layout is not torch.sparse_coo:
+        coo = coo.to_sparse()  # CSR, CSC, BSR, BSC: the same entries as COO
+    coo = coo.coalesce()
+    digest.update(f"X{coo.dtype}{tuple(coo.shape)}".encode())
+    _feed(digest, coo.indices())
+    _feed(digest, coo.values())
+
+
 def _feed(digest: Any, value: object) -> None:
     if isinstance(value, torch.Tensor):
-        # The values, not the view: a conjugate or negative view's bits are those of its base.
-        flat = value.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-        digest.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
+        value = plain_tensor(value)
+        with outside_functorch():  # under torch.func, ops on it would wrap it again
+            if value.layout is not torch.strided:
+                _feed_sparse(digest, value)
+                return
+            # The values, not the view: a conjugate or negative view's bits are its base's.
+            flat = value.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+            digest.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
     elif isinstance(value, np.ndarray) and value.dtype != object:
         digest.update(f"A{value.dtype.str}{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())

@@ -23,11 +23,12 @@ not yet written to the disk.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import platform
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -51,9 +52,10 @@ from ._derivation import (
 )
 from ._distributed import folded_rank, global_rank, is_distributed, world_size
 from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._fingerprint import fingerprint
+from ._fingerprint import fingerprint, plain_tensor
 from ._keys import validate_key
 from ._sources import GeneratorSource
+from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
 from ._version import __version__
 
 __all__ = [
@@ -74,8 +76,11 @@ __all__ = [
 
 #: Set it to a path to record the whole run's blocks (one file per rank under torch.distributed).
 LEDGER_ENVIRONMENT_VARIABLE = "REPRODUCIBLE_BLOCK_LEDGER"
-#: Set by a process that records from the environment variable, so that its children know it.
+#: Set by a process that records from the environment variable, so that its children know it:
+#: ``"{pid}:{rank}"``, or ``"{pid}"`` when it has no rank.
 _PARENT_VARIABLE = "REPRODUCIBLE_BLOCK_LEDGER_PARENT"
+#: The most ``.pid{PID}-{n}`` names a child tries when its ``.pid{PID}`` file exists.
+_MAX_NAME_TRIES = 100
 LEDGER_FORMAT = "reproducible_block-ledger"
 LEDGER_VERSION = 1
 #: The derivation scheme ``entry_state_images`` implements; the diff replays only ledgers of it.
@@ -121,14 +126,22 @@ def mt_key_digest(key_words: bytes) -> str:
 # ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
 # used from the current key (624: all of them, the next draw twists).
 
-@functools.lru_cache(maxsize=64)
-def _readers(
-    sources: tuple[GeneratorSource[Any], ...],
-) -> tuple[tuple[str, Callable[[], Any], Callable[[Any], Any] | None, GeneratorSource[Any]], ...]:
+_Readers = tuple[tuple[str, Callable[[], Any], Callable[[Any], Any] | None,
+                       GeneratorSource[Any]], ...]
+#: Each block selection's readers, by the identity of its sources tuple (one per selection).
+#: Sources need not be hashable (a user's dataclass source with eq=True is not); a value holds
+#: its tuple, so the id is not reused while it is cached.
+_reader_cache: dict[int, tuple[tuple[GeneratorSource[Any], ...], _Readers]] = {}
+
+
+def _readers(sources: tuple[GeneratorSource[Any], ...]) -> _Readers:
     """Each source's JSON key and bound methods (a block's sources are one tuple per
     selection), so that a record reads them without a call of ours per source. A kind that is
     no Mersenne Twister gets no ``twister_state`` reader: its state is read once, whole."""
-    return tuple(
+    cached = _reader_cache.get(id(sources))
+    if cached is not None and cached[0] is sources:
+        return cached[1]
+    readers = tuple(
         (
             json.dumps(source.name) + ":",
             source.save,
@@ -139,6 +152,10 @@ def _readers(
         )
         for source in sources
     )
+    if len(_reader_cache) >= 64:
+        _reader_cache.clear()
+    _reader_cache[id(sources)] = (sources, readers)
+    return readers
 
 
 # --- The entry state a block derives -----------------------------------------------------------
@@ -212,10 +229,18 @@ def _size(value: torch.Tensor | np.ndarray) -> int:
 
 
 def _noted(value: object) -> list[object]:
-    """A watched or noted value as [fingerprint], or [fingerprint, number] for one number."""
+    """A watched or noted value as [fingerprint], or [fingerprint, number] for one number.
+
+    A tensor under ``torch.func`` is read through its wrappers; a sparse one by its values.
+    """
     entry: list[object] = [fingerprint(value)]
     number: object = None
-    if isinstance(value, (torch.Tensor, np.ndarray)) and _size(value) == 1:
+    if isinstance(value, torch.Tensor):
+        value = plain_tensor(value)
+        if value.numel() == 1:
+            with outside_functorch():
+                number = (value if value.layout is torch.strided else value.to_dense()).item()
+    elif isinstance(value, np.ndarray) and _size(value) == 1:
         number = value.item()
     elif isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
         number = value.item() if isinstance(value, np.generic) else value
@@ -228,12 +253,53 @@ def _noted(value: object) -> list[object]:
     return entry
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning issued by the caller at the first frame
+    outside the package (the user's line: a ``ledger_note`` call, a block's ``with``)."""
+    level = 2
+    frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _check_note_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ReproducibleBlockTypeError(
+            f"a note's name must be a non-empty str, such as 'loss'; got "
+            f"{type(name).__name__} {name!r}."
+        )
+
+
 def _launcher_rank() -> int | None:
     """The rank a launcher (torchrun) gave this process in ``RANK``/``WORLD_SIZE``, if any."""
     rank, size = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
     if rank.isdigit() and size.isdigit():
         return int(rank)
     return None
+
+
+def _parent_from_environment() -> tuple[int, int | None] | None:
+    """The recording process this one inherited ``REPRODUCIBLE_BLOCK_LEDGER`` from, as (pid,
+    its rank or None), or None when this process is that one (or nothing records above it).
+    A value that cannot be read names no process: this one is then a child (it never writes a
+    file that another process may own)."""
+    value = os.environ.get(_PARENT_VARIABLE)
+    if value is None:
+        return None
+    pid, _, rank = value.partition(":")
+    if pid == str(os.getpid()):
+        return None
+    return (int(pid) if pid.isdigit() else -1), (int(rank) if rank.isdigit() else None)
+
+
+def _announce(rank: int | None) -> None:
+    """Tell the children this process starts that it records (see _parent_from_environment)."""
+    os.environ[_PARENT_VARIABLE] = str(os.getpid()) if rank is None else f"{os.getpid()}:{rank}"
 
 
 def _in_loader_worker() -> bool:
@@ -251,13 +317,16 @@ class BlockLedger:
     """A ledger being written: what :func:`record_blocks` yields (see there).
 
     ``path`` is the file written (the requested path, with ``.rank{N}`` inserted under
-    ``torch.distributed``), None until it is opened; ``records`` counts the lines written after
-    the header. :meth:`note` adds a value's fingerprint to the record of the innermost open block.
-    It is a handle on a file this process writes: it cannot be copied or pickled (pass ``path``).
+    ``torch.distributed``, or ``.pid{PID}`` in a child of the process that records from
+    ``REPRODUCIBLE_BLOCK_LEDGER``), None until it is opened; ``records`` counts the lines
+    written after the header. :meth:`note` adds a value's fingerprint to the record of the
+    innermost open block. It is a handle on a file this process writes: it cannot be copied or
+    pickled (pass ``path``).
     """
 
     def __init__(self, path: str | os.PathLike[str], watch: object = None, *,
-                 from_environment: bool = False) -> None:
+                 from_environment: bool = False,
+                 parent: tuple[int, int | None] | None = None, forked: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ReproducibleBlockTypeError(
                 f"the ledger path must be a non-empty str or os.PathLike, such as "
@@ -266,10 +335,18 @@ class BlockLedger:
         self._requested = Path(path)
         self._watch = _watched(watch)
         self._from_environment = from_environment
+        # The recording process this one descends from (pid, rank), and whether it is a fork
+        # of it: a child writes its own .pid{PID} file, never the file its parent owns.
+        self._parent = parent
+        self._forked = forked
         self.path: Path | None = None
         self.records = 0
         self._fd: int | None = None
         self._stopped = False
+        self._failed = False  # stopped by a failure (warned once)
+        # Guards opening, the pending notes and stand-alone note lines: notes may come from
+        # threads that do not hold the block lock (a note never waits for a block).
+        self._lock = threading.Lock()
         self._counts: dict[tuple[type, object], list[Any]] = {}
         self._pending: list[tuple[int, str, list[object]]] = []
         self._root = -1  # the root generation last written (none yet)
@@ -289,17 +366,29 @@ class BlockLedger:
 
     # Opening and writing.
 
+    def _is_child(self, rank: int | None) -> bool:
+        """Whether this process is a child of the recording process it inherited the ledger
+        from (forked, or started with the variable inherited), rather than a rank of its own.
+
+        A process that has a rank its parent did not have (ranks a launcher script started)
+        owns that rank's file; any other child of a recorder writes a ``.pid{PID}`` file.
+        """
+        if self._forked:
+            return True
+        if self._parent is None:
+            return False
+        return rank is None or rank == self._parent[1]
+
     def _target(self) -> Path | None:
         """The file this process writes, or None when it should not record (a loader worker)."""
         if _in_loader_worker():
             return None
         rank = global_rank() if is_distributed() else _launcher_rank()
         self._file_rank = rank
+        if self._is_child(rank):
+            return _with_suffix(self._requested, f"pid{os.getpid()}")
         if rank is not None:
             return _with_suffix(self._requested, f"rank{rank}")
-        parent = os.environ.get(_PARENT_VARIABLE)
-        if self._from_environment and parent not in (None, str(os.getpid())):
-            return _with_suffix(self._requested, f"pid{os.getpid()}")  # a child of a recorder
         return self._requested
 
     def _open(self) -> None:
@@ -308,10 +397,31 @@ class BlockLedger:
             self._stopped = True
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(target, flags, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if self._is_child(self._file_rank):
+            # A child's name is its pid's: a file there is another run's (pids are reused),
+            # and a recording never destroys records. Take the first free name.
+            self._fd, target = self._open_new(target, flags | os.O_EXCL)
+        else:
+            # The process that armed the ledger owns its file: a new run replaces the last.
+            self._fd = os.open(target, flags | os.O_TRUNC, 0o644)
         self.path = target
+        if self._from_environment:
+            _announce(self._file_rank)
         self._write_line(json.dumps(self._header(), separators=(",", ":")))
+
+    @staticmethod
+    def _open_new(target: Path, flags: int) -> tuple[int, Path]:
+        """Create ``target``, or the first of ``target`` with ``-1``, ``-2``... after the pid
+        that does not exist yet (raises FileExistsError after _MAX_NAME_TRIES)."""
+        candidate = target
+        for attempt in range(1, _MAX_NAME_TRIES + 1):
+            try:
+                return os.open(candidate, flags, 0o644), candidate
+            except FileExistsError:
+                stem = target.stem if target.suffix else target.name
+                candidate = target.with_name(f"{stem}-{attempt}{target.suffix}")
+        return os.open(candidate, flags, 0o644), candidate
 
     def _header(self) -> dict[str, Any]:
         root = _root.peek_seed()
@@ -325,6 +435,9 @@ class BlockLedger:
             "rank": self._file_rank,
             "world_size": world_size(),
             "pid": os.getpid(),
+            # The recording process this one is a child of (its own .pid file), or None.
+            "parent": None if not self._is_child(self._file_rank) or self._parent is None
+            else self._parent[0],
             "versions": {
                 "python": platform.python_version(),
                 "reproducible_block": __version__,
@@ -349,12 +462,18 @@ class BlockLedger:
 
     def _ensure_open(self) -> bool:
         if self._fd is None and not self._stopped:
-            self._open()
+            with self._lock:
+                if self._fd is None and not self._stopped:
+                    self._open()
         return self._fd is not None
 
     def _stop(self, error: BaseException) -> None:
-        """Stop recording after a failure: the program goes on, with one warning."""
-        self._stopped = True
+        """Stop recording after a failure: the program goes on, with one warning (at the
+        user's line), however many threads fail at once."""
+        with self._lock:
+            if self._failed:
+                return
+            self._failed = self._stopped = True
         self.close()
         if recording is self:
             set_recording(None)
@@ -364,7 +483,7 @@ class BlockLedger:
             "path is writable (and the disk not full), and that watched values can be "
             "fingerprinted.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=_user_stacklevel(),
         )
 
     def close(self) -> None:
@@ -420,7 +539,8 @@ class BlockLedger:
             watched = {name: _noted(get()) for name, get in self._watch}
             line += ',"watch":' + json.dumps(watched, separators=(",", ":"))
         if self._pending:
-            line += self._take_notes(_stack.open_count())
+            with self._lock:
+                line += self._take_notes(_stack.open_count())
         self._write_line(line + "}")
         self.records += 1
 
@@ -443,29 +563,49 @@ class BlockLedger:
         Inside a block it goes into that block's record (the innermost open block, at its
         exit); outside every block it is written at once as a record of its own. A one-element
         value is also recorded as a number, so the diff can show both values.
+
+        It never raises into the program, nor waits: a note from another thread while a block
+        is open goes into that block's record; under ``torch.compile`` it runs outside the
+        graph; under ``torch.func`` it reads the wrapped values; a sparse tensor is noted by
+        its values. A value that cannot be fingerprinted stops the ledger with one warning.
         """
-        if not isinstance(name, str) or not name:
-            raise ReproducibleBlockTypeError(
-                f"a note's name must be a non-empty str, such as 'loss'; got "
-                f"{type(name).__name__} {name!r}."
-            )
-        entry = _noted(value)
-        with _stack.held("ledger_note()"):
-            try:
-                if not self._ensure_open():
-                    return
-                depth = _stack.open_count()
-                if depth:
-                    self._pending.append((depth, name, entry))
-                    return
-                if _root.generation != self._root:
-                    self._write_root()
-                notes = json.dumps({name: entry}, separators=(",", ":"))
-                rank = self._rank()
-                self._write_line(f'{{"notes":{notes},"rank":{rank}}}')
-                self.records += 1
-            except OSError as error:
-                self._stop(error)
+        _check_note_name(name)
+        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+            from ._compiled import outside_graph  # torch._dynamo: only when it runs
+
+            outside_graph(self._note, name, value)
+        else:
+            self._note(name, value)
+
+    def _note(self, name: str, value: object) -> None:
+        if self._stopped:
+            return
+        try:
+            entry = _noted(value)
+            lock = _stack.lock
+            if lock.acquire(False):  # free, or held by this thread: its blocks are the open ones
+                try:
+                    self._add_note(name, entry, _stack.open_count())
+                finally:
+                    lock.release()
+            else:  # another thread is inside a block (never wait for it): a note for that block
+                self._add_note(name, entry, _stack.open_count())
+        except Exception as error:  # a ledger never breaks the program it watches
+            self._stop(error)
+
+    def _add_note(self, name: str, entry: list[object], depth: int) -> None:
+        """Keep a note for the block open at ``depth`` (0: write it as a record of its own)."""
+        if not self._ensure_open():
+            return
+        with self._lock:
+            if depth:
+                self._pending.append((depth, name, entry))
+                return
+            if _root.generation != self._root:
+                self._write_root()
+            notes = json.dumps({name: entry}, separators=(",", ":"))
+            self._write_line(f'{{"notes":{notes},"rank":{self._rank()}}}')
+            self.records += 1
 
 
 def ledger_note(name: str, value: object) -> None:
@@ -474,14 +614,22 @@ def ledger_note(name: str, value: object) -> None:
     The same as :meth:`BlockLedger.note` on the ledger :func:`record_blocks` (or the
     ``REPRODUCIBLE_BLOCK_LEDGER`` environment variable) started, for code that has no handle on
     it: a training step can call ``ledger_note("loss", loss)`` whether or not a run records.
+    A name that is not a non-empty str is refused either way; nothing else raises.
 
     >>> from reproducible_block import ledger_note
     >>> ledger_note("loss", 0.25) is None  # nothing records here: a no-op
     True
     """
+    _check_note_name(name)
     active = recording
-    if active is not None:
-        active.note(name, value)
+    if active is None:
+        return
+    if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
+        from ._compiled import outside_graph  # torch._dynamo: only when it runs
+
+        outside_graph(active._note, name, value)
+    else:
+        active._note(name, value)
 
 
 @contextmanager
@@ -548,16 +696,17 @@ def _start_from_environment() -> None:
     path = os.environ.get(LEDGER_ENVIRONMENT_VARIABLE)
     if not path:
         return
-    os.environ.setdefault(_PARENT_VARIABLE, str(os.getpid()))
-    set_recording(BlockLedger(path, from_environment=True))
+    parent = _parent_from_environment()
+    _announce(_launcher_rank())
+    set_recording(BlockLedger(path, from_environment=True, parent=parent))
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
     """A forked child never writes its parent's file (its lines would interleave).
 
-    A ledger from the environment variable starts afresh in the child, lazily: a rank writes
-    its own ``.rank{N}`` file, a DataLoader worker records nothing, another child writes
-    ``.pid{PID}``. A ledger from :func:`record_blocks` stops in the child.
+    A ledger from the environment variable starts afresh in the child, lazily: a DataLoader
+    worker records nothing, any other child writes its own ``.pid{PID}`` file (the rank file
+    stays its parent's). A ledger from :func:`record_blocks` stops in the child.
     """
     if recording is None:
         return
@@ -565,7 +714,10 @@ def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked childre
     if fd is not None:
         os.close(fd)
     if recording._from_environment:
-        set_recording(BlockLedger(recording._requested, from_environment=True))
+        parent_rank = recording._file_rank if recording.path is not None else _launcher_rank()
+        set_recording(BlockLedger(recording._requested, from_environment=True,
+                                  parent=(os.getppid(), parent_rank), forked=True))
+        _announce(parent_rank)
     else:
         set_recording(None)
 

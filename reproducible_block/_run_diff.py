@@ -2,7 +2,10 @@
 
 A run is a ledger file, a folder of ledger files (one per rank), or the path given to
 ``record_blocks``/``REPRODUCIBLE_BLOCK_LEDGER`` when the ranks wrote ``.rank{N}`` files next to
-it. Ledgers are paired by rank and compared record by record. When a Mersenne Twister's state
+it. Ledgers are paired by rank and compared record by record. The ``.pid{PID}`` ledgers of child
+processes are paired within their rank: each run's children of a rank are ordered by their first
+record (then by their number of records, then by file name), and the n-th child of A is compared
+with the n-th child of B. When a Mersenne Twister's state
 differs, each run's block is replayed from its derived entry state to count the 32-bit numbers it
 drew (at most :data:`MAX_REPLAYED_DRAWS`).
 """
@@ -11,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from ._derivation import MT_WORDS
 from ._errors import ReproducibleBlockValueError
+from ._keys import validate_key
 from ._ledger import (
     DERIVATION,
     LEDGER_FORMAT,
@@ -28,11 +33,16 @@ from ._ledger import (
     key_from_json,
     mt_key_digest,
 )
+from ._root import MAX_SEED
 
 __all__ = ["MAX_REPLAYED_DRAWS", "LedgerFile", "RunDiff", "diff_runs", "read_ledger"]
 
 #: The most 32-bit numbers the diff replays per block to say how many it drew.
 MAX_REPLAYED_DRAWS = 10**7
+
+#: A child process's ledger name (``ledger.pid123.jsonl``, ``ledger.pid123-1.jsonl``), for
+#: ledgers whose header does not name the parent.
+_CHILD_NAME = re.compile(r"\.pid\d+(-\d+)?(\.|$)")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,11 @@ class LedgerFile:
     def rank(self) -> int | None:
         rank = self.header.get("rank")
         return rank if isinstance(rank, int) else None
+
+    @property
+    def is_child(self) -> bool:
+        """Whether a child process wrote it (its own ``.pid{PID}`` file)."""
+        return self.header.get("parent") is not None or bool(_CHILD_NAME.search(self.path.name))
 
 
 def _unreadable(path: Path, why: str) -> ReproducibleBlockValueError:
@@ -99,7 +114,114 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
             location, f"it has format version {header.get('version')!r} and this "
             f"reproducible_block reads version {LEDGER_VERSION}; use the version that wrote it"
         )
+    number = 1
+    try:
+        _check_header(header)
+        for record in records:
+            number += 1
+            _check_record(record)
+    except _Invalid as invalid:
+        where = f"line {number}, field {invalid.field}: {invalid.why}"
+        raise _unreadable(location, where) from None
     return LedgerFile(location, header, records, torn)
+
+
+# --- Checking every field of every record (one place: the diff trusts what passes) ----------------
+
+
+class _Invalid(Exception):
+    """A field that no ledger writer writes: where it is and what was expected."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        super().__init__(field)
+        shown = json.dumps(value)
+        self.field = field
+        self.why = f"{shown[:60]}{'...' if len(shown) > 60 else ''} where {expected} belongs"
+
+
+def _is_int(value: object, low: int = 0, high: int | None = None) -> bool:
+    return type(value) is int and low <= value and (high is None or value <= high)
+
+
+def _check(field: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        raise _Invalid(field, value, expected)
+
+
+def _check_seed(field: str, value: object) -> None:
+    _check(field, value, value is None or _is_int(value, 0, MAX_SEED),
+           f"a root seed (an int from 0 to {MAX_SEED}, or null)")
+
+
+def _check_header(header: Mapping[str, Any]) -> None:
+    for name in ("digest", "derivation"):
+        _check(name, header.get(name), isinstance(header.get(name), str), "a str")
+    _check_seed("root_seed", header.get("root_seed"))
+    rank = header.get("rank")
+    _check("rank", rank, rank is None or _is_int(rank), "a rank (an int >= 0, or null)")
+    _check("world_size", header.get("world_size"), _is_int(header.get("world_size"), 1),
+           "a world size (an int >= 1)")
+    _check("pid", header.get("pid"), _is_int(header.get("pid")), "a process id (an int)")
+    parent = header.get("parent")
+    _check("parent", parent, parent is None or _is_int(parent), "a process id, or null")
+    versions = header.get("versions", {})
+    _check("versions", versions, isinstance(versions, dict) and all(
+        isinstance(version, str) for version in versions.values()), "a map of names to str")
+
+
+def _check_named(field: str, values: object) -> None:
+    """Watched values or notes: {name: [fingerprint]} or {name: [fingerprint, number]}."""
+    if not isinstance(values, dict):
+        raise _Invalid(field, values, "a map of names to [fingerprint, value]")
+    for name, entry in values.items():
+        _check(f"{field}.{name}", entry, isinstance(entry, list) and 1 <= len(entry) <= 2
+               and isinstance(entry[0], str) and (len(entry) == 1 or (
+                   type(entry[1]) in (int, float, str))),
+               "[fingerprint] or [fingerprint, number] (a str, then an int, float or str)")
+
+
+def _check_state(states: object) -> None:
+    if not isinstance(states, dict):
+        raise _Invalid("state", states, "a map of generator names to entries")
+    for name, entry in states.items():
+        field = f"state.{name}"
+        _check(field, entry, isinstance(entry, list) and len(entry) in (1, 3),
+               "[fingerprint] or [fingerprint, position, key digest]")
+        _check(f"{field}[0]", entry[0], isinstance(entry[0], str), "a fingerprint (a str)")
+        if len(entry) == 3:
+            _check(f"{field}[1]", entry[1], _is_int(entry[1], 0, MT_WORDS),
+                   f"a position in the key (an int from 0 to {MT_WORDS})")
+            digest = entry[2]
+            _check(f"{field}[2]", digest, isinstance(digest, str) and len(digest) == 16
+                   and all(c in "0123456789abcdef" for c in digest),
+                   "a key digest (16 hex digits)")
+
+
+def _check_record(record: Mapping[str, Any]) -> None:
+    """Every field of one record after the header (a block, a root or a stand-alone note)."""
+    if "root" in record:
+        _check_seed("root", record["root"])
+        return
+    if "key" not in record and "notes" not in record:
+        raise _Invalid("key", None, "a block record's key (or a root or notes record)")
+    rank = record.get("rank")
+    _check("rank", rank, _is_int(rank), "a rank (an int >= 0)")
+    if "notes" in record:
+        _check_named("notes", record["notes"])
+    if "key" not in record:
+        return
+    try:
+        validate_key(key_from_json(record["key"]))
+    except (TypeError, ValueError) as error:
+        raise _Invalid("key", record["key"], f"a block key ({error})") from None
+    _check("entry", record.get("entry"), _is_int(record.get("entry"), 1),
+           "the count of this key's exits (an int >= 1)")
+    _check_state(record.get("state"))
+    for fold in ("per_rank", "per_worker"):
+        if fold in record:
+            _check(fold, record[fold], _is_int(record[fold]), "a rank or worker id (an int >= 0)")
+    if "watch" in record:
+        _check_named("watch", record["watch"])
 
 
 def _is_header(line: bytes) -> bool:
@@ -129,7 +251,10 @@ def _run_files(run: str | os.PathLike[str]) -> list[Path]:
     else:
         stem, suffix = (location.stem, location.suffix) if location.suffix else (location.name, "")
         pattern = f"{stem}.rank*{suffix}"
-        found = sorted(location.parent.glob(pattern)) if location.parent.is_dir() else []
+        found = sorted({
+            path for kind in ("rank", "pid")
+            for path in location.parent.glob(f"{stem}.{kind}*{suffix}") if path.is_file()
+        }) if location.parent.is_dir() else []
         where = f"{str(location)!r} does not exist, nor do rank files {pattern!r} next to it"
     if not found:
         raise ReproducibleBlockValueError(
@@ -139,18 +264,37 @@ def _run_files(run: str | os.PathLike[str]) -> list[Path]:
     return found
 
 
-def _read_run(run: str | os.PathLike[str]) -> dict[int | None, LedgerFile]:
-    by_rank: dict[int | None, LedgerFile] = {}
+#: Where a ledger sits in its run: (rank, 0) for a rank's own ledger, (rank, n) for its n-th
+#: child process's.
+_Slot = tuple[int | None, int]
+
+
+def _child_order(ledger: LedgerFile) -> tuple[str, int, str]:
+    """What orders a rank's child ledgers in both runs alike: the first record, then the
+    number of records (a pid, or when a child started, differs from run to run)."""
+    first = json.dumps(ledger.records[0], sort_keys=True) if ledger.records else ""
+    return first, len(ledger.records), ledger.path.name
+
+
+def _read_run(run: str | os.PathLike[str]) -> dict[_Slot, LedgerFile]:
+    by_slot: dict[_Slot, LedgerFile] = {}
+    children: dict[int | None, list[LedgerFile]] = {}
     for path in _run_files(run):
         ledger = read_ledger(path)
-        other = by_rank.get(ledger.rank)
+        if ledger.is_child:
+            children.setdefault(ledger.rank, []).append(ledger)
+            continue
+        other = by_slot.get((ledger.rank, 0))
         if other is not None:
             raise ReproducibleBlockValueError(
                 f"{str(run)!r} holds two ledgers for rank {ledger.rank}: {str(other.path)!r} and "
                 f"{str(path)!r}. Keep one run's ledgers per folder, or pass the files."
             )
-        by_rank[ledger.rank] = ledger
-    return by_rank
+        by_slot[(ledger.rank, 0)] = ledger
+    for rank, found in children.items():
+        for number, ledger in enumerate(sorted(found, key=_child_order), start=1):
+            by_slot[(rank, number)] = ledger
+    return by_slot
 
 
 # --- Counting what a block drew ------------------------------------------------------------------
@@ -201,12 +345,8 @@ class _Context:
         entry = record["state"][source]
         if self.root_seed is None or self.ledger.header.get("derivation") != DERIVATION:
             return "no root seed, or another derivation scheme"
-        try:
-            images = entry_state_images(self.root_seed, key_from_json(record["key"]),
-                                        record.get("per_rank"), (source,),
-                                        record.get("per_worker"))
-        except (TypeError, ValueError):
-            return "the recorded key is not a block key"
+        images = entry_state_images(self.root_seed, key_from_json(record["key"]),  # checked
+                                    record.get("per_rank"), (source,), record.get("per_worker"))
         image = images.get(source)
         if image is None:
             return "the draws of registered generators are not replayed"
@@ -317,6 +457,15 @@ class _RankDiff:
     index: int | None = None  # the first differing record (None: identical)
     record: Mapping[str, Any] | None = None  # A's record there (B's if A has none)
     reasons: tuple[str, ...] = ()
+    child: int = 0  # 0: the rank's own ledger; n: its n-th child process's
+
+    @property
+    def label(self) -> str:
+        """"rank 1", "child 2 of rank 1", "child 2", or "" (one process, no rank)."""
+        rank = "" if self.rank is None else f"rank {self.rank}"
+        if not self.child:
+            return rank
+        return f"child {self.child}" + (f" of {rank}" if rank else "")
 
     @property
     def identical(self) -> bool:
@@ -357,7 +506,7 @@ def _where(diff: _RankDiff, *, with_rank: bool = True) -> str:
         place = f"{_show_key(record['key'])}, entry {record.get('entry')}"
     else:
         place = f"record {diff.index}"
-    return place + ("" if diff.rank is None or not with_rank else f", rank {diff.rank}")
+    return place + ("" if not diff.label or not with_rank else f", {diff.label}")
 
 
 def _versions(a: LedgerFile, b: LedgerFile) -> list[str]:
@@ -385,6 +534,9 @@ class RunDiff:
     reasons: tuple[str, ...] = ()
     ranks: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     context: tuple[str, ...] = ()
+    #: The child process ledger where they first part (n: the n-th child of ``rank``, see the
+    #: module's docstring), or None: a rank's own ledger.
+    child: int | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -402,6 +554,7 @@ class RunDiff:
             "reasons": list(self.reasons),
             "ranks": list(self.ranks),
             "context": list(self.context),
+            "child": self.child,
         }
 
 
@@ -409,6 +562,7 @@ def _rank_summary(diff: _RankDiff) -> dict[str, Any]:
     record = diff.record or {}
     return {
         "rank": diff.rank,
+        "child": diff.child or None,
         "identical": diff.identical,
         "agreed_blocks": diff.agreed,
         "record": diff.index,
@@ -423,7 +577,9 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
 
     Each run is a ledger file, a folder of ledgers (one per rank, paired by the rank in their
     headers), or the path given to ``record_blocks``/``REPRODUCIBLE_BLOCK_LEDGER`` (its
-    ``.rank{N}`` files are found next to it). Records are compared in order; the first that
+    ``.rank{N}`` and ``.pid{PID}`` files are found next to it). Child processes' ``.pid{PID}``
+    ledgers are paired within their rank in the order of their first records (``child`` names
+    the n-th). Records are compared in order; the first that
     differs is reported with the block's key, its entry (how many times that key had exited)
     and the rank, and why: another block ran, a generator's stream was consumed differently
     (with the count of 32-bit numbers each run drew, replayed from the block's derived entry
@@ -455,19 +611,25 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
         )
     context = tuple(_versions(any_a, any_b))
     diffs: list[_RankDiff] = []
-    for rank in sorted(set(ledgers_a) | set(ledgers_b), key=lambda r: -1 if r is None else r):
-        if rank not in ledgers_b or rank not in ledgers_a:
-            having = "A" if rank in ledgers_a else "B"
+    for slot in sorted(set(ledgers_a) | set(ledgers_b),
+                       key=lambda s: (-1 if s[0] is None else s[0], s[1])):
+        rank, child = slot
+        if slot not in ledgers_b or slot not in ledgers_a:
+            having = "A" if slot in ledgers_a else "B"
+            what = f"rank {rank}" if not child else _RankDiff(rank, 0, child=child).label
             diffs.append(_RankDiff(rank, 0, -1, None, (
-                f"only {having} has a ledger for rank {rank}",)))
+                f"only {having} has a ledger for {what}",), child))
             continue
-        diffs.append(_diff_ledgers(ledgers_a[rank], ledgers_b[rank]))
+        diffs.append(replace(_diff_ledgers(ledgers_a[slot], ledgers_b[slot]), child=child))
     summaries = tuple(_rank_summary(diff) for diff in diffs)
     suffix = f" (the runs used different versions: {'; '.join(context)})" if context else ""
     differing = [diff for diff in diffs if not diff.identical]
     if not differing:
         blocks = sum(diff.agreed for diff in diffs)
-        ranks = "" if len(diffs) == 1 else f" on {len(diffs)} ranks"
+        count = sum(not diff.child for diff in diffs)
+        ranks = "" if count == 1 else f" on {count} ranks"
+        children = len(diffs) - count
+        ranks += f" and {children} child process ledger{'s' * (children > 1)}" if children else ""
         return RunDiff(True, f"the runs agree: {blocks:,} blocks{ranks}, every record the same"
                        + suffix, blocks, ranks=summaries, context=context)
     first = min(differing, key=lambda diff: (diff.index if diff.index is not None else 0))
@@ -478,11 +640,12 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
     others = [diff for diff in differing if diff is not first]
     if others:
         message += "; " + "; ".join(
-            f"rank {diff.rank} also differs, first at {_where(diff, with_rank=False)}"
+            f"{diff.label or 'the parent'} also differs, first at {_where(diff, with_rank=False)}"
             for diff in others
         )
     return RunDiff(
         False, message + suffix, first.agreed, first.rank,
         key_from_json(record["key"]) if in_block else None,
         record.get("entry") if in_block else None, first.reasons, summaries, context,
+        first.child or None,
     )

@@ -244,9 +244,13 @@ def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
             newer = _open[index + 1 :]
             del _open[index]  # closed, whatever fails below
             for position, source in enumerate(sources):
-                above = next((other for other in newer if source in other[1]), None)
+                # By identity: a user's source may define __eq__ (a dataclass), and two sources
+                # that compare equal are still two generators.
+                above, at = next(((other, at) for other in newer
+                                  for at, managed in enumerate(other[1]) if managed is source),
+                                 (None, 0))
                 if above is not None:
-                    above[2][list(above[1]).index(source)] = saved[position]
+                    above[2][at] = saved[position]
                     continue
                 try:
                     source.restore(saved[position])

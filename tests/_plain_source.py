@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from reproducible_block import GeneratorSource
@@ -36,6 +37,22 @@ class Unplugged(GeneratorSource[int]):
     def set_state(self, state: int) -> None:
         if not self.plugged:
             raise OSError("device unplugged")
+        self.state = state
+
+    def from_bits(self, bits: bytes) -> int:
+        return bits[0]
+
+
+@dataclass
+class EqualitySource(GeneratorSource[int]):
+    """A source as users write one: a dataclass with eq=True, hence not hashable."""
+
+    state: int = 0
+
+    def get_state(self) -> int:
+        return self.state
+
+    def set_state(self, state: int) -> None:
         self.state = state
 
     def from_bits(self, bits: bytes) -> int:

@@ -132,3 +132,18 @@ def test_reading_inside_the_section_is_refused() -> None:
 def test_bad_sources_are_refused(sources: object, error: type[Exception]) -> None:
     with pytest.raises(error), track_consumption(sources=sources):  # type: ignore[arg-type]
         pass
+
+
+def test_a_section_under_torch_func_grad_reports_what_it_drew() -> None:
+    set_seed(0)
+    reports = []
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        with track_consumption() as report:
+            noise = torch.rand(3)
+        reports.append(report)
+        return (x * noise).sum()
+
+    gradient = torch.func.grad(loss)(torch.ones(3))
+    assert gradient.shape == (3,)
+    assert reports[0].consumed == ("torch",)

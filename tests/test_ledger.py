@@ -510,3 +510,202 @@ def test_a_failing_note_stops_the_ledger_with_a_warning(tmp_path: Path) -> None:
             ledger.note("loss", 1.0)
         ledger.note("loss", 2.0)  # stopped: nothing, no second warning
         assert _ledger.recording is None
+
+
+# --- A child process never touches its parent's file -------------------------------------------
+
+_RANK_WITH_CHILDREN = """
+import os, subprocess, sys
+from reproducible_block import ReproducibleBlock, set_seed
+set_seed(3)
+with ReproducibleBlock("rank-before"):
+    pass
+pid = os.fork()
+if pid == 0:
+    with ReproducibleBlock("forked-child"):
+        pass
+    os._exit(0)
+os.waitpid(pid, 0)
+started = (
+    "from reproducible_block import ReproducibleBlock, set_seed\\n"
+    "set_seed(3)\\n"
+    "with ReproducibleBlock('started-child'):\\n"
+    "    pass\\n"
+)
+subprocess.run([sys.executable, "-c", started], check=True, timeout=120)
+with ReproducibleBlock("rank-after"):
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_children_of_a_rank_write_their_own_pid_files(tmp_path: Path) -> None:
+    target = tmp_path / "ledger.jsonl"
+    env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target), "RANK": "1",
+           "WORLD_SIZE": "2"}
+    env.pop(_ledger._PARENT_VARIABLE, None)
+    subprocess.run([sys.executable, "-c", _RANK_WITH_CHILDREN], env=env, check=True,
+                   timeout=240)
+    rank_file = tmp_path / "ledger.rank1.jsonl"
+    assert [r["key"] for r in _blocks(rank_file)] == ["rank-before", "rank-after"]
+    children = sorted(tmp_path.glob("ledger.pid*.jsonl"))
+    keys = sorted(r["key"] for child in children for r in _blocks(child))
+    assert keys == ["forked-child", "started-child"]
+    for child in children:
+        header = read_ledger(child).header
+        assert header["rank"] == 1
+        assert header["parent"] == read_ledger(rank_file).header["pid"]
+    assert read_ledger(rank_file).header["parent"] is None
+
+
+def test_a_child_file_never_overwrites_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "run.jsonl"
+    stale = tmp_path / f"run.pid{os.getpid()}.jsonl"  # another run's child had this pid
+    stale.write_text("kept\n")
+    monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(target))
+    monkeypatch.setenv(_ledger._PARENT_VARIABLE, "1")  # as inherited from a recording parent
+    _ledger._start_from_environment()
+    set_seed(0)
+    with ReproducibleBlock("y"):
+        pass
+    path = _ledger.recording.path  # type: ignore[union-attr]
+    _ledger.recording.close()  # type: ignore[union-attr]
+    assert stale.read_text() == "kept\n"
+    assert path is not None
+    assert path != stale
+    assert [r["key"] for r in _blocks(path)] == ["y"]
+    assert not target.exists()
+
+
+# --- A note never breaks nor stalls the program -------------------------------------------------
+
+
+def _note_of(path: Path, name: str) -> list[Any]:
+    return [r["notes"][name] for r in read_ledger(path).records if name in r.get("notes", {})]
+
+
+def test_sparse_tensors_are_noted_by_their_values(tmp_path: Path) -> None:
+    set_seed(0)
+    embedding = torch.nn.Embedding(10, 3, sparse=True)
+    embedding(torch.tensor([1, 4, 1])).sum().backward()
+    gradient = embedding.weight.grad
+    assert gradient is not None
+    assert gradient.is_sparse
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("step"):
+            ledger_note("grad", gradient)
+            ledger_note("same", gradient.coalesce())
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
+            ledger_note("csr", torch.eye(3).to_sparse_csr())
+            ledger_note("coo", torch.eye(3).to_sparse())
+            ledger_note("one", torch.ones(1).to_sparse())
+    assert _ledger.recording is None  # closed by record_blocks, not stopped
+    notes = read_ledger(ledger.path).records[0]["notes"]
+    assert notes["grad"] == notes["same"]  # uncoalesced or not: the same values
+    assert notes["csr"] == notes["coo"]  # the same entries in another layout
+    assert notes["one"][1] == 1.0
+    other = gradient.coalesce() * 2
+    assert _ledger._noted(other)[0] != notes["grad"][0]
+
+
+def test_a_loss_noted_under_grad_and_vmap_is_recorded(tmp_path: Path) -> None:
+    set_seed(0)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        value = (x * x).sum()
+        ledger_note("loss", value)
+        return value
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+            with ReproducibleBlock("grad"):
+                gradient = torch.func.grad(loss)(torch.ones(3))
+            with ReproducibleBlock("vmap"):
+                batched = torch.func.vmap(loss)(torch.ones(2, 3))
+    assert torch.equal(gradient, torch.full((3,), 2.0))
+    assert torch.equal(batched, torch.full((2,), 3.0))
+    grad_record, vmap_record = read_ledger(ledger.path).records
+    assert grad_record["notes"]["loss"] == _ledger._noted(torch.tensor(3.0))
+    assert vmap_record["notes"]["loss"][0] == _ledger._noted(torch.full((2,), 3.0))[0]
+
+
+def test_a_note_inside_a_compiled_function_is_recorded(tmp_path: Path) -> None:
+    set_seed(0)
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loss = (x * 2).sum()
+        ledger_note("loss", loss)
+        return loss + 1
+
+    compiled = torch.compile(step, backend="eager")
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        with ReproducibleBlock("step"):
+            result = compiled(torch.ones(3))
+        explained = torch._dynamo.explain(step)(torch.ones(3))
+    assert result.item() == 7.0
+    assert _note_of(ledger.path, "loss")[0] == _ledger._noted(torch.tensor(6.0))  # type: ignore[arg-type]
+    # Dynamo never traced the ledger's work: at most one graph break, at the note itself.
+    traced = {(Path(frame.filename).name, frame.name)
+              for reason in explained.break_reasons for frame in reason.user_stack}
+    assert traced <= {(Path(__file__).name, "step"), ("_ledger.py", "ledger_note")}
+    assert explained.graph_break_count <= 1
+
+
+def test_a_note_from_another_thread_never_waits_for_the_block(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reproducible_block import set_block_wait_timeout
+
+    set_seed(0)
+    set_block_wait_timeout(0.2)  # before the fix the note waited this long, then raised
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger, ThreadPoolExecutor(1) as pool:
+        with ReproducibleBlock("train"):
+            pool.submit(ledger_note, "loss", 0.5).result(timeout=60)
+        pool.submit(ledger_note, "after", 1).result(timeout=60)
+    records = read_ledger(ledger.path).records
+    assert records[0]["key"] == "train"
+    assert records[0]["notes"]["loss"][1] == 0.5
+    assert records[1]["notes"]["after"][1] == 1
+
+
+def test_a_value_that_cannot_be_fingerprinted_stops_the_ledger_once_at_the_caller(
+    tmp_path: Path,
+) -> None:
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl"), ReproducibleBlock("x"):
+        with pytest.warns(RuntimeWarning, match="stopped recording") as caught:
+            ledger_note("bad", lambda: None)  # no error for the program
+        ledger_note("bad", lambda: None)  # stopped: nothing, no second warning
+    assert len(caught) == 1
+    assert caught[0].filename == __file__
+    assert _ledger.recording is None
+
+
+def test_a_bad_note_name_is_refused_whether_or_not_a_ledger_records() -> None:
+    with pytest.raises(ReproducibleBlockTypeError, match="non-empty str"):
+        ledger_note("", 1.0)
+
+
+# --- Sources need not be hashable ----------------------------------------------------------------
+
+
+def test_an_unhashable_registered_source_is_recorded(tmp_path: Path) -> None:
+    from ._plain_source import EqualitySource
+
+    source = EqualitySource(state=5)
+    assert type(source).__hash__ is None  # eq=True without frozen: not hashable
+    register_generator(source, name="equal")
+    set_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+            for index in range(2):
+                with ReproducibleBlock(("x", index)):
+                    pass
+    blocks = _blocks(ledger.path)  # type: ignore[arg-type]
+    assert [key_from_json(r["key"]) for r in blocks] == [("x", 0), ("x", 1)]
+    assert all("equal" in r["state"] for r in blocks)

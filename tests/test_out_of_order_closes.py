@@ -175,3 +175,24 @@ def test_a_failing_restore_in_an_out_of_order_close_leaves_no_block_open() -> No
         pass
     unregister_generator("fails")  # not refused as "inside an open block"
     set_seed(1)
+
+
+def test_sources_that_compare_equal_each_get_their_own_state_back() -> None:
+    from tests._plain_source import EqualitySource
+
+    first, second = EqualitySource(state=1), EqualitySource(state=2)
+    register_generator(first, name="first")  # the autouse fixture unregisters them
+    register_generator(second, name="second")
+    set_seed(0)
+    first.state, second.state = 10, 20
+    outer = ReproducibleBlock("outer", sources=("first",))
+    inner = ReproducibleBlock("inner", sources=("second",))
+    outer.__enter__()
+    inner.__enter__()
+    second.state = first.state  # the two sources now compare equal (a dataclass's eq)
+    assert first == second
+    with pytest.raises(BlockUsageError):
+        outer.__exit__(None, None, None)
+    assert first.state == 10  # the caller's state, not left to the inner block
+    inner.__exit__(None, None, None)
+    assert second.state == 20

@@ -379,8 +379,8 @@ def test_draws_that_cannot_be_replayed_say_why(tmp_path: Path) -> None:
                             else None)
     float_keys_a = _rewritten(a, lambda r: r.update(key=1.5) if r.get("key") == ["sample", 2]
                               else None)
-    assert diff_runs(float_keys_a, float_keys).reasons == (
-        "torch stream consumed differently (not counted: the recorded key is not a block key)",)
+    with pytest.raises(ReproducibleBlockValueError, match=r"line 4, field key: 1\.5"):
+        diff_runs(float_keys_a, float_keys)  # no block has such a key: a damaged ledger
 
 
 def test_registered_torch_generators_are_not_replayed(tmp_path: Path) -> None:
@@ -486,3 +486,122 @@ def test_every_differing_rank_is_listed_and_missing_ranks_named(
     (tmp_path / "b" / "ledger.rank1.jsonl").unlink()
     missing = diff_runs(a, b)
     assert missing.ranks[1]["reasons"] == ["only A has a ledger for rank 1"]
+
+
+# --- Damaged ledgers: exit 2, naming the file, the line and the field ---------------------------
+
+
+def _damage(path: Path, line: int, change: Callable[[dict[str, Any]], None]) -> Path:
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[line - 1])
+    change(record)
+    lines[line - 1] = json.dumps(record)
+    damaged = path.with_name("damaged.jsonl")
+    damaged.write_text("\n".join(lines) + "\n")
+    return damaged
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A change that sets the field at ``path`` (names and list indexes, '/'-separated)."""
+    def change(record: dict[str, Any]) -> None:
+        *parents, last = [int(part) if part.isdigit() else part for part in path.split("/")]
+        target: Any = record
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    return change
+
+
+@pytest.mark.parametrize(
+    ("line", "change", "field"),
+    [
+        (1, _set("root_seed", 2**40), "root_seed"),
+        (1, _set("root_seed", "0"), "root_seed"),
+        (1, _set("rank", "0"), "rank"),
+        (1, _set("derivation", 1), "derivation"),
+        (2, _set("state/torch/1", "abc"), "state.torch[1]"),
+        (2, _set("state/torch/1", 625), "state.torch[1]"),
+        (2, _set("state/torch/2", 5), "state.torch[2]"),
+        (2, _set("state/numpy", "x"), "state.numpy"),
+        (2, _set("state", []), "state"),
+        (2, _set("entry", "1"), "entry"),
+        (2, _set("entry", 0), "entry"),
+        (2, _set("key", {"a": 1}), "key"),
+        (2, _set("key", ["a", [1]]), "key"),
+        (2, _set("rank", -1), "rank"),
+        (2, _set("per_rank", "1"), "per_rank"),
+        (2, _set("notes", [1]), "notes"),
+        (2, _set("watch", {"m": "x"}), "watch.m"),
+        (3, lambda record: record.clear(), "key"),
+        (3, lambda record: (record.clear(), record.update(root=-1)), "root"),
+    ],
+)
+def test_a_damaged_record_is_refused_naming_the_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: int,
+    change: Callable[[dict[str, Any]], None], field: str,
+) -> None:
+    good = record(tmp_path / "a.jsonl", per_sample)
+    damaged = _damage(good, line, change)
+    with pytest.raises(ReproducibleBlockValueError) as refused:
+        read_ledger(damaged)
+    message = str(refused.value)
+    assert str(damaged) in message
+    assert f"line {line}" in message
+    assert field in message
+    assert main(["diff", str(good), str(damaged)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert f"line {line}" in printed.err
+    assert field in printed.err
+    assert str(damaged) in printed.err
+    assert "Traceback" not in printed.err
+
+
+# --- Runs with child processes' ledgers ---------------------------------------------------------
+
+_RUN_WITH_CHILDREN = """
+import os, sys
+import torch
+from reproducible_block import ReproducibleBlock, set_seed
+extra = int(sys.argv[1])
+set_seed(2)
+for name in ("first", "second"):
+    pid = os.fork()
+    if pid == 0:
+        for index in range(3):
+            with ReproducibleBlock((name, index)):
+                torch.rand(2 + (extra if name == "second" and index == 1 else 0))
+        os._exit(0)
+    os.waitpid(pid, 0)
+with ReproducibleBlock("parent"):
+    torch.rand(2)
+"""
+
+
+def _run_with_children(folder: Path, extra: int) -> Path:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, _ledger.LEDGER_ENVIRONMENT_VARIABLE: str(folder / "ledger.jsonl")}
+    env.pop(_ledger._PARENT_VARIABLE, None)
+    subprocess.run([sys.executable, "-c", _RUN_WITH_CHILDREN, str(extra)], env=env, check=True,
+                   timeout=240)
+    assert len(list(folder.glob("ledger.pid*.jsonl"))) == 2
+    return folder
+
+
+@pytest.mark.slow
+def test_a_run_folder_with_child_ledgers_is_diffed_child_by_child(tmp_path: Path) -> None:
+    a = _run_with_children(tmp_path / "a", 0)
+    b = _run_with_children(tmp_path / "b", 0)
+    c = _run_with_children(tmp_path / "c", 1)
+    same = diff_runs(a, b)
+    assert same.identical, same.message
+    assert same.agreed == 7
+    differ = diff_runs(a, c)
+    assert not differ.identical
+    assert differ.key == ("second", 1)
+    assert differ.child == 2
+    assert "child 2" in differ.message
+    assert differ.as_dict()["child"] == 2
