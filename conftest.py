@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from reproducible_block import _ledger
+from reproducible_block.diagnostics import _ledger
 from reproducible_block.testing import isolated_random_state
 
 

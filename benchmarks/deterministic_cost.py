@@ -11,12 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.benchmark import Timer
 
-from reproducible_block import (
-    deterministic_mode,
-    environment_report,
-    set_seed,
-    track_consumption,
-)
+from reproducible_block import deterministic_mode, set_seed
+from reproducible_block.diagnostics import environment_report, track_consumption
 
 
 def median_us(statement: str, env: dict[str, object]) -> float:

@@ -2,7 +2,7 @@
 
 1. Creating a validation iterator draws a seed from torch's global generator (pytorch#80119), so
    the next training epoch is shuffled differently. A loader generator from
-   ``ReproducibleBlock(("data", epoch)).torch_generator()`` gives the order its own stream.
+   ``torch_generator(("data", epoch))`` gives the order its own stream.
 2. An augmentation drawn inside ``ReproducibleBlock(("sample", index))`` in ``__getitem__`` is
    the same for a sample whatever ``num_workers``, batch size or order;
    ``worker_init_fn=seed_worker`` gives the workers the root (and per-worker NumPy seeds).
@@ -21,7 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from reproducible_block import ReproducibleBlock, seed_worker, set_seed
+from reproducible_block import (
+    ReproducibleBlock,
+    seed_worker,
+    set_seed,
+    torch_generator,
+)
 
 SAMPLES = 16
 
@@ -46,7 +51,7 @@ def epoch_orders(validation_pass: bool, loader_generator: bool) -> list[list[int
     orders = []
     for epoch in range(2):
         if generator is not None:
-            generator.set_state(ReproducibleBlock(("data", epoch)).torch_generator().get_state())
+            generator.set_state(torch_generator(("data", epoch)).get_state())
         orders.append([index for batch in train for index in batch.tolist()])
         if validation_pass:
             for _ in DataLoader(range(4), batch_size=2):  # unshuffled, yet it draws a seed

@@ -9,12 +9,11 @@ import random
 
 import torch
 
-from reproducible_block import (
+from reproducible_block import ReproducibleBlock, set_seed
+from reproducible_block.diagnostics import (
     NondeterminismError,
-    ReproducibleBlock,
     assert_deterministic,
-    format_environment_report,
-    set_seed,
+    environment_report,
     track_consumption,
 )
 
@@ -57,4 +56,4 @@ except NondeterminismError as error:
     print("caught at result" + error.path, "| difference > 0:", (error.difference or 0) > 0)
 
 print()
-print(format_environment_report())
+print(environment_report())

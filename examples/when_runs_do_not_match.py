@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reproducible_block import (
-    ReproducibleBlock,
+from reproducible_block import ReproducibleBlock, set_seed
+from reproducible_block.diagnostics import (
     diff_runs,
     find_nondeterminism,
     ledger_note,
     record_blocks,
-    set_seed,
 )
 
 

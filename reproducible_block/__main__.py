@@ -12,10 +12,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ._errors import ReproducibleBlockError
-from ._report import environment_report, format_environment_report
-from ._run_diff import diff_runs
-from ._version import __version__
+from reproducible_block._support.errors import ReproducibleBlockError
+from reproducible_block._support.version import __version__
+from reproducible_block.diagnostics._report import environment_report
+from reproducible_block.diagnostics._run_diff import diff_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"reproducible_block {__version__}")
     arguments = parser.parse_args(argv)
     report = environment_report()
-    print(json.dumps(report, indent=2) if arguments.json else format_environment_report(report))
+    print(json.dumps(report, indent=2) if arguments.json else str(report))
     return 0
 
 

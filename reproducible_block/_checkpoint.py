@@ -18,20 +18,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from . import _other_seeders, _root, _stack
-from ._checks import describe, invalid, read_fields, read_int
-from ._derivation import DERIVATION_VERSION, new_rank_bits, new_rank_named_bits, slot
-from ._distributed import (
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.registry import registry
+from reproducible_block._streams import other_seeders as _other_seeders
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.derivation import (
+    DERIVATION_VERSION,
+    new_rank_bits,
+    new_rank_named_bits,
+    slot,
+)
+from reproducible_block._streams.root import MAX_SEED
+from reproducible_block._support.checks import describe, invalid, read_fields, read_int
+from reproducible_block._support.distributed import (
     all_gather_objects,
     global_rank,
     is_distributed,
     raise_if_refused,
     world_size,
 )
-from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._root import MAX_SEED
-from ._sources import GeneratorSource
-from ._sources.registry import registry
+from reproducible_block._support.errors import (
+    BlockUsageError,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = ["FORMAT_VERSION", "get_rng_state", "load_rng_state", "new_rank_states"]
 

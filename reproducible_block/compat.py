@@ -53,12 +53,17 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from . import _other_seeders, _root, _stack
-from ._checks import check_bool, describe
-from ._decorator import wrap_function
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._seeding import set_seed
-from ._sources.registry import registry
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._blocks.decorator import wrap_function
+from reproducible_block._blocks.seeding import set_seed
+from reproducible_block._sources.registry import registry
+from reproducible_block._streams import other_seeders as _other_seeders
+from reproducible_block._streams import root as _root
+from reproducible_block._support.checks import check_bool, describe
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = ["Reproducible_Block"]
 

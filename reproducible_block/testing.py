@@ -21,10 +21,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _root, _stack
-from ._root import SEED_ENVIRONMENT_VARIABLE
-from ._sources.registry import registry
-from .deterministic import DeterministicSettings
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._sources.registry import registry
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.root import SEED_ENVIRONMENT_VARIABLE
+from reproducible_block._support.deterministic import DeterministicSettings
 
 __all__ = ["isolated_random_state"]
 

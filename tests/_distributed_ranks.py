@@ -27,11 +27,12 @@ from reproducible_block import (
     SEED_ENVIRONMENT_VARIABLE,
     ReproducibleBlock,
     ReproducibleBlockError,
-    _root,
-    record_blocks,
     seed_worker,
     set_seed,
+    torch_generator,
 )
+from reproducible_block._streams import root as _root
+from reproducible_block.diagnostics import record_blocks
 from tests._worker_datasets import AugmentedSamples, SeedsInWorker, unbatch
 
 SEED = 1234
@@ -182,7 +183,7 @@ def four_ranks(rank: int, world_size: int, port: int, workdir: str) -> None:
             "data_parallel": mask(ReproducibleBlock("dropout", per_rank=mine_dp)),
             "tensor_parallel": mask(ReproducibleBlock("dropout", per_rank=mine_tp)),
             "order": torch.randperm(
-                8, generator=ReproducibleBlock("order", per_rank=mine_dp).torch_generator()
+                8, generator=torch_generator("order", per_rank=mine_dp)
             ).tolist(),
         }
         # The other tensor-parallel group: dist.new_group gave this rank a placeholder.

@@ -23,7 +23,7 @@ from reproducible_block import (
     set_seed,
     unregister_generator,
 )
-from reproducible_block._root import peek_seed
+from reproducible_block._streams.root import peek_seed
 
 from ._plain_source import Unplugged
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from reproducible_block import trace_ops
+from reproducible_block.diagnostics import trace_ops
 
 WEIGHTS = {"alpha": 0.1, "beta": 1e8, "gamma": 0.3, "delta": -1e8, "epsilon": 0.5, "zeta": 0.7}
 

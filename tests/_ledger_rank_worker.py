@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from reproducible_block import ReproducibleBlock, record_blocks, set_seed
+from reproducible_block import ReproducibleBlock, set_seed
+from reproducible_block.diagnostics import record_blocks
 
 SAMPLES = 12
 CHANGED_SAMPLE = 5  # samples are dealt round-robin: 5 is on rank 1

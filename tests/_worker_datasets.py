@@ -10,7 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
-from reproducible_block import ReproducibleBlock, set_seed
+from reproducible_block import (
+    ReproducibleBlock,
+    set_seed,
+    torch_generator,
+)
 
 LENGTH = 16
 DRAWS = 3
@@ -116,7 +120,7 @@ class NoisyRegression(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 class EpochShuffle(Sampler[int]):
-    """A shuffle per epoch, from ``ReproducibleBlock(("data-order", epoch)).torch_generator()``:
+    """A shuffle per epoch, from ``torch_generator(("data-order", epoch))``:
     ``set_epoch(epoch)`` picks the epoch (Lightning calls it before every epoch)."""
 
     def __init__(self, length: int) -> None:
@@ -130,7 +134,7 @@ class EpochShuffle(Sampler[int]):
         return self.length
 
     def __iter__(self) -> Iterator[int]:
-        generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
+        generator = torch_generator(("data-order", self.epoch))
         return iter(torch.randperm(self.length, generator=generator).tolist())
 
 
@@ -149,7 +153,7 @@ class EpochSamples(Sampler[tuple[int, int]]):
         return self.length
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = ReproducibleBlock(("data-order", self.epoch)).torch_generator()
+        generator = torch_generator(("data-order", self.epoch))
         order = torch.randperm(self.length, generator=generator).tolist()
         return iter([(self.epoch, index) for index in order])
 

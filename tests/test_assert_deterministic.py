@@ -14,15 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reproducible_block import (
-    NondeterminismError,
     ReproducibleBlock,
     ReproducibleBlockError,
     ReproducibleBlockTypeError,
-    assert_deterministic,
     register_generator,
     set_seed,
 )
-from reproducible_block._root import peek_seed
+from reproducible_block._streams.root import peek_seed
+from reproducible_block.diagnostics import NondeterminismError, assert_deterministic
 
 
 def _draws() -> tuple[float, np.ndarray, torch.Tensor]:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import reproducible_block as rb
-from reproducible_block import ReproducibleBlock, record_blocks, register_generator, set_seed
+from reproducible_block import ReproducibleBlock, register_generator, set_seed
+from reproducible_block.diagnostics import record_blocks
 
 from ._draws import BUILTIN_DRAWS, draw_all
 
@@ -121,7 +122,7 @@ def test_same_instance_is_reusable_and_reentrant(draw: Callable[[], list[float]]
 
 
 def test_block_before_set_seed_raises_and_changes_nothing() -> None:
-    rb._root.replace_seed(None)
+    rb._streams.root.replace_seed(None)
     state = (random.getstate(), torch.get_rng_state())
     with pytest.raises(rb.NotSeededError, match=r"set_seed\(\)"), ReproducibleBlock("x"):
         pass  # pragma: no cover - never entered
@@ -291,4 +292,4 @@ def test_an_interrupt_while_the_ledger_records_an_exit_still_restores_the_caller
         assert draw_all() == expected_after_step
         _ctrl_c[0] = False
         with ReproducibleBlock("next"):  # the lock was released, no block left open
-            assert rb.environment_report()["open_blocks"] == 1
+            assert rb.diagnostics.environment_report()["open_blocks"] == 1

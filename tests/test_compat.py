@@ -132,7 +132,7 @@ def test_where_0_0_1_asserted_or_misbehaved_we_raise(
 
 
 def test_entering_before_set_seed_raises_runtime_error() -> None:
-    rb._root.replace_seed(None)
+    rb._streams.root.replace_seed(None)
     block = Reproducible_Block(block_seed=3)  # construction is fine (decorate at import time)
     state = torch.get_rng_state()
     with pytest.raises(RuntimeError, match="set_seed"), block:
@@ -191,7 +191,7 @@ def test_a_recursive_block_with_reset_state_after_behaves_as_0_0_1() -> None:
 
 
 def test_the_class_methods_and_reference_state_of_0_0_1() -> None:
-    rb._root.replace_seed(None)
+    rb._streams.root.replace_seed(None)
     assert Reproducible_Block.reference_state is None
     Reproducible_Block.set_seed(42)
     reference = Reproducible_Block.reference_state
@@ -228,7 +228,7 @@ def test_set_reference_state_moves_the_reference_until_the_next_set_seed() -> No
 
 
 def test_reset_to_reference_state_needs_a_seed() -> None:
-    rb._root.replace_seed(None)
+    rb._streams.root.replace_seed(None)
     with pytest.raises(RuntimeError, match="set_seed"):
         Reproducible_Block.reset_to_reference_state()
     with pytest.raises(RuntimeError, match="set_seed"):

@@ -17,7 +17,8 @@ import torch._dynamo
 from torch import nn
 from torch._dynamo.utils import counters
 
-from reproducible_block import ReproducibleBlock, _stack, set_seed
+from reproducible_block import ReproducibleBlock, set_seed
+from reproducible_block._blocks import stack as _stack
 
 
 @pytest.fixture(autouse=True)

@@ -10,15 +10,14 @@ import torch
 
 from reproducible_block import (
     BlockUsageError,
-    ConsumptionReport,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
     register_generator,
     set_seed,
-    track_consumption,
 )
 from reproducible_block._sources.registry import registry
+from reproducible_block.diagnostics import ConsumptionReport, track_consumption
 
 DRAWS = {
     "random": lambda: random.random(),

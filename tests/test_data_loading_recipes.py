@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from reproducible_block import (
     ReproducibleBlock,
+    numpy_generator,
     register_generator,
     seed_worker,
     set_seed,
@@ -97,7 +98,7 @@ def test_a_numpy_generator_created_inside_a_block_is_not_managed() -> None:
             return float(make().random())
 
     assert draw(np.random.default_rng) != draw(np.random.default_rng)  # fresh OS entropy
-    from_block = lambda: ReproducibleBlock("augment").numpy_generator()  # noqa: E731
+    from_block = lambda: numpy_generator("augment")  # noqa: E731
     assert draw(from_block) == draw(from_block)
     mine = np.random.default_rng()
     register_generator(mine, name="mine")

@@ -24,10 +24,10 @@ from reproducible_block import (
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     configure_deterministic_mode,
-    deterministic,
     deterministic_mode,
     set_seed,
 )
+from reproducible_block._support import deterministic
 
 VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 

@@ -1,4 +1,4 @@
-"""environment_report(), format_environment_report() and ``python -m reproducible_block``."""
+"""environment_report(), its table (str) and ``python -m reproducible_block``."""
 
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ from reproducible_block import (
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     deterministic_mode,
-    environment_report,
-    format_environment_report,
     register_generator,
     set_seed,
 )
 from reproducible_block.__main__ import main
 from reproducible_block._sources.registry import registry
+from reproducible_block.diagnostics import EnvironmentReport, environment_report
 from tests._plain_source import PlainSource
 
 
@@ -91,8 +90,7 @@ def test_root_seed_and_open_blocks() -> None:
 def test_report_changes_no_generator_state() -> None:
     set_seed(5)
     before = _raw_states()
-    environment_report()
-    format_environment_report()
+    str(environment_report())
     assert _same_raw_states(before, _raw_states())
     assert not torch.cuda.is_initialized()
 
@@ -131,7 +129,7 @@ def test_picklable_custom_state_is_fingerprinted_and_unpicklable_is_refused() ->
 def test_table_shows_each_section_and_value() -> None:
     set_seed(99)
     report = environment_report()
-    table = format_environment_report(report)
+    table = str(report)
     for title in ("Versions", "Devices", "Deterministic settings", "Environment variables",
                   "Root", "Generator state fingerprints"):
         assert f"\n{title}\n" in table
@@ -141,7 +139,7 @@ def test_table_shows_each_section_and_value() -> None:
     assert " 99" in table
     for value in report["generators"].values():
         assert value in table
-    assert format_environment_report(json.loads(json.dumps(report))) == table
+    assert str(EnvironmentReport(json.loads(json.dumps(report)))) == table
 
 
 def test_main_prints_json_or_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,7 +157,7 @@ def test_main_prints_json_or_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 _HASH_PROBE = "import sys; print(hash('reproducible_block'), file=sys.stderr)"
 _REPORT = f"{_HASH_PROBE}; import json, reproducible_block as rb; " \
-    "print(json.dumps(rb.environment_report()))"
+    "print(json.dumps(rb.diagnostics.environment_report()))"
 
 
 @pytest.mark.slow
@@ -207,7 +205,8 @@ def test_report_does_not_initialise_cuda() -> None:
     code = textwrap.dedent(
         """
         import torch
-        from reproducible_block import environment_report, set_seed
+        from reproducible_block import set_seed
+        from reproducible_block.diagnostics import environment_report
         set_seed(0)
         report = environment_report()
         print(torch.cuda.is_initialized(), report["devices"]["cuda_device_count"] > 0,

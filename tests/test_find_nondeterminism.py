@@ -18,18 +18,20 @@ import torch
 from torch import nn
 
 from reproducible_block import (
-    NondeterminismError,
-    OpTrace,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
-    _nondeterminism,
+    set_seed,
+)
+from reproducible_block.diagnostics import (
+    NondeterminismError,
+    OpTrace,
     assert_deterministic,
     compare_traces,
     find_nondeterminism,
-    set_seed,
     trace_ops,
 )
+from reproducible_block.diagnostics import _ops as _nondeterminism
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()

@@ -318,7 +318,7 @@ def test_keyboard_interrupt_inside_gives_the_caller_its_state_back(
         torch.rand(1)
     assert torch.equal(after, torch.get_rng_state())
     with ReproducibleBlock("next"):  # no block left open, the lock is free
-        assert rb.environment_report()["open_blocks"] == 1
+        assert rb.diagnostics.environment_report()["open_blocks"] == 1
 
 
 # Resumables stopped before their first step: a decorated one behaves as the plain one does.
@@ -397,7 +397,7 @@ def test_a_coroutine_stopped_before_it_starts_does_not_warn(
 
 
 def test_a_coroutine_whose_first_step_is_refused_does_not_warn() -> None:
-    rb._root.replace_seed(None)  # the first step raises before the coroutine runs
+    rb._streams.root.replace_seed(None)  # the first step raises before the coroutine runs
     with pytest.raises(rb.NotSeededError):
         _unstarted_warnings(lambda: asyncio.run(COROUTINES["decorated"]()))
     assert _unstarted_warnings(gc.collect) == []

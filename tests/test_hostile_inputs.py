@@ -19,16 +19,16 @@ from reproducible_block import (
     Reproducible_Block,
     ReproducibleBlock,
     WorkerInit,
-    assert_deterministic,
     get_rng_state,
     load_rng_state,
     register_generator,
     seed_worker,
     set_seed,
-    track_consumption,
+    torch_generator,
     unregister_generator,
 )
 from reproducible_block.deterministic import configure_deterministic_mode, deterministic_mode
+from reproducible_block.diagnostics import assert_deterministic, track_consumption
 
 HUGE = 10**100
 LONG = "x" * 1_000_000
@@ -91,8 +91,8 @@ CASES: dict[str, Callable[[], object]] = {
     "ReproducibleBlock(enabled=1)": lambda: ReproducibleBlock(1, enabled=1),  # type: ignore[arg-type]
     "ReproducibleBlock(per_rank='y')": lambda: ReproducibleBlock(1, per_rank="y"),  # type: ignore[arg-type]
     "decorate a non-callable": lambda: ReproducibleBlock(1)(3),  # type: ignore[type-var]
-    "torch_generator(device=3)": lambda: ReproducibleBlock(1).torch_generator(3),  # type: ignore[arg-type]
-    "torch_generator('nonsense')": lambda: ReproducibleBlock(1).torch_generator("nonsense"),
+    "torch_generator(device=3)": lambda: torch_generator(1, device=3),  # type: ignore[arg-type]
+    "torch_generator('nonsense')": lambda: torch_generator(1, device="nonsense"),
     "register_generator(list)": lambda: register_generator([], name="x"),  # type: ignore[arg-type]
     "register_generator(name='')": lambda: register_generator(torch.Generator(), name=""),
     "register_generator(name=1e6 chars)": lambda: register_generator(torch.Generator(), name=LONG),
@@ -129,7 +129,7 @@ def _everything() -> tuple[Any, ...]:
         np.random.get_state()[1].tobytes(),
         np.random.get_state()[2:],
         torch.get_rng_state().tolist(),
-        rb._root.peek_seed(),
+        rb._streams.root.peek_seed(),
         rb.registered_generators(),
     )
 

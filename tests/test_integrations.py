@@ -16,7 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from reproducible_block import ReproducibleBlock, _other_seeders, seed_worker, set_seed
+from reproducible_block import (
+    ReproducibleBlock,
+    seed_worker,
+    set_seed,
+    torch_generator,
+)
+from reproducible_block._streams import other_seeders as _other_seeders
 from tests._worker_datasets import (
     LENGTH,
     AugmentedSamples,
@@ -41,7 +47,7 @@ pytestmark = [
 def _seeders_leave_no_trace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Lightning's seed_everything exports its seed; each test starts as a process that has not
     warned about another seeder."""
-    monkeypatch.setattr(_other_seeders, "_warned", False)
+    monkeypatch.setattr(_other_seeders, "_warned", {})
     saved = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     yield
     for name, value in saved.items():
@@ -141,7 +147,7 @@ def test_an_accelerate_prepared_loader_keeps_the_order_and_the_augmentations() -
 
     def loader(**workers: Any) -> DataLoader[Any]:
         return DataLoader(AugmentedSamples(), batch_size=4, shuffle=True,
-                          generator=ReproducibleBlock(("data", 0)).torch_generator(), **workers)
+                          generator=torch_generator(("data", 0)), **workers)
 
     try:
         prepared = accelerate.Accelerator(cpu=True).prepare(

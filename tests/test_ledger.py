@@ -19,18 +19,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reproducible_block import (
-    LEDGER_ENVIRONMENT_VARIABLE,
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
+    register_generator,
+    set_seed,
+)
+from reproducible_block.diagnostics import (
+    LEDGER_ENVIRONMENT_VARIABLE,
     _ledger,
     ledger_note,
     read_ledger,
     record_blocks,
-    register_generator,
-    set_seed,
 )
-from reproducible_block._ledger import entry_state_images, key_from_json, mt_key_digest
+from reproducible_block.diagnostics._ledger import entry_state_images, key_from_json, mt_key_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,8 +142,8 @@ def test_notes_go_into_the_innermost_block_and_stand_alone_outside(tmp_path: Pat
         with ReproducibleBlock("train"):
             ledger_note("loss", torch.tensor(0.5))
             with ReproducibleBlock("eval"):
-                ledger.note("accuracy", np.float64(0.75))
-            ledger.note("step", 3)
+                ledger_note("accuracy", np.float64(0.75))
+            ledger_note("step", 3)
         ledger_note("epoch", torch.ones(2))
     records = read_ledger(ledger.path).records
     assert records[0]["key"] == "eval"
@@ -185,8 +187,8 @@ def test_watched_values_are_fingerprinted_at_every_exit(tmp_path: Path) -> None:
 def test_special_numbers_are_recorded_as_words(tmp_path: Path) -> None:
     set_seed(0)
     with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("x"):
-        ledger.note("nan", float("nan"))
-        ledger.note("flag", True)
+        ledger_note("nan", float("nan"))
+        ledger_note("flag", True)
     notes = _blocks(ledger.path)[0]["notes"]
     assert notes["nan"][1] == "nan"
     assert notes["flag"][1] == 1
@@ -215,9 +217,9 @@ def test_bad_paths_and_note_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ReproducibleBlockValueError, match="cannot write the block ledger"), \
             record_blocks(tmp_path / "file" / "ledger.jsonl"):
         pass
-    with record_blocks(tmp_path / "ledger.jsonl") as ledger, \
+    with record_blocks(tmp_path / "ledger.jsonl"), \
             pytest.raises(ReproducibleBlockTypeError, match="a note's name"):
-        ledger.note(7, 1.0)  # type: ignore[arg-type]
+        ledger_note(7, 1.0)  # type: ignore[arg-type]
 
 
 def test_a_failing_write_stops_the_ledger_with_a_warning_and_the_run_goes_on(
@@ -342,7 +344,8 @@ def test_a_run_started_with_the_variable_records_in_a_subprocess(tmp_path: Path)
     target = tmp_path / "ledger.jsonl"
     script = (
         "import torch\n"
-        "from reproducible_block import ReproducibleBlock, ledger_note, set_seed\n"
+        "from reproducible_block import ReproducibleBlock, set_seed\n"
+        "from reproducible_block.diagnostics import ledger_note\n"
         "set_seed(5)\n"
         "for step in range(3):\n"
         "    with ReproducibleBlock(('step', step)):\n"
@@ -478,7 +481,7 @@ def test_a_loader_worker_records_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_note_in_an_outer_block_waits_for_that_block(tmp_path: Path) -> None:
     set_seed(0)
     with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("outer"):
-        ledger.note("before", 1)
+        ledger_note("before", 1)
         with ReproducibleBlock("inner"):
             pass
     inner, outer = _blocks(ledger.path)
@@ -490,13 +493,13 @@ def test_a_note_outside_blocks_after_set_seed_comes_after_the_root(tmp_path: Pat
     set_seed(0)
     with record_blocks(tmp_path / "ledger.jsonl") as ledger:
         set_seed(9)
-        ledger.note("epoch", 1)
+        ledger_note("epoch", 1)
     assert read_ledger(ledger.path).records == [{"root": 9},
                                                 {"notes": {"epoch": [ledger_fp(1), 1]}, "rank": 0}]
 
 
 def ledger_fp(value: object) -> str:
-    from reproducible_block._fingerprint import fingerprint
+    from reproducible_block._support.fingerprint import fingerprint
 
     return fingerprint(value)
 
@@ -507,8 +510,8 @@ def test_a_failing_note_stops_the_ledger_with_a_warning(tmp_path: Path) -> None:
         assert ledger._fd is not None
         os.close(ledger._fd)
         with pytest.warns(RuntimeWarning, match="stopped recording"):
-            ledger.note("loss", 1.0)
-        ledger.note("loss", 2.0)  # stopped: nothing, no second warning
+            ledger_note("loss", 1.0)
+        ledger_note("loss", 2.0)  # stopped: nothing, no second warning
         assert _ledger.recording is None
 
 

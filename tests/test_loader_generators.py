@@ -15,11 +15,13 @@ from reproducible_block import (
     ReproducibleBlock,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
-    _root,
+    numpy_generator,
     register_generator,
     seed_worker,
     set_seed,
+    torch_generator,
 )
+from reproducible_block._streams import root as _root
 from tests._worker_datasets import AugmentedSamples, unbatch
 
 EPOCHS = 3
@@ -48,14 +50,14 @@ def shuffle_orders(between_epochs: Callable[[], None], how: str) -> list[list[in
     set_seed(0)
     generator = None
     if how == "one":
-        generator = ReproducibleBlock("data").torch_generator()
+        generator = torch_generator("data")
     elif how == "per-epoch":
         generator = torch.Generator()
     loader = DataLoader(range(LENGTH), batch_size=4, shuffle=True, generator=generator)
     orders = []
     for epoch in range(EPOCHS):
         if how == "per-epoch" and generator is not None:
-            generator.set_state(ReproducibleBlock(("data", epoch)).torch_generator().get_state())
+            generator.set_state(torch_generator(("data", epoch)).get_state())
         orders.append([index for batch in loader for index in batch.tolist()])
         between_epochs()
     return orders
@@ -86,7 +88,7 @@ def test_per_epoch_keys_let_a_resumed_run_repeat_the_order() -> None:
     full_run = shuffle_orders(nothing, "per-epoch")
     set_seed(0)  # a fresh process resuming at the last epoch
     _ = torch.rand(1000)  # having drawn differently, e.g. loading a checkpoint
-    generator = ReproducibleBlock(("data", EPOCHS - 1)).torch_generator()
+    generator = torch_generator(("data", EPOCHS - 1))
     loader = DataLoader(range(LENGTH), batch_size=4, shuffle=True, generator=generator)
     assert [index for batch in loader for index in batch.tolist()] == full_run[-1]
 
@@ -94,7 +96,7 @@ def test_per_epoch_keys_let_a_resumed_run_repeat_the_order() -> None:
 def worker_torch_seeds(between: Callable[[], None], use_generator: bool) -> list[list[int]]:
     """The torch seed of each fork worker in two epochs, with ``between`` run in between."""
     set_seed(0)
-    generator = ReproducibleBlock("data").torch_generator() if use_generator else None
+    generator = torch_generator("data") if use_generator else None
     loader = DataLoader(AugmentedSamples(), batch_size=4, shuffle=True, generator=generator,
                         num_workers=2, multiprocessing_context="fork", timeout=120,
                         worker_init_fn=seed_worker)
@@ -119,40 +121,38 @@ def global_states() -> tuple[object, ...]:
 @pytest.mark.parametrize("inside_a_block", [False, True])
 def test_loader_generators_leave_every_global_generator_alone(inside_a_block: bool) -> None:
     set_seed(0)
-    block = ReproducibleBlock(("data", 1))
     with ReproducibleBlock("outer", enabled=inside_a_block):
         before = global_states()
-        block.torch_generator()
-        block.torch_generator(torch.device("cpu"))
-        block.numpy_generator()
+        torch_generator(("data", 1))
+        torch_generator(("data", 1), device=torch.device("cpu"))
+        numpy_generator(("data", 1))
         assert global_states() == before
 
 
 def test_same_key_same_stream_other_keys_or_roots_other_streams() -> None:
     set_seed(0)
-    epoch0 = ReproducibleBlock(("data", 0))
-    first = torch.rand(5, generator=epoch0.torch_generator())
-    assert torch.equal(torch.rand(5, generator=epoch0.torch_generator()), first)
-    assert torch.equal(torch.rand(5, generator=ReproducibleBlock(("data", 0)).torch_generator()),
+    epoch0 = ("data", 0)
+    first = torch.rand(5, generator=torch_generator(epoch0))
+    assert torch.equal(torch.rand(5, generator=torch_generator(epoch0)), first)
+    assert torch.equal(torch.rand(5, generator=torch_generator(("data", 0))),
                        first)
     assert not torch.equal(
-        torch.rand(5, generator=ReproducibleBlock(("data", 1)).torch_generator()), first
+        torch.rand(5, generator=torch_generator(("data", 1))), first
     )
-    numpy_first = epoch0.numpy_generator().random(5)
-    assert np.array_equal(epoch0.numpy_generator().random(5), numpy_first)
-    assert not np.array_equal(ReproducibleBlock(("data", 1)).numpy_generator().random(5),
+    numpy_first = numpy_generator(epoch0).random(5)
+    assert np.array_equal(numpy_generator(epoch0).random(5), numpy_first)
+    assert not np.array_equal(numpy_generator(("data", 1)).random(5),
                               numpy_first)
     set_seed(1)
-    assert not torch.equal(torch.rand(5, generator=epoch0.torch_generator()), first)
-    assert not np.array_equal(epoch0.numpy_generator().random(5), numpy_first)
+    assert not torch.equal(torch.rand(5, generator=torch_generator(epoch0)), first)
+    assert not np.array_equal(numpy_generator(epoch0).random(5), numpy_first)
 
 
 def test_loader_generators_are_independent_of_the_blocks_own_streams() -> None:
     set_seed(0)
-    block = ReproducibleBlock("augment")
-    loader_torch = torch.rand(5, generator=block.torch_generator())
-    loader_numpy = block.numpy_generator().integers(0, 2**32, 5)
-    with block:
+    loader_torch = torch.rand(5, generator=torch_generator("augment"))
+    loader_numpy = numpy_generator("augment").integers(0, 2**32, 5)
+    with ReproducibleBlock("augment"):
         inside_torch = torch.rand(5)
         inside_numpy = np.random.randint(0, 2**32, 5, dtype=np.uint64)
     assert not torch.equal(loader_torch, inside_torch)
@@ -163,41 +163,31 @@ def test_registered_generator_named_like_a_loader_kind_gets_another_stream() -> 
     mine = torch.Generator()
     register_generator(mine, name="loader.torch")
     set_seed(0)
-    block = ReproducibleBlock("augment")
-    with block:
+    with ReproducibleBlock("augment"):
         inside = torch.rand(5, generator=mine)
-    assert not torch.equal(torch.rand(5, generator=block.torch_generator()), inside)
-
-
-def test_loader_generators_ignore_sources_and_enabled() -> None:
-    set_seed(0)
-    expected = torch.rand(5, generator=ReproducibleBlock("data").torch_generator())
-    for block in (ReproducibleBlock("data", enabled=False),
-                  ReproducibleBlock("data", sources=("numpy",))):
-        assert torch.equal(torch.rand(5, generator=block.torch_generator()), expected)
+    assert not torch.equal(torch.rand(5, generator=torch_generator("augment")), inside)
 
 
 def test_loader_generators_need_a_root() -> None:
     _root.replace_seed(None)
-    block = ReproducibleBlock("data")
     with pytest.raises(NotSeededError, match="torch_generator"):
-        block.torch_generator()
+        torch_generator("data")
     with pytest.raises(NotSeededError, match="numpy_generator"):
-        block.numpy_generator()
+        numpy_generator("data")
 
 
 @pytest.mark.parametrize("device", ["bogus", "cpu:x"])
 def test_torch_generator_refuses_what_is_not_a_device(device: str) -> None:
     set_seed(0)
     with pytest.raises(ReproducibleBlockValueError, match="not a torch device"):
-        ReproducibleBlock("data").torch_generator(device)
+        torch_generator("data", device=device)
 
 
 @pytest.mark.parametrize("device", [0, 1.5, None])
 def test_torch_generator_refuses_a_device_of_another_type(device: object) -> None:
     set_seed(0)
     with pytest.raises(ReproducibleBlockTypeError, match="device must be"):
-        ReproducibleBlock("data").torch_generator(device)  # type: ignore[arg-type]
+        torch_generator("data", device=device)  # type: ignore[arg-type]
 
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -207,19 +197,17 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
 def test_torch_generator_refuses_a_device_without_a_generator(device: str) -> None:
     set_seed(0)
     with pytest.raises(ReproducibleBlockValueError, match="no generator here"):
-        ReproducibleBlock("data").torch_generator(device)
+        torch_generator("data", device=device)
     assert not torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.cuda
 def test_torch_generator_on_cuda() -> None:
     set_seed(0)
-    block = ReproducibleBlock(("data", 0))
-    generator = block.torch_generator("cuda")
+    generator = torch_generator(("data", 0), device="cuda")
     assert generator.device.type == "cuda"
     first = torch.rand(5, device="cuda", generator=generator)
-    again = torch.rand(5, device="cuda", generator=block.torch_generator("cuda"))
-    other = torch.rand(5, device="cuda", generator=ReproducibleBlock(("data", 1))
-                       .torch_generator("cuda"))
+    again = torch.rand(5, device="cuda", generator=torch_generator(("data", 0), device="cuda"))
+    other = torch.rand(5, device="cuda", generator=torch_generator(("data", 1), device="cuda"))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)

@@ -23,20 +23,20 @@ from reproducible_block import (
     NotSeededError,
     ReproducibleBlock,
     WorkerInit,
-    _other_seeders,
-    _stack,
     get_rng_state,
     load_rng_state,
     seed_worker,
     set_seed,
 )
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._streams import other_seeders as _other_seeders
 from reproducible_block.compat import Reproducible_Block
 
 
 @pytest.fixture(autouse=True)
 def _not_warned_yet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a process that has not warned."""
-    monkeypatch.setattr(_other_seeders, "_warned", False)
+    monkeypatch.setattr(_other_seeders, "_warned", {})
 
 
 @pytest.fixture
@@ -174,7 +174,7 @@ def test_library_seeding_outside_blocks_moves_the_expected_seed(
 def test_without_a_root_there_is_nothing_to_compare(
     caught: list[warnings.WarningMessage],
 ) -> None:
-    from reproducible_block import _root
+    from reproducible_block._streams import root as _root
 
     _root.replace_seed(None)
     _root.torch_seed = None

@@ -19,11 +19,11 @@ from reproducible_block import (
     BlockUsageError,
     GeneratorSource,
     ReproducibleBlock,
-    environment_report,
     register_generator,
     set_seed,
     unregister_generator,
 )
+from reproducible_block.diagnostics import environment_report
 from tests._draws import BUILTIN_DRAWS, draw_all
 
 

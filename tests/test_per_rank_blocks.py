@@ -24,6 +24,7 @@ from reproducible_block import (
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
     set_seed,
+    torch_generator,
 )
 
 
@@ -88,10 +89,9 @@ def test_a_group_folds_the_rank_within_it_as_true_folds_the_global_rank() -> Non
     # Rank 0 of the group gets the stream of global rank 0 with per_rank=True.
     assert torch.equal(draw(block), draw(ReproducibleBlock("dropout", per_rank=True)))
     assert not torch.equal(draw(block), draw(ReproducibleBlock("dropout")))
-    loader_order = block.torch_generator()
+    loader_order = torch_generator("dropout", per_rank=group)
     assert torch.equal(torch.rand(4, generator=loader_order),
-                       torch.rand(4, generator=ReproducibleBlock("dropout", per_rank=True)
-                                  .torch_generator()))
+                       torch.rand(4, generator=torch_generator("dropout", per_rank=True)))
 
 
 @pytest.mark.usefixtures("single_rank_group")
@@ -119,7 +119,7 @@ def test_a_rank_outside_the_group_is_refused_at_entry() -> None:
     with pytest.raises(ReproducibleBlockValueError, match=r"global rank 0.*not a member"):
         draw(block)
     with pytest.raises(ReproducibleBlockValueError, match="not a member"):
-        block.torch_generator()
+        torch_generator("dropout", per_rank=outside)
     assert torch.equal(torch.get_rng_state(), before)
 
 

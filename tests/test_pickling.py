@@ -19,29 +19,31 @@ import torch
 
 from reproducible_block import (
     BlockUsageError,
-    NondeterminismError,
     NotSeededError,
-    OpTrace,
     ReproducibleBlock,
     ReproducibleBlockError,
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
     WorkerInit,
-    _root,
-    compare_traces,
     deterministic_mode,
-    diff_runs,
-    read_ledger,
-    record_blocks,
     register_generator,
     seed_worker,
     set_seed,
+)
+from reproducible_block._sources.registry import registry
+from reproducible_block._streams import root as _root
+from reproducible_block.compat import Reproducible_Block
+from reproducible_block.deterministic import DeterministicSettings
+from reproducible_block.diagnostics import (
+    NondeterminismError,
+    OpTrace,
+    compare_traces,
+    diff_runs,
+    read_ledger,
+    record_blocks,
     trace_ops,
     track_consumption,
 )
-from reproducible_block._sources.registry import registry
-from reproducible_block.compat import Reproducible_Block
-from reproducible_block.deterministic import DeterministicSettings
 from tests import _decorated
 from tests._decorated import Net, Same, Wider, legacy_noise, noise
 

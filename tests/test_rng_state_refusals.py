@@ -26,9 +26,9 @@ from reproducible_block import (
     set_seed,
     unregister_generator,
 )
-from reproducible_block._checks import describe
-from reproducible_block._root import peek_seed
 from reproducible_block._sources.torch_random import CudaSource, QueuedSeeds
+from reproducible_block._streams.root import peek_seed
+from reproducible_block._support.checks import describe
 from tests._plain_source import Unplugged
 
 from ._raw import Managed, managed_setup

@@ -19,8 +19,8 @@ from reproducible_block import (
     set_seed,
     unregister_generator,
 )
-from reproducible_block._root import peek_seed, replace_seed
 from reproducible_block._sources.registry import registry
+from reproducible_block._streams.root import peek_seed, replace_seed
 from reproducible_block.compat import Reproducible_Block
 
 from ._raw import managed_setup

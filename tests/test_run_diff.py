@@ -15,16 +15,18 @@ import torch
 from reproducible_block import (
     ReproducibleBlock,
     ReproducibleBlockValueError,
+    register_generator,
+    set_seed,
+)
+from reproducible_block.__main__ import main
+from reproducible_block.diagnostics import (
     _ledger,
     _run_diff,
     diff_runs,
     ledger_note,
     read_ledger,
     record_blocks,
-    register_generator,
-    set_seed,
 )
-from reproducible_block.__main__ import main
 
 from ._ledger_rank_worker import CHANGED_SAMPLE, rank_main
 from ._spawn import spawn_ranks

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import reproducible_block as rb
-from reproducible_block import MAX_SEED, ReproducibleBlock, get_random_seed, set_seed
-from reproducible_block._seeding import _different_seeds, _settle
+from reproducible_block import MAX_SEED, ReproducibleBlock, set_seed
+from reproducible_block._blocks.seeding import _different_seeds, _settle, get_random_seed
 
 from ._draws import draw_all, recipe_seed
 
@@ -76,7 +76,7 @@ def test_bad_seeds_raise_and_change_nothing(bad: object, error: type[Exception])
     set_seed(5)
     random.random()
     before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
-    root = rb._root.peek_seed()
+    root = rb._streams.root.peek_seed()
     with pytest.raises(error) as info:
         set_seed(bad)  # type: ignore[arg-type]
     assert isinstance(info.value, rb.ReproducibleBlockError)
@@ -86,7 +86,7 @@ def test_bad_seeds_raise_and_change_nothing(bad: object, error: type[Exception])
     assert random.getstate() == before[0]
     assert np.array_equal(np.random.get_state()[1], before[1])
     assert torch.equal(torch.get_rng_state(), before[2])
-    assert rb._root.peek_seed() == root
+    assert rb._streams.root.peek_seed() == root
 
 
 def test_set_seed_inside_a_block_is_refused_and_changes_nothing() -> None:
@@ -96,8 +96,8 @@ def test_set_seed_inside_a_block_is_refused_and_changes_nothing() -> None:
         with pytest.raises(rb.BlockUsageError, match="outside every block"):
             set_seed(2)
         assert torch.equal(torch.get_rng_state(), state)
-    assert rb._root.peek_seed() is not None
-    assert rb._root.peek_seed() == 1  # type: ignore[union-attr]
+    assert rb._streams.root.peek_seed() is not None
+    assert rb._streams.root.peek_seed() == 1  # type: ignore[union-attr]
 
 
 def test_root_seed_changes_every_block_stream() -> None:
@@ -162,7 +162,7 @@ def test_set_seed_is_all_or_nothing_when_a_source_fails() -> None:
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """This process as a rank a launcher just started: no root, no RANK, no exported seed."""
-    rb._root.replace_seed(None)
+    rb._streams.root.replace_seed(None)
     monkeypatch.delenv(rb.SEED_ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.delenv("RANK", raising=False)
     return monkeypatch
@@ -224,7 +224,7 @@ def test_none_takes_the_launchers_seed_after_a_block() -> None:
 def test_an_explicit_seed_ignores_the_environment(fresh_process: pytest.MonkeyPatch) -> None:
     fresh_process.setenv(rb.SEED_ENVIRONMENT_VARIABLE, "321")
     assert set_seed(8) == 8
-    assert rb._root.peek_seed() == 8
+    assert rb._streams.root.peek_seed() == 8
 
 
 @pytest.mark.parametrize("exported", ["", "seven", "-1", str(MAX_SEED + 1)])
@@ -239,7 +239,7 @@ def test_a_bad_launcher_seed_is_refused_and_changes_nothing(
     assert f"REPRODUCIBLE_BLOCK_SEED={exported!r}" in message
     assert "unset it" in message
     assert torch.equal(torch.get_rng_state(), state)
-    assert rb._root.peek_seed() is None
+    assert rb._streams.root.peek_seed() is None
 
 
 # Under a process group: one all_gather_object decides (tests/test_distributed.py has 2 ranks).
@@ -273,17 +273,17 @@ def test_under_a_group_of_one_set_seed_behaves_as_alone(
         set_seed(1, deterministic=1)  # type: ignore[arg-type]
     with ReproducibleBlock("open"), pytest.raises(rb.BlockUsageError, match="outside every"):
         set_seed(2)
-    assert rb._root.peek_seed() == drawn
+    assert rb._streams.root.peek_seed() == drawn
 
 
 def _forked_child_owns_a_group() -> tuple[bool, int]:
-    return rb._distributed.owns_process_group(), set_seed(4)
+    return rb._support.distributed.owns_process_group(), set_seed(4)
 
 
 @pytest.mark.usefixtures("single_rank_group")
 def test_a_forked_child_does_not_communicate_through_its_parents_group() -> None:
     # DataLoader workers and fork pools inherit the group object; its peers are the parent's.
-    assert rb._distributed.owns_process_group()
+    assert rb._support.distributed.owns_process_group()
     with multiprocessing.get_context("fork").Pool(1) as pool:
         owns, seed = pool.apply_async(_forked_child_owns_a_group).get(timeout=60)
     assert not owns

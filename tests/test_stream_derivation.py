@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import reproducible_block as rb
 from reproducible_block import ReproducibleBlock, set_seed
-from reproducible_block._derivation import encode_key
-from reproducible_block._keys import MAX_KEY_INT, validate_key
+from reproducible_block._streams.derivation import encode_key
+from reproducible_block._streams.keys import MAX_KEY_INT, validate_key
 
 key_parts = st.one_of(st.integers(0, MAX_KEY_INT), st.text(max_size=20))
 keys = st.one_of(

@@ -12,14 +12,14 @@ import torch
 from reproducible_block import (
     SEED_ENVIRONMENT_VARIABLE,
     configure_deterministic_mode,
-    get_block_wait_timeout,
     register_generator,
     registered_generators,
     set_block_wait_timeout,
     set_seed,
     unregister_generator,
 )
-from reproducible_block._root import peek_seed
+from reproducible_block._blocks.stack import get_block_wait_timeout
+from reproducible_block._streams.root import peek_seed
 from reproducible_block.testing import isolated_random_state
 from tests._plain_source import Unplugged
 

@@ -19,13 +19,13 @@ import reproducible_block as rb
 from reproducible_block import (
     BlockUsageError,
     ReproducibleBlock,
-    _block,
-    _stack,
-    get_block_wait_timeout,
     set_block_wait_timeout,
     set_seed,
+    torch_generator,
 )
-from reproducible_block._stack import WAIT_TIMEOUT_VARIABLE
+from reproducible_block._blocks import block as _block
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._blocks.stack import WAIT_TIMEOUT_VARIABLE, get_block_wait_timeout
 
 THREADS, BLOCKS = 8, 100
 
@@ -120,7 +120,7 @@ def test_a_thread_pool_fed_from_inside_a_block_fails_instead_of_hanging() -> Non
         assert "ReproducibleBlock(('sample', 1))" in message
         assert "'MainThread'" in message
         assert "ReproducibleBlock('train')" in message
-        assert "torch_generator()" in message
+        assert "torch_generator(key)" in message
         assert "set_block_wait_timeout" in message
         # Outside the block the same task runs.
         assert pool.submit(sample, 1).result(timeout=60) == sample(1)
@@ -132,7 +132,7 @@ def _sample_in_a_block(index: int) -> torch.Tensor:
 
 
 def _sample_with_its_generator(index: int) -> torch.Tensor:
-    return torch.rand(2, generator=ReproducibleBlock(("sample", index)).torch_generator())
+    return torch.rand(2, generator=torch_generator(("sample", index)))
 
 
 @ReproducibleBlock("train")
@@ -154,7 +154,7 @@ def test_a_thread_pool_loader_inside_a_decorated_train_fails_naming_the_block() 
     assert "waited 0.2 s for thread 'MainThread'" in message
     assert "which holds the block ReproducibleBlock('train')" in message
     assert "ReproducibleBlock(('sample', " in message
-    assert "torch_generator()" in message
+    assert "torch_generator(key)" in message
     assert _stack.open_count() == 0
 
 
@@ -175,7 +175,7 @@ def test_other_users_of_the_lock_wait_boundedly_too() -> None:
 
     def report() -> None:
         try:
-            rb.environment_report()
+            rb.diagnostics.environment_report()
         except BaseException as error:
             failures.append(error)
 
@@ -215,7 +215,8 @@ def test_the_environment_sets_the_default_wait(value: str, expected: str) -> Non
     env = {**os.environ, WAIT_TIMEOUT_VARIABLE: value}
     printed = subprocess.run(
         [sys.executable, "-c",
-         "import reproducible_block as rb; print(rb.get_block_wait_timeout())"],
+         "from reproducible_block._blocks.stack import get_block_wait_timeout as get; "
+         "print(get())"],
         env=env, capture_output=True, text=True, timeout=120, check=True,
     ).stdout.strip()
     assert printed == expected

@@ -14,8 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from reproducible_block import ReproducibleBlock, record_blocks, set_seed
+from reproducible_block import ReproducibleBlock, set_seed
 from reproducible_block._sources import torch_random
+from reproducible_block.diagnostics import record_blocks
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from reproducible_block import (
     set_seed,
     unregister_generator,
 )
-from reproducible_block._checks import invalid, read_fields, read_int
+from reproducible_block._support.checks import invalid, read_fields, read_int
 from tests._plain_source import PlainSource
 
 

@@ -27,12 +27,13 @@ from reproducible_block import (
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
     WorkerInit,
-    _root,
     get_rng_state,
     load_rng_state,
     seed_worker,
     set_seed,
+    torch_generator,
 )
+from reproducible_block._streams import root as _root
 from reproducible_block.compat import Reproducible_Block
 from tests._worker_datasets import LENGTH, AugmentedSamples, InitialSeeds, Row, unbatch
 
@@ -60,7 +61,7 @@ def load(
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
-        generator=ReproducibleBlock("order").torch_generator() if shuffle else None,
+        generator=torch_generator("order") if shuffle else None,
         **workers,
     )
     return unbatch(loader)

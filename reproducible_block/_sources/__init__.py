@@ -20,9 +20,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
-from .._checks import describe, invalid
-from .._derivation import registered_root_bits
-from .._errors import ReproducibleBlockTypeError
+from reproducible_block._streams.derivation import registered_root_bits
+from reproducible_block._support.checks import describe, invalid
+from reproducible_block._support.errors import ReproducibleBlockTypeError
 
 __all__ = ["GeneratorSource"]
 
@@ -177,8 +177,8 @@ class GeneratorSource(ABC, Generic[StateT]):
         """The state that ``data`` (from :meth:`to_checkpoint`) holds, checked; no side effects.
 
         ``where`` names the field for error messages. Raise the error of
-        ``reproducible_block._checks.invalid`` (a ``ReproducibleBlockValueError``) when a field
-        is wrong: a load checks every source before it changes any.
+        ``_support.checks.invalid`` (a ``ReproducibleBlockValueError``) when a field is
+        wrong: a load checks every source before it changes any.
         """
         if not _is_plain(data):
             raise invalid(where, data, f"plain data, as {type(self).__name__}.to_checkpoint "

@@ -9,12 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from .. import _memory
-from .._checks import invalid, read_fields, read_float, read_int, read_words, words_tensor
-from .._derivation import MT_WORDS, mt_image, seed_sequence
-from .._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from .._fingerprint import same_state
-from . import GeneratorSource
+from reproducible_block._fast import views as _memory
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._streams.derivation import MT_WORDS, mt_image, seed_sequence
+from reproducible_block._support.checks import (
+    invalid,
+    read_fields,
+    read_float,
+    read_int,
+    read_words,
+    words_tensor,
+)
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
+from reproducible_block._support.fingerprint import same_state
 
 __all__ = ["NumpyGeneratorSource", "NumpyGlobalSource", "managed_global"]
 

@@ -6,10 +6,16 @@ import random
 import struct
 from typing import Any
 
-from .. import _memory
-from .._checks import read_fields, read_float, read_int, read_words, words_tensor
-from .._derivation import MT_WORDS, mt_image
-from . import GeneratorSource
+from reproducible_block._fast import views as _memory
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._streams.derivation import MT_WORDS, mt_image
+from reproducible_block._support.checks import (
+    read_fields,
+    read_float,
+    read_int,
+    read_words,
+    words_tensor,
+)
 
 __all__ = ["PythonRandomSource"]
 

@@ -16,12 +16,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import describe
-from .._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from . import GeneratorSource
-from .numpy_random import NumpyGeneratorSource, NumpyGlobalSource, managed_global
-from .python_random import PythonRandomSource
-from .torch_random import AcceleratorSource, CudaSource, TorchDefaultSource, TorchGeneratorSource
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.numpy_random import (
+    NumpyGeneratorSource,
+    NumpyGlobalSource,
+    managed_global,
+)
+from reproducible_block._sources.python_random import PythonRandomSource
+from reproducible_block._sources.torch_random import (
+    AcceleratorSource,
+    CudaSource,
+    TorchDefaultSource,
+    TorchGeneratorSource,
+)
+from reproducible_block._support.checks import describe
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = [
     "MAX_NAME_LENGTH",

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from .. import _memory
-from .._checks import invalid, read_fields, read_int, read_tensor
-from .._derivation import MT_WORDS, mt_words, philox_seed
-from .._errors import ReproducibleBlockValueError
-from .._transforms import outside_functorch
-from . import GeneratorSource
+from reproducible_block._fast import views as _memory
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._streams.derivation import MT_WORDS, mt_words, philox_seed
+from reproducible_block._support.checks import invalid, read_fields, read_int, read_tensor
+from reproducible_block._support.errors import ReproducibleBlockValueError
+from reproducible_block._support.transforms import outside_functorch
 
 __all__ = [
     "AcceleratorSource",

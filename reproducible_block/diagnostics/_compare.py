@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._errors import ReproducibleBlockTypeError
+from reproducible_block._support.errors import ReproducibleBlockTypeError
 
 __all__ = ["Difference", "first_difference"]
 

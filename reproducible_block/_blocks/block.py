@@ -7,34 +7,43 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import torch
 from torch.utils.data import get_worker_info
 
-from . import _root, _stack
-from ._checks import check_bool
-from ._decorator import decorate
-from ._derivation import (
-    block_message,
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._blocks.decorator import decorate
+from reproducible_block._blocks.key_from import check_key_from
+from reproducible_block._sources.registry import Selection, check_sources, registry
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.derivation import (
     encode_key,
     folds,
-    loader_bits,
-    philox_seed,
-    seed_sequence,
     source_bits,
 )
-from ._distributed import check_per_rank, folded_rank
-from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._key_from import check_key_from
-from ._keys import BlockKey, validate_key
-from ._sources.registry import Selection, check_sources, registry
-from ._sources.torch_random import torch_cpu_state
-from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
+from reproducible_block._streams.keys import BlockKey, validate_key
+from reproducible_block._support.checks import check_bool
+from reproducible_block._support.distributed import check_per_rank, folded_rank
+from reproducible_block._support.errors import (
+    BlockUsageError,
+    ReproducibleBlockTypeError,
+)
+from reproducible_block._support.transforms import (
+    dynamo_callback,
+    is_dynamo_compiling,
+    outside_functorch,
+)
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["CACHE_SIZE", "ReproducibleBlock", "cached_states", "clear_cache", "derive_states"]
+__all__ = [
+    "CACHE_SIZE",
+    "ReproducibleBlock",
+    "cached_states",
+    "clear_cache",
+    "derivation_tail",
+    "derive_states",
+    "validate_and_encode",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,6 +128,20 @@ def clear_cache() -> None:
 def cached_states() -> int:
     """How many blocks' derived states are cached (bounded by ``CACHE_SIZE``)."""
     return len(_cache)
+
+
+def derivation_tail(
+    key_bytes: bytes, per_rank: bool | ProcessGroup, per_worker: bool
+) -> bytes:
+    """The folds (the rank with ``per_rank``, the DataLoader worker id with ``per_worker``) and
+    the encoded key: what derivation reads after the root seed, for blocks and loader
+    generators alike."""
+    rank = folded_rank(per_rank) if per_rank is not False else None
+    worker = None
+    if per_worker:
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+    return folds(rank, worker) + key_bytes
 
 
 class ReproducibleBlock:
@@ -221,9 +244,9 @@ class ReproducibleBlock:
         found_key = _plain_keys.get(block_seed) if type(block_seed) is str else None
         if found_key is None:
             if is_dynamo_compiling():  # built in traced code: the key is encoded outside it
-                from ._compiled import outside_graph
+                from reproducible_block._support.compiled import hidden_call
 
-                found_key = outside_graph(validate_and_encode, block_seed)
+                found_key = hidden_call(validate_and_encode, block_seed)
             else:
                 found_key = validate_and_encode(block_seed)
         self._key, self._key_bytes = found_key
@@ -326,12 +349,7 @@ class ReproducibleBlock:
         root seed."""
         if not (self._per_rank or self._per_worker):
             return self._key_bytes
-        rank = folded_rank(self._per_rank) if self._per_rank is not False else None
-        worker = None
-        if self._per_worker:
-            info = get_worker_info()
-            worker = 0 if info is None else info.id
-        return folds(rank, worker) + self._key_bytes
+        return derivation_tail(self._key_bytes, self._per_rank, self._per_worker)
 
     def _states(self) -> tuple[Selection, list[Any]]:
         """The sources the block manages and the states to install (derived if not cached)."""
@@ -356,10 +374,10 @@ class ReproducibleBlock:
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
-            if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
-                from ._compiled import outside_graph  # torch._dynamo: only when it runs
+            if is_dynamo_compiling() or dynamo_callback() is not None:  # inline: "repeated key"
+                from reproducible_block._support.compiled import hidden_call
 
-                outside_graph(self._enter_eagerly)
+                hidden_call(self._enter_eagerly)
                 return self
             # _open() with _states() inlined (keep them alike): the hot path of every block.
             if self._key_from is not None:
@@ -380,9 +398,9 @@ class ReproducibleBlock:
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         if self._enabled:
             if is_dynamo_compiling() or dynamo_callback() is not None:
-                from ._compiled import outside_graph
+                from reproducible_block._support.compiled import hidden_call
 
-                outside_graph(self._close_last)
+                hidden_call(self._close_last)
                 return
             # _close_last(), inlined.
             frames = self._frames
@@ -405,77 +423,6 @@ class ReproducibleBlock:
             f"{self!r}.__exit__() was called, but the block is not open. Use it as "
             "`with block:` (which enters and exits it) or as a decorator."
         )
-
-    # Generators handed out: no block is entered, no global generator changes.
-
-    def _loader_bits(self, kind: str) -> bytes:
-        if self._key_from is not None:
-            raise self._refuse_key_from(f"asked for a {kind}_generator()")
-        seed = _root.current_seed(f"{self!r}.{kind}_generator()")
-        return loader_bits(block_message(seed, self._tail()), kind)
-
-    def torch_generator(self, device: str | torch.device = "cpu") -> torch.Generator:
-        """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
-
-        Pass it to ``DataLoader(..., shuffle=True, generator=...)`` or a sampler: the shuffle and
-        the workers' base seed then come from it instead of torch's global generator, so a
-        validation pass, an extra dropout layer or a changed model no longer changes the data
-        order. Its stream is independent of the block's own streams and of every other key; each
-        call returns a fresh generator in the same state. No global generator changes, and the
-        block need not be entered (``sources`` and ``enabled`` do not matter here). Use a key
-        per epoch, ``ReproducibleBlock(("data", epoch)).torch_generator()``, so that a resumed
-        run gets the same order from its first epoch. Samplers need ``device="cpu"``.
-
-        >>> import torch
-        >>> from reproducible_block import ReproducibleBlock, set_seed
-        >>> _ = set_seed(0)
-        >>> first = torch.randperm(10, generator=ReproducibleBlock(("data", 0)).torch_generator())
-        >>> _ = torch.rand(100)  # a validation pass, dropout... draws from the global generator
-        >>> again = torch.randperm(10, generator=ReproducibleBlock(("data", 0)).torch_generator())
-        >>> torch.equal(first, again)
-        True
-        """
-        if not isinstance(device, (str, torch.device)):
-            raise ReproducibleBlockTypeError(
-                f"device must be a str or a torch.device such as 'cpu' (the default, what "
-                f"DataLoader samplers need); got {type(device).__name__} {device!r}."
-            )
-        try:
-            place = torch.device(device)
-        except RuntimeError:
-            raise ReproducibleBlockValueError(
-                f"device={device!r} is not a torch device; pass 'cpu' (the default, what "
-                "DataLoader samplers need) or an available device such as 'cuda:0'."
-            ) from None
-        bits = self._loader_bits("torch")
-        if place.type == "cpu":
-            generator = torch.Generator()
-            generator.set_state(torch_cpu_state(bits))
-            return generator
-        try:
-            generator = torch.Generator(device=place)
-        except RuntimeError:
-            raise ReproducibleBlockValueError(
-                f"device={device!r} has no generator here (no such device or backend); pass "
-                "'cpu' (the default, what DataLoader samplers need) or a device this machine has."
-            ) from None
-        generator.manual_seed(philox_seed(bits))  # pragma: no cover - needs a device
-        return generator  # pragma: no cover - needs a device
-
-    def numpy_generator(self) -> np.random.Generator:
-        """A new ``np.random.Generator`` seeded from (root seed, key), like :meth:`torch_generator`.
-
-        For NumPy-side shuffling, sampling or augmentation schedules that should not move when
-        other code draws from the global generators. Independent of :meth:`torch_generator` and
-        of the block's own streams; no global generator changes.
-
-        >>> from reproducible_block import ReproducibleBlock, set_seed
-        >>> _ = set_seed(0)
-        >>> order = ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)
-        >>> bool((order == ReproducibleBlock(("data", 0)).numpy_generator().permutation(10)).all())
-        True
-        """
-        return np.random.Generator(np.random.PCG64(seed_sequence(self._loader_bits("numpy"))))
 
     @classmethod
     def prepare(

@@ -24,10 +24,16 @@ from contextlib import contextmanager, suppress
 from threading import get_ident
 from typing import Any
 
-from . import _memory, _other_seeders, _root
-from ._errors import BlockUsageError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._other_seeders import initial_seed
-from ._sources import GeneratorSource
+from reproducible_block._fast import views as _memory
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._streams import other_seeders as _other_seeders
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.other_seeders import initial_seed
+from reproducible_block._support.errors import (
+    BlockUsageError,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = [
     "WAIT_TIMEOUT_VARIABLE",
@@ -135,8 +141,8 @@ def _timed_out(owner: object) -> BlockUsageError:
         f"{owner!r} waited {_wait:g} s for thread {_thread_name(_holder)}, which holds "
         f"{holding}. Blocks are serialised across threads (the global generators are shared); "
         "a thread pool fed from inside a block waits for that block forever. Give per-sample "
-        "work its own generators instead (ReproducibleBlock(key).torch_generator() or "
-        ".numpy_generator() take no lock), run the pool outside the block, or raise the limit "
+        "work its own generators instead (torch_generator(key) and numpy_generator(key) "
+        "take no lock), run the pool outside the block, or raise the limit "
         "with set_block_wait_timeout(seconds) or REPRODUCIBLE_BLOCK_WAIT_TIMEOUT (None or "
         "'none': wait forever)."
     )

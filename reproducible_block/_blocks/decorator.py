@@ -18,11 +18,20 @@ from typing import Any, TypeVar, cast
 
 import wrapt
 
-from . import _stack
-from ._errors import ReproducibleBlockTypeError
-from ._key_from import KeyFrom
-from ._resumable import Stream, run_async_generator, run_coroutine, run_generator
-from ._transforms import dynamo_callback, is_compiling, is_dynamo_compiling
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._blocks.key_from import KeyFrom
+from reproducible_block._blocks.resumable import (
+    Stream,
+    run_async_generator,
+    run_coroutine,
+    run_generator,
+)
+from reproducible_block._support.errors import ReproducibleBlockTypeError
+from reproducible_block._support.transforms import (
+    dynamo_callback,
+    is_compiling,
+    is_dynamo_compiling,
+)
 
 __all__ = ["decorate", "wrap_function"]
 
@@ -134,14 +143,14 @@ def _call(block: Any, keyed: KeyFrom | None) -> Callable[..., Any]:
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not block._enabled:
             return wrapped(*args, **kwargs)
-        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
-            from ._compiled import outside_graph
+        if is_dynamo_compiling() or dynamo_callback() is not None:  # inline: bench "repeated key"
+            from reproducible_block._support.compiled import hidden_call
 
-            frame = outside_graph(_open_call, block, keyed, instance, args, kwargs)
+            frame = hidden_call(_open_call, block, keyed, instance, args, kwargs)
             try:
                 return wrapped(*args, **kwargs)
             finally:
-                outside_graph(_stack.leave, frame)
+                hidden_call(_stack.leave, frame)
         frame = _open_call(block, keyed, instance, args, kwargs)
         try:
             return wrapped(*args, **kwargs)
@@ -163,9 +172,9 @@ def _stepped(
         if keyed is None:
             here = block
         elif is_dynamo_compiling() or dynamo_callback() is not None:
-            from ._compiled import outside_graph
+            from reproducible_block._support.compiled import hidden_call
 
-            here = outside_graph(_block_for, block, keyed, instance, args, kwargs)
+            here = hidden_call(_block_for, block, keyed, instance, args, kwargs)
         else:
             here = _block_for(block, keyed, instance, args, kwargs)
         return runner(Stream(here), wrapped(*args, **kwargs))

@@ -30,10 +30,14 @@ from torch.nn.modules.module import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._compare import first_difference
-from ._diagnostics import run_from_same_state
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._fingerprint import fingerprint
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
+from reproducible_block._support.fingerprint import fingerprint
+from reproducible_block._support.warnings import PACKAGE_DIRECTORY
+from reproducible_block.diagnostics._compare import first_difference
+from reproducible_block.diagnostics._consumption import run_from_same_state
 
 __all__ = [
     "KEPT_VALUES_BYTES",
@@ -59,7 +63,7 @@ _UNINITIALISED = frozenset({
     "resize_",
 })
 _TORCH_DIRECTORY = os.path.dirname(torch.__file__) + os.sep
-_LIBRARY_DIRECTORY = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_LIBRARY_DIRECTORY = PACKAGE_DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -569,7 +573,7 @@ def find_nondeterminism(fn: Callable[P, Any], /, *args: P.args,
     ``aten.lift_fresh`` (the tensor made from NumPy data) at the line that made it.
 
     >>> import numpy as np, torch
-    >>> from reproducible_block import find_nondeterminism
+    >>> from reproducible_block.diagnostics import find_nondeterminism
     >>> unseeded = np.random.default_rng()
     >>> found = find_nondeterminism(lambda x: x + torch.from_numpy(unseeded.random(3)),
     ...                             torch.zeros(3, dtype=torch.float64))

@@ -1,9 +1,12 @@
 """The stream switch as ``torch.compile`` sees it: functions dynamo never traces.
 
-Imported only while dynamo runs (see ``_transforms``), so a program that does not compile never
-imports ``torch._dynamo`` through the library. Each function is ``torch.compiler.disable``\\ d:
-dynamo calls it as it is, a graph break, and no frame of the library runs under dynamo's
-callback.
+The one way the library's Python escapes dynamo. Callers check first, inline
+(``is_dynamo_compiling() or dynamo_callback() is not None``: one C call on every block), and
+only then import :func:`hidden_call`, in their own frame: dynamo counts a graph break inside a
+helper frame twice, and a program that does not compile never imports ``torch._dynamo``
+through the library. :func:`hidden_call` is
+``torch.compiler.disable``\\ d: dynamo calls it as it is, a graph break, and no frame of the
+library runs under dynamo's callback.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from ._transforms import COMPILE_NOTE
+from reproducible_block._support.transforms import COMPILE_NOTE
 
-__all__ = ["outside_graph"]
+__all__ = ["hidden_call"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -30,6 +33,6 @@ def _hidden(function: F) -> F:
 
 
 @_hidden
-def outside_graph(function: Callable[..., T], *args: Any) -> T:
+def hidden_call(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)``, run by Python even where dynamo traces the caller."""
     return function(*args)

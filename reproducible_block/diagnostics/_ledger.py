@@ -27,9 +27,7 @@ import json
 import math
 import os
 import platform
-import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -40,8 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from . import _root, _stack
-from ._derivation import (
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.derivation import (
     DERIVATION_VERSION,
     block_bits,
     block_message,
@@ -50,13 +50,25 @@ from ._derivation import (
     mt_words,
     slot,
 )
-from ._distributed import folded_rank, global_rank, is_distributed, world_size
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._fingerprint import fingerprint, plain_tensor
-from ._keys import validate_key
-from ._sources import GeneratorSource
-from ._transforms import dynamo_callback, is_dynamo_compiling, outside_functorch
-from ._version import __version__
+from reproducible_block._streams.keys import validate_key
+from reproducible_block._support.distributed import (
+    folded_rank,
+    global_rank,
+    is_distributed,
+    world_size,
+)
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
+from reproducible_block._support.fingerprint import fingerprint, plain_tensor
+from reproducible_block._support.transforms import (
+    dynamo_callback,
+    is_dynamo_compiling,
+    outside_functorch,
+)
+from reproducible_block._support.version import __version__
+from reproducible_block._support.warnings import warn_at_user_line
 
 __all__ = [
     "DERIVATION",
@@ -251,20 +263,6 @@ def _noted(value: object) -> list[object]:
     if isinstance(number, (int, float, str)):
         entry.append(number)
     return entry
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning issued by the caller at the first frame
-    outside the package (the user's line: a ``ledger_note`` call, a block's ``with``)."""
-    level = 2
-    frame = sys._getframe(2)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 def _check_note_name(name: object) -> None:
@@ -477,13 +475,12 @@ class BlockLedger:
         self.close()
         if recording is self:
             set_recording(None)
-        warnings.warn(
+        warn_at_user_line(
             f"the block ledger {str(self.path or self._requested)!r} stopped recording: "
             f"{type(error).__name__}: {error}. The run continues without it; check that the "
             "path is writable (and the disk not full), and that watched values can be "
             "fingerprinted.",
             RuntimeWarning,
-            stacklevel=_user_stacklevel(),
         )
 
     def close(self) -> None:
@@ -557,26 +554,6 @@ class BlockLedger:
         self._root = _root.generation
         self._write_line(f'{{"root":{json.dumps(_root.peek_seed())}}}')
 
-    def note(self, name: str, value: object) -> None:
-        """Fingerprint ``value`` (a tensor, array, number or a container of those) as ``name``.
-
-        Inside a block it goes into that block's record (the innermost open block, at its
-        exit); outside every block it is written at once as a record of its own. A one-element
-        value is also recorded as a number, so the diff can show both values.
-
-        It never raises into the program, nor waits: a note from another thread while a block
-        is open goes into that block's record; under ``torch.compile`` it runs outside the
-        graph; under ``torch.func`` it reads the wrapped values; a sparse tensor is noted by
-        its values. A value that cannot be fingerprinted stops the ledger with one warning.
-        """
-        _check_note_name(name)
-        if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
-            from ._compiled import outside_graph  # torch._dynamo: only when it runs
-
-            outside_graph(self._note, name, value)
-        else:
-            self._note(name, value)
-
     def _note(self, name: str, value: object) -> None:
         if self._stopped:
             return
@@ -609,14 +586,21 @@ class BlockLedger:
 
 
 def ledger_note(name: str, value: object) -> None:
-    """Note ``value`` in the ledger that is recording, if any (else nothing happens).
+    """Note ``value`` (a tensor, array, number or a container of those) as ``name`` in the
+    ledger that is recording, if any (else nothing happens).
 
-    The same as :meth:`BlockLedger.note` on the ledger :func:`record_blocks` (or the
-    ``REPRODUCIBLE_BLOCK_LEDGER`` environment variable) started, for code that has no handle on
-    it: a training step can call ``ledger_note("loss", loss)`` whether or not a run records.
-    A name that is not a non-empty str is refused either way; nothing else raises.
+    The ledger is the one :func:`record_blocks` (or the ``REPRODUCIBLE_BLOCK_LEDGER``
+    environment variable) started: a training step can call ``ledger_note("loss", loss)``
+    whether or not a run records. Inside a block the note goes into that block's record (the
+    innermost open block, at its exit); outside every block it is written at once as a record
+    of its own. A one-element value is also recorded as a number, so the diff can show both.
 
-    >>> from reproducible_block import ledger_note
+    A name that is not a non-empty str is refused either way; nothing else raises, nor waits:
+    a note from another thread while a block is open goes into that block's record; under
+    ``torch.compile`` it runs outside the graph; under ``torch.func`` it reads the wrapped
+    values; a sparse tensor is noted by its values. A value that cannot be fingerprinted stops
+    the ledger with one warning.
+
     >>> ledger_note("loss", 0.25) is None  # nothing records here: a no-op
     True
     """
@@ -624,10 +608,10 @@ def ledger_note(name: str, value: object) -> None:
     active = recording
     if active is None:
         return
-    if is_dynamo_compiling() or dynamo_callback() is not None:  # see _transforms
-        from ._compiled import outside_graph  # torch._dynamo: only when it runs
+    if is_dynamo_compiling() or dynamo_callback() is not None:
+        from reproducible_block._support.compiled import hidden_call
 
-        outside_graph(active._note, name, value)
+        hidden_call(active._note, name, value)
     else:
         active._note(name, value)
 
@@ -660,13 +644,13 @@ def record_blocks(
     program goes on. For a whole run without code changes, set ``REPRODUCIBLE_BLOCK_LEDGER``.
 
     >>> import tempfile, torch
-    >>> from reproducible_block import ReproducibleBlock, record_blocks, set_seed
+    >>> from reproducible_block import ReproducibleBlock, set_seed
     >>> _ = set_seed(0)
     >>> folder = tempfile.mkdtemp()
     >>> with record_blocks(f"{folder}/ledger.jsonl") as ledger:
     ...     for step in range(3):
     ...         with ReproducibleBlock(("step", step)):
-    ...             ledger.note("loss", torch.rand(()))
+    ...             ledger_note("loss", torch.rand(()))
     >>> ledger.records == 3
     True
     """

@@ -6,26 +6,37 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
 import torch
 
-from . import _memory, _other_seeders, _root, _stack
-from ._checks import check_bool
-from ._distributed import (
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._fast import views as _memory
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.registry import check_name, make_source, registry
+from reproducible_block._streams import other_seeders as _other_seeders
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.root import (
+    MAX_SEED,
+    SEED_ENVIRONMENT_VARIABLE,
+    seed_from_environment,
+    validate_seed,
+)
+from reproducible_block._support.checks import check_bool
+from reproducible_block._support.deterministic import (
+    DeterministicSettings,
+    configure_deterministic_mode,
+)
+from reproducible_block._support.distributed import (
     all_gather_objects,
     global_rank,
     owns_process_group,
     process_rank,
     raise_if_refused,
 )
-from ._root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE, seed_from_environment, validate_seed
-from ._sources import GeneratorSource
-from ._sources.registry import check_name, make_source, registry
-from .deterministic import DeterministicSettings, configure_deterministic_mode
+from reproducible_block._support.warnings import warn_at_user_line
 
 __all__ = [
     "get_random_seed",
@@ -234,7 +245,7 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
         value, origin, seeds = _agree_with_peers(seed, deterministic)
         if global_rank() == 0:
             if len(set(seeds)) > 1:  # pragma: no cover - spawned ranks (test_distributed.py)
-                warnings.warn(_different_seeds(seeds), UserWarning, stacklevel=2)
+                warn_at_user_line(_different_seeds(seeds))
             if origin != "given":
                 _log_chosen(value, origin, len(seeds))
         return value

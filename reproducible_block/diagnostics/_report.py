@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _root, _stack
-from ._derivation import DERIVATION_VERSION
-from ._fingerprint import fingerprint
-from ._sources.registry import registry
-from ._version import __version__
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._sources.registry import registry
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.derivation import DERIVATION_VERSION
+from reproducible_block._support.deterministic import DeterministicSettings
+from reproducible_block._support.fingerprint import fingerprint
+from reproducible_block._support.version import __version__
 
-__all__ = ["REPORTED_VARIABLES", "environment_report", "format_environment_report"]
+__all__ = ["REPORTED_VARIABLES", "EnvironmentReport", "environment_report"]
 
 #: Environment variables that change random streams or kernel results.
 REPORTED_VARIABLES = (
@@ -57,7 +59,7 @@ def _str_hashes_fixed() -> bool:
     return os.environ.get("PYTHONHASHSEED", "") not in ("", "random")
 
 
-def environment_report() -> dict[str, Any]:
+def environment_report() -> EnvironmentReport:
     """The versions, settings and generator states a run's results depend on, as plain data.
 
     Sections: ``versions`` (Python, reproducible_block, its stream ``derivation`` version, torch,
@@ -69,7 +71,7 @@ def environment_report() -> dict[str, Any]:
     tracker. It initialises nothing, draws nothing.
 
     >>> import json
-    >>> from reproducible_block import environment_report, set_seed
+    >>> from reproducible_block import set_seed
     >>> _ = set_seed(7)
     >>> report = environment_report()
     >>> report["root_seed"] == 7 and "torch" in report["generators"]
@@ -82,7 +84,8 @@ def environment_report() -> dict[str, Any]:
         states = {source.name: fingerprint(source.get_state()) for source in registry.active()}
         blocks = _stack.open_count()
     root = _root.peek_seed()
-    return {
+    settings = DeterministicSettings.current()
+    return EnvironmentReport({
         "versions": {
             "python": f"{platform.python_version()} ({platform.python_implementation()})",
             "platform": platform.platform(),
@@ -100,17 +103,17 @@ def environment_report() -> dict[str, Any]:
             "torch_cpu_threads": torch.get_num_threads(),
         },
         "deterministic": {
-            "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-            "cudnn.deterministic": bool(torch.backends.cudnn.deterministic),
-            "cudnn.benchmark": bool(torch.backends.cudnn.benchmark),
+            "use_deterministic_algorithms": settings.algorithms,
+            "warn_only": settings.warn_only,
+            "cudnn.deterministic": settings.cudnn_deterministic,
+            "cudnn.benchmark": settings.cudnn_benchmark,
             "str_hashes_fixed": _str_hashes_fixed(),
         },
         "environment": {name: os.environ.get(name) for name in REPORTED_VARIABLES},
         "root_seed": root,
         "open_blocks": blocks,
         "generators": states,
-    }
+    })
 
 
 _SETTING_LABELS = {
@@ -172,17 +175,20 @@ def _rows(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
-def format_environment_report(report: Mapping[str, Any] | None = None) -> str:
-    """The report as a readable table (``report`` defaults to :func:`environment_report`'s).
+class EnvironmentReport(dict[str, Any]):
+    """What :func:`environment_report` returns: plain data (a ``dict``, JSON-serialisable) whose
+    ``str()`` is the readable table ``python -m reproducible_block`` prints.
 
-    >>> text = format_environment_report()
+    >>> text = str(environment_report())
     >>> "Deterministic settings" in text and "PYTHONHASHSEED" in text
     True
     """
-    sections = _rows(environment_report() if report is None else report)
-    width = max(len(label) for _, rows in sections for label, _ in rows)
-    lines = ["reproducible_block environment report"]
-    for title, rows in sections:
-        lines += ["", title]
-        lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
-    return "\n".join(lines)
+
+    def __str__(self) -> str:
+        sections = _rows(self)
+        width = max(len(label) for _, rows in sections for label, _ in rows)
+        lines = ["reproducible_block environment report"]
+        for title, rows in sections:
+            lines += ["", title]
+            lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
+        return "\n".join(lines)

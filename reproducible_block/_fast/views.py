@@ -22,21 +22,14 @@ import logging
 import os
 import sysconfig
 import threading
-import warnings
+
+from reproducible_block._support.warnings import warn_at_user_line
 
 __all__ = ["FREE_THREADED", "memory_view", "switching", "warn_fallback"]
 
 #: Whether this Python runs without the GIL (fast paths rely on it for atomic copies).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
-_warned: dict[str, object] = {}
-
-
-def first_time(seen: dict[str, object], key: str) -> bool:
-    """Whether this is the first call with ``key`` (for ``seen``); one caller gets True even
-    when threads call at once (``dict.setdefault`` is atomic)."""
-    mine = object()
-    return seen.setdefault(key, mine) is mine
 
 
 def memory_view(address: int, size: int) -> memoryview:
@@ -46,14 +39,12 @@ def memory_view(address: int, size: int) -> memoryview:
 
 def warn_fallback(what: str, reason: str) -> None:
     """Warn once per process that a fast path is off and the public API is used instead."""
-    if not first_time(_warned, what):
-        return
-    warnings.warn(
+    warn_at_user_line(
         f"reproducible_block: the fast path for {what} is off ({reason}); the public API is used "
         "instead, which gives the same streams more slowly. Please report your Python, NumPy "
         "and torch versions.",
         RuntimeWarning,
-        stacklevel=2,
+        once=f"fast path: {what}",
     )
 
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ._derivation import MT_WORDS
-from ._errors import ReproducibleBlockValueError
-from ._keys import validate_key
-from ._ledger import (
+from reproducible_block._streams.derivation import MT_WORDS
+from reproducible_block._streams.keys import validate_key
+from reproducible_block._streams.root import MAX_SEED
+from reproducible_block._support.errors import ReproducibleBlockValueError
+from reproducible_block.diagnostics._ledger import (
     DERIVATION,
     LEDGER_FORMAT,
     LEDGER_VERSION,
@@ -33,7 +34,6 @@ from ._ledger import (
     key_from_json,
     mt_key_digest,
 )
-from ._root import MAX_SEED
 
 __all__ = ["MAX_REPLAYED_DRAWS", "LedgerFile", "RunDiff", "diff_runs", "read_ledger"]
 
@@ -77,7 +77,8 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
     """Read a ledger file; a torn last line (a killed run) is skipped, any other error raises.
 
     >>> import tempfile, pathlib
-    >>> from reproducible_block import ReproducibleBlock, record_blocks, set_seed
+    >>> from reproducible_block import ReproducibleBlock, set_seed
+    >>> from reproducible_block.diagnostics import record_blocks
     >>> _ = set_seed(0)
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "ledger.jsonl"
     >>> with record_blocks(target):
@@ -589,7 +590,8 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
     Unreadable input raises :class:`ReproducibleBlockValueError`.
 
     >>> import tempfile, torch
-    >>> from reproducible_block import ReproducibleBlock, diff_runs, record_blocks, set_seed
+    >>> from reproducible_block import ReproducibleBlock, set_seed
+    >>> from reproducible_block.diagnostics import diff_runs, record_blocks
     >>> folder = tempfile.mkdtemp()
     >>> for run, extra in (("a", 0), ("b", 1)):
     ...     _ = set_seed(0)

@@ -7,12 +7,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from . import _root, _stack
-from ._compare import first_difference
-from ._errors import BlockUsageError, NondeterminismError, ReproducibleBlockTypeError
-from ._fingerprint import state_digest
-from ._sources import GeneratorSource
-from ._sources.registry import check_sources, registry
+from reproducible_block._blocks import stack as _stack
+from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.registry import check_sources, registry
+from reproducible_block._streams import root as _root
+from reproducible_block._support.errors import (
+    BlockUsageError,
+    NondeterminismError,
+    ReproducibleBlockTypeError,
+)
+from reproducible_block._support.fingerprint import state_digest
+from reproducible_block.diagnostics._compare import first_difference
 
 __all__ = ["ConsumptionReport", "assert_deterministic", "run_from_same_state", "track_consumption"]
 
@@ -89,7 +94,8 @@ def track_consumption(sources: Iterable[str] | None = None) -> Iterator[Consumpt
     a queued seed until CUDA initialises: initialising it inside the section counts as consuming.
 
     >>> import torch
-    >>> from reproducible_block import ReproducibleBlock, set_seed, track_consumption
+    >>> from reproducible_block import ReproducibleBlock, set_seed
+    >>> from reproducible_block.diagnostics import track_consumption
     >>> _ = set_seed(0)
     >>> with ReproducibleBlock("eval"), track_consumption() as inside:
     ...     _ = torch.ones(3).sum()
@@ -152,7 +158,7 @@ def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
     Wrap the call in ``deterministic_mode()`` to make torch raise at a nondeterministic kernel.
 
     >>> import torch
-    >>> from reproducible_block import assert_deterministic
+    >>> from reproducible_block.diagnostics import assert_deterministic
     >>> result = assert_deterministic(lambda n: {"noise": torch.randn(n)}, 3)
     >>> result["noise"].shape == (3,)
     True

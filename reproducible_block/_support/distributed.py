@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch.distributed as dist
 
-from ._checks import describe
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+from reproducible_block._support.checks import describe
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup

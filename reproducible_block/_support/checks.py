@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = [
     "MAX_WORD",

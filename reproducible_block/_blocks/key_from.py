@@ -14,8 +14,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ReproducibleBlockError, ReproducibleBlockTypeError, ReproducibleBlockValueError
-from ._keys import BlockKey, validate_key
+from reproducible_block._streams.keys import BlockKey, validate_key
+from reproducible_block._support.errors import (
+    ReproducibleBlockError,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = ["KeyFrom", "check_key_from"]
 

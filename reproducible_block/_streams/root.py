@@ -11,7 +11,11 @@ import os
 
 import numpy as np
 
-from ._errors import NotSeededError, ReproducibleBlockTypeError, ReproducibleBlockValueError
+from reproducible_block._support.errors import (
+    NotSeededError,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = [
     "MAX_SEED",
@@ -52,7 +56,7 @@ def validate_seed(value: object) -> int:
     >>> validate_seed(1.0)
     Traceback (most recent call last):
     ...
-    reproducible_block._errors.ReproducibleBlockTypeError: seed must be an int ...
+    reproducible_block.ReproducibleBlockTypeError: seed must be an int ...
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ReproducibleBlockTypeError(

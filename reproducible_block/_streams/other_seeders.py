@@ -14,34 +14,19 @@ DataLoader workers are the exception: the DataLoader seeds torch in each worker 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import warnings
-
 import torch
-import wrapt
 from torch.utils.data import get_worker_info
 
-from . import _root
-from ._root import MAX_SEED
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.root import MAX_SEED
+from reproducible_block._support.warnings import warn_at_user_line
 
 __all__ = ["initial_seed", "noticed", "settle"]
 
 #: torch's CPU initial seed, read on a block's hot path (``torch.initial_seed()`` calls it).
 initial_seed = torch.default_generator.initial_seed
 
-# Frames a warning skips to reach the user's line: the package's own, the wrapper that
-# torch.compile puts around code it runs outside a graph, and the code that drives a block
-# (contextlib's ExitStack, asyncio's event loop stepping a decorated coroutine, wrapt).
-_SKIPPED = (
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,
-    os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_dynamo") + os.sep,
-    contextlib.__file__,
-    os.path.join(os.path.dirname(contextlib.__file__), "asyncio") + os.sep,
-    os.path.dirname(wrapt.__file__) + os.sep,
-)
-_warned = False
+_warned: dict[str, object] = {}
 
 
 def settle() -> None:
@@ -51,27 +36,20 @@ def settle() -> None:
 
 def noticed() -> None:
     """torch's initial seed differs from the one the library left (the caller holds the lock)."""
-    global _warned
     found = initial_seed()
     expected, _root.torch_seed = _root.torch_seed, found
     root = _root.seed
-    if _warned or root is None or expected is None or get_worker_info() is not None:
+    if root is None or expected is None or get_worker_info() is not None:
         return
-    _warned = True
     fix = f"reproducible_block.set_seed({found})" if found <= MAX_SEED else (
         "reproducible_block.set_seed(seed)"
     )
-    level = 1
-    frame = sys._getframe(0)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_SKIPPED):
-        frame = frame.f_back
-        level += 1
-    warnings.warn(
+    warn_at_user_line(
         f"torch was seeded with {found} after reproducible_block.set_seed({root}), so the "
         f"global streams follow seed {found} while every block still derives from the root "
         f"seed {root} (another seeder ran: Lightning's seed_everything, transformers.set_seed, "
         f"torch.manual_seed...). Call {fix} after that seeder, or instead of it, so that blocks "
         "follow the same seed.",
-        UserWarning,
-        stacklevel=level,
+        once="other seeder",
+        seen=_warned,
     )

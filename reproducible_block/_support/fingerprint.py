@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._errors import ReproducibleBlockTypeError
-from ._transforms import outside_functorch
+from reproducible_block._support.errors import ReproducibleBlockTypeError
+from reproducible_block._support.transforms import outside_functorch
 
 __all__ = [
     "FINGERPRINT_LENGTH", "fingerprint", "plain_tensor", "same_state", "state_digest",

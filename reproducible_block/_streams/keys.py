@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import ReproducibleBlockTypeError, ReproducibleBlockValueError
+from reproducible_block._support.errors import (
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+)
 
 __all__ = ["MAX_KEY_INT", "MAX_KEY_STR_LENGTH", "MAX_KEY_TUPLE_LENGTH", "BlockKey", "validate_key"]
 
@@ -64,7 +67,7 @@ def validate_key(key: object) -> BlockKey:
     >>> validate_key(-1)
     Traceback (most recent call last):
     ...
-    reproducible_block._errors.ReproducibleBlockValueError: block key is -1, out of range; ...
+    reproducible_block.ReproducibleBlockValueError: block key is -1, out of range; ...
     """
     if type(key) is tuple and 0 < len(key) <= MAX_KEY_TUPLE_LENGTH:
         # The common case, checked without building anything: plain int and str parts.

@@ -39,8 +39,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _memory
-from ._keys import BlockKey
+from reproducible_block._fast import views as _memory
+from reproducible_block._streams.keys import BlockKey
 
 __all__ = [
     "BUILTIN_SLOTS",

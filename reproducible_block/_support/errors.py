@@ -48,3 +48,17 @@ class NondeterminismError(ReproducibleBlockError, AssertionError):
         super().__init__(message)
         self.path = path
         self.difference = difference
+
+
+# Users meet these as ``reproducible_block.X`` (``reproducible_block.diagnostics`` for
+# NondeterminismError): tracebacks and pickles name the public module, not this one.
+for _error in (
+    ReproducibleBlockError,
+    ReproducibleBlockTypeError,
+    ReproducibleBlockValueError,
+    NotSeededError,
+    BlockUsageError,
+):
+    _error.__module__ = "reproducible_block"
+NondeterminismError.__module__ = "reproducible_block.diagnostics"
+del _error

@@ -1,0 +1,1 @@
+"""The switch: the only code that changes global generators (lock, stack, blocks, seeding)."""

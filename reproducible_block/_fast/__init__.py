@@ -1,0 +1,1 @@
+"""Raw-memory speed tricks: views of C states, behind one switch."""

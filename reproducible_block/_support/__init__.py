@@ -1,0 +1,1 @@
+"""Plumbing any layer may use: errors, checks, distributed and compile helpers."""
