@@ -2,8 +2,8 @@
 
 These values were computed once from derivation version 1 and written here by hand; the tests
 never recompute them. They change only together with a ``DERIVATION_VERSION`` bump (a breaking
-change, see the stability policy in docs/concepts.md), never to make a refactor or a speed-up pass. The last
-test mutates each derivation constant in turn and checks that this file notices.
+change, see the stability policy in docs/concepts.md), never to make a refactor or a speed-up
+pass. The last test mutates each derivation constant in turn and checks that this file notices.
 
 Floats are written with ``float.hex`` and integers in hex, so every bit is pinned.
 """
