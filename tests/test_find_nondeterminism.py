@@ -26,12 +26,12 @@ from reproducible_block import (
 from reproducible_block.diagnostics import (
     NondeterminismError,
     OpTrace,
+    _ops,
     assert_deterministic,
     compare_traces,
     find_nondeterminism,
     trace_ops,
 )
-from reproducible_block.diagnostics import _ops as _nondeterminism
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()
@@ -265,7 +265,7 @@ def test_outputs_of_another_dtype_or_shape_are_described(second: object, words: 
 
 
 def test_values_over_the_budget_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_nondeterminism, "KEPT_VALUES_BYTES", 0)
+    monkeypatch.setattr(_ops, "KEPT_VALUES_BYTES", 0)
     found = compare_traces(trace_ops(lambda: torch.full((3,), 1.0)),
                            trace_ops(lambda: torch.full((3,), 0.0)))
     assert found is not None
