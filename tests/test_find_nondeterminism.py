@@ -418,3 +418,12 @@ def test_a_nondeterministic_cuda_kernel_is_named() -> None:  # pragma: no cover 
     assert found is not None
     assert found.op == "aten.index_add_.default"
     assert found.line == line_of("# ATOMICS")
+
+
+def test_an_op_with_only_torch_frames_above_it_gets_a_placeholder_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ops, "_is_torch", lambda filename: True)  # every frame is torch's
+    trace = trace_ops(torch.ones, 2)
+    assert trace.ops
+    assert {(call.line, call.source) for call in trace.ops} == {("<torch>", "")}

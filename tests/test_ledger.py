@@ -716,3 +716,57 @@ def test_an_unhashable_registered_source_is_recorded(tmp_path: Path) -> None:
     blocks = _blocks(ledger.path)  # type: ignore[arg-type]
     assert [key_from_json(r["key"]) for r in blocks] == [("x", 0), ("x", 1)]
     assert all("equal" in r["state"] for r in blocks)
+
+
+def test_a_short_write_goes_on_until_the_line_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+
+    def in_pieces(fd: int, data: bytes) -> int:  # as a pipe or a full disk may write
+        return real_write(fd, bytes(data[:7]))
+
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        monkeypatch.setattr(os, "write", in_pieces)
+        with ReproducibleBlock(("short", 1)):
+            ledger_note("loss", 0.5)
+        monkeypatch.undo()
+    assert ledger.path is not None
+    (record,) = read_ledger(ledger.path).records
+    assert key_from_json(record["key"]) == ("short", 1)
+    assert record["notes"]["loss"][1] == 0.5
+
+
+def test_a_forked_child_writes_its_own_file_or_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # _after_fork_in_child runs in forked children; called here, this process plays the child.
+    monkeypatch.setenv(_processes.PARENT_VARIABLE, "restored-after-the-test")
+    monkeypatch.delenv(_processes.PARENT_VARIABLE)
+    monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(tmp_path / "ledger.jsonl"))
+    _arming._start_from_environment()
+    parent = _ledger.recording
+    assert parent is not None
+    set_seed(0)
+    with ReproducibleBlock("before"):
+        pass
+    assert parent.path == tmp_path / "ledger.jsonl"
+    _arming._after_fork_in_child()
+    child = _ledger.recording
+    assert child is not None
+    assert child is not parent
+    assert parent._fd is None
+    with ReproducibleBlock("after"):
+        pass
+    assert child.path == tmp_path / f"ledger.pid{os.getpid()}.jsonl"
+    assert read_ledger(child.path).header["parent"] == os.getppid()
+    assert [r["key"] for r in read_ledger(parent.path).records] == ["before"]
+    child.close()
+    _ledger.set_recording(None)
+    with record_blocks(tmp_path / "explicit.jsonl") as explicit:
+        _arming._after_fork_in_child()  # a ledger of record_blocks stops in a child
+        assert _ledger.recording is None
+        assert explicit._fd is None
+    _arming._after_fork_in_child()  # nothing records: nothing to do
+    assert _ledger.recording is None

@@ -23,6 +23,7 @@ from reproducible_block.diagnostics import (
     _arming,
     _format,
     _processes,
+    _read,
     _replay,
     diff_runs,
     ledger_note,
@@ -609,3 +610,8 @@ def test_a_run_folder_with_child_ledgers_is_diffed_child_by_child(tmp_path: Path
     assert differ.child == 2
     assert "child 2" in differ.message
     assert differ.as_dict()["child"] == 2
+
+
+def test_a_file_that_cannot_be_read_is_no_ledger(tmp_path: Path) -> None:
+    assert not _read._is_ledger(tmp_path / "vanished.jsonl")  # gone between listing and reading
+    assert not _read._is_ledger(tmp_path)  # a folder

@@ -122,7 +122,7 @@ def _start_from_environment() -> None:
     set_recording(BlockLedger(path, from_environment=True, parent=parent))
 
 
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children
+def _after_fork_in_child() -> None:
     """A forked child never writes its parent's file (its lines would interleave).
 
     A ledger from the environment variable starts afresh in the child, lazily: a DataLoader

@@ -46,6 +46,7 @@ DIGEST = "key-words-64+crc32"
 def key_to_json(key: object) -> object:
     """A block key as JSON data: ints and str as they are, a tuple as a list (round-trips).
 
+    >>> import json
     >>> key_from_json(json.loads(json.dumps(key_to_json(("sample", 12))))) == ("sample", 12)
     True
     """

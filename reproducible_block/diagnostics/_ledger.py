@@ -217,7 +217,7 @@ class BlockLedger:
         data = (line + "\n").encode()
         fd = self._fd if self._fd is not None else -1  # -1: os.write raises EBADF
         written = os.write(fd, data)
-        while written < len(data):  # pragma: no cover - regular files take whole writes
+        while written < len(data):  # a pipe, or a disk that fills, may take part of it
             written += os.write(fd, data[written:])
 
     def _rank(self) -> int:

@@ -143,7 +143,7 @@ def _calling_line() -> tuple[str, str] | None:
         while frame is not None and (_is_torch(frame.f_code.co_filename)
                                      or frame.f_code.co_filename.startswith(_LIBRARY_DIRECTORY)):
             frame = frame.f_back
-    if frame is None:  # pragma: no cover - some frame is always the caller's
+    if frame is None:  # every frame is torch's (a caller's frame is usually there)
         return "<torch>", ""
     line = frame.f_lineno
     return f"{frame.f_code.co_filename}:{line}", linecache.getline(frame.f_code.co_filename,

@@ -223,7 +223,7 @@ def _is_ledger(path: Path) -> bool:
     try:
         with open(path, "rb") as file:
             return _is_header(file.readline(1 << 16))
-    except OSError:  # pragma: no cover - a file that vanished or cannot be read
+    except OSError:  # a file that vanished or cannot be read
         return False
 
 
