@@ -26,12 +26,12 @@ from reproducible_block import (
 from reproducible_block.diagnostics import (
     NondeterminismError,
     OpTrace,
+    _ops,
     assert_deterministic,
     compare_traces,
     find_nondeterminism,
     trace_ops,
 )
-from reproducible_block.diagnostics import _ops as _nondeterminism
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()
@@ -265,7 +265,7 @@ def test_outputs_of_another_dtype_or_shape_are_described(second: object, words: 
 
 
 def test_values_over_the_budget_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_nondeterminism, "KEPT_VALUES_BYTES", 0)
+    monkeypatch.setattr(_ops, "KEPT_VALUES_BYTES", 0)
     found = compare_traces(trace_ops(lambda: torch.full((3,), 1.0)),
                            trace_ops(lambda: torch.full((3,), 0.0)))
     assert found is not None
@@ -418,3 +418,12 @@ def test_a_nondeterministic_cuda_kernel_is_named() -> None:  # pragma: no cover 
     assert found is not None
     assert found.op == "aten.index_add_.default"
     assert found.line == line_of("# ATOMICS")
+
+
+def test_an_op_with_only_torch_frames_above_it_gets_a_placeholder_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ops, "_is_torch", lambda filename: True)  # every frame is torch's
+    trace = trace_ops(torch.ones, 2)
+    assert trace.ops
+    assert {(call.line, call.source) for call in trace.ops} == {("<torch>", "")}

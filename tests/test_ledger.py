@@ -27,12 +27,16 @@ from reproducible_block import (
 )
 from reproducible_block.diagnostics import (
     LEDGER_ENVIRONMENT_VARIABLE,
+    _arming,
+    _format,
     _ledger,
+    _processes,
     ledger_note,
     read_ledger,
     record_blocks,
 )
-from reproducible_block.diagnostics._ledger import entry_state_images, key_from_json, mt_key_digest
+from reproducible_block.diagnostics._format import key_from_json, mt_key_digest
+from reproducible_block.diagnostics._replay import entry_state_images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +57,7 @@ def test_the_header_says_what_the_records_derive_from(tmp_path: Path) -> None:
     assert header["format"] == "reproducible_block-ledger"
     assert header["version"] == 1
     assert header["root_seed"] == 11
-    assert header["derivation"] == _ledger.DERIVATION
+    assert header["derivation"] == _format.DERIVATION
     assert header["versions"]["torch"] == torch.__version__
     assert header["rank"] is None
     assert header["world_size"] == 1
@@ -321,9 +325,9 @@ def test_the_environment_variable_records_lazily_and_children_get_their_own_file
 ) -> None:
     target = tmp_path / "run.jsonl"
     monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(target))
-    monkeypatch.delenv(_ledger._PARENT_VARIABLE, raising=False)
-    _ledger._start_from_environment()
-    assert os.environ[_ledger._PARENT_VARIABLE] == str(os.getpid())
+    monkeypatch.delenv(_processes.PARENT_VARIABLE, raising=False)
+    _arming._start_from_environment()
+    assert os.environ[_processes.PARENT_VARIABLE] == str(os.getpid())
     assert not target.exists()  # opened at the first record
     set_seed(0)
     with ReproducibleBlock("x"):
@@ -331,8 +335,8 @@ def test_the_environment_variable_records_lazily_and_children_get_their_own_file
     assert [r["key"] for r in _blocks(target)] == ["x"]
     _ledger.recording.close()  # type: ignore[union-attr]
 
-    monkeypatch.setenv(_ledger._PARENT_VARIABLE, "1")  # as inherited from a recording parent
-    _ledger._start_from_environment()
+    monkeypatch.setenv(_processes.PARENT_VARIABLE, "1")  # as inherited from a recording parent
+    _arming._start_from_environment()
     with ReproducibleBlock("y"):
         pass
     child = tmp_path / f"run.pid{os.getpid()}.jsonl"
@@ -352,7 +356,7 @@ def test_a_run_started_with_the_variable_records_in_a_subprocess(tmp_path: Path)
         "        ledger_note('loss', torch.rand(()))\n"
     )
     env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target)}
-    env.pop(_ledger._PARENT_VARIABLE, None)
+    env.pop(_processes.PARENT_VARIABLE, None)
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
     blocks = _blocks(target)
     assert [key_from_json(r["key"]) for r in blocks] == [("step", 0), ("step", 1), ("step", 2)]
@@ -401,7 +405,7 @@ while True:
 def test_a_killed_run_leaves_a_readable_prefix(tmp_path: Path) -> None:
     target = tmp_path / "ledger.jsonl"
     env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target)}
-    env.pop(_ledger._PARENT_VARIABLE, None)
+    env.pop(_processes.PARENT_VARIABLE, None)
     process = subprocess.Popen([sys.executable, "-c", _KILLED_RUN], env=env,
                                stdout=subprocess.PIPE, text=True)
     try:
@@ -468,9 +472,9 @@ def test_a_path_without_a_suffix_gets_the_rank_appended(
 
 
 def test_a_loader_worker_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_ledger, "_in_loader_worker", lambda: True)
+    monkeypatch.setattr(_processes, "in_loader_worker", lambda: True)
     monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(tmp_path / "ledger.jsonl"))
-    _ledger._start_from_environment()
+    _arming._start_from_environment()
     set_seed(0)
     with ReproducibleBlock(("sample", 0)):
         ledger_note("loss", 1.0)
@@ -546,7 +550,7 @@ def test_children_of_a_rank_write_their_own_pid_files(tmp_path: Path) -> None:
     target = tmp_path / "ledger.jsonl"
     env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target), "RANK": "1",
            "WORLD_SIZE": "2"}
-    env.pop(_ledger._PARENT_VARIABLE, None)
+    env.pop(_processes.PARENT_VARIABLE, None)
     subprocess.run([sys.executable, "-c", _RANK_WITH_CHILDREN], env=env, check=True,
                    timeout=240)
     rank_file = tmp_path / "ledger.rank1.jsonl"
@@ -568,8 +572,8 @@ def test_a_child_file_never_overwrites_an_existing_file(
     stale = tmp_path / f"run.pid{os.getpid()}.jsonl"  # another run's child had this pid
     stale.write_text("kept\n")
     monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(target))
-    monkeypatch.setenv(_ledger._PARENT_VARIABLE, "1")  # as inherited from a recording parent
-    _ledger._start_from_environment()
+    monkeypatch.setenv(_processes.PARENT_VARIABLE, "1")  # as inherited from a recording parent
+    _arming._start_from_environment()
     set_seed(0)
     with ReproducibleBlock("y"):
         pass
@@ -611,7 +615,7 @@ def test_sparse_tensors_are_noted_by_their_values(tmp_path: Path) -> None:
     assert notes["csr"] == notes["coo"]  # the same entries in another layout
     assert notes["one"][1] == 1.0
     other = gradient.coalesce() * 2
-    assert _ledger._noted(other)[0] != notes["grad"][0]
+    assert _format.noted(other)[0] != notes["grad"][0]
 
 
 def test_a_loss_noted_under_grad_and_vmap_is_recorded(tmp_path: Path) -> None:
@@ -632,8 +636,8 @@ def test_a_loss_noted_under_grad_and_vmap_is_recorded(tmp_path: Path) -> None:
     assert torch.equal(gradient, torch.full((3,), 2.0))
     assert torch.equal(batched, torch.full((2,), 3.0))
     grad_record, vmap_record = read_ledger(ledger.path).records
-    assert grad_record["notes"]["loss"] == _ledger._noted(torch.tensor(3.0))
-    assert vmap_record["notes"]["loss"][0] == _ledger._noted(torch.full((2,), 3.0))[0]
+    assert grad_record["notes"]["loss"] == _format.noted(torch.tensor(3.0))
+    assert vmap_record["notes"]["loss"][0] == _format.noted(torch.full((2,), 3.0))[0]
 
 
 def test_a_note_inside_a_compiled_function_is_recorded(tmp_path: Path) -> None:
@@ -650,11 +654,11 @@ def test_a_note_inside_a_compiled_function_is_recorded(tmp_path: Path) -> None:
             result = compiled(torch.ones(3))
         explained = torch._dynamo.explain(step)(torch.ones(3))
     assert result.item() == 7.0
-    assert _note_of(ledger.path, "loss")[0] == _ledger._noted(torch.tensor(6.0))  # type: ignore[arg-type]
+    assert _note_of(ledger.path, "loss")[0] == _format.noted(torch.tensor(6.0))  # type: ignore[arg-type]
     # Dynamo never traced the ledger's work: at most one graph break, at the note itself.
     traced = {(Path(frame.filename).name, frame.name)
               for reason in explained.break_reasons for frame in reason.user_stack}
-    assert traced <= {(Path(__file__).name, "step"), ("_ledger.py", "ledger_note")}
+    assert traced <= {(Path(__file__).name, "step"), ("_arming.py", "ledger_note")}
     assert explained.graph_break_count <= 1
 
 
@@ -712,3 +716,57 @@ def test_an_unhashable_registered_source_is_recorded(tmp_path: Path) -> None:
     blocks = _blocks(ledger.path)  # type: ignore[arg-type]
     assert [key_from_json(r["key"]) for r in blocks] == [("x", 0), ("x", 1)]
     assert all("equal" in r["state"] for r in blocks)
+
+
+def test_a_short_write_goes_on_until_the_line_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+
+    def in_pieces(fd: int, data: bytes) -> int:  # as a pipe or a full disk may write
+        return real_write(fd, bytes(data[:7]))
+
+    set_seed(0)
+    with record_blocks(tmp_path / "ledger.jsonl") as ledger:
+        monkeypatch.setattr(os, "write", in_pieces)
+        with ReproducibleBlock(("short", 1)):
+            ledger_note("loss", 0.5)
+        monkeypatch.undo()
+    assert ledger.path is not None
+    (record,) = read_ledger(ledger.path).records
+    assert key_from_json(record["key"]) == ("short", 1)
+    assert record["notes"]["loss"][1] == 0.5
+
+
+def test_a_forked_child_writes_its_own_file_or_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # _after_fork_in_child runs in forked children; called here, this process plays the child.
+    monkeypatch.setenv(_processes.PARENT_VARIABLE, "restored-after-the-test")
+    monkeypatch.delenv(_processes.PARENT_VARIABLE)
+    monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(tmp_path / "ledger.jsonl"))
+    _arming._start_from_environment()
+    parent = _ledger.recording
+    assert parent is not None
+    set_seed(0)
+    with ReproducibleBlock("before"):
+        pass
+    assert parent.path == tmp_path / "ledger.jsonl"
+    _arming._after_fork_in_child()
+    child = _ledger.recording
+    assert child is not None
+    assert child is not parent
+    assert parent._fd is None
+    with ReproducibleBlock("after"):
+        pass
+    assert child.path == tmp_path / f"ledger.pid{os.getpid()}.jsonl"
+    assert read_ledger(child.path).header["parent"] == os.getppid()
+    assert [r["key"] for r in read_ledger(parent.path).records] == ["before"]
+    child.close()
+    _ledger.set_recording(None)
+    with record_blocks(tmp_path / "explicit.jsonl") as explicit:
+        _arming._after_fork_in_child()  # a ledger of record_blocks stops in a child
+        assert _ledger.recording is None
+        assert explicit._fd is None
+    _arming._after_fork_in_child()  # nothing records: nothing to do
+    assert _ledger.recording is None

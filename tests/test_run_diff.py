@@ -20,8 +20,11 @@ from reproducible_block import (
 )
 from reproducible_block.__main__ import main
 from reproducible_block.diagnostics import (
-    _ledger,
-    _run_diff,
+    _arming,
+    _format,
+    _processes,
+    _read,
+    _replay,
     diff_runs,
     ledger_note,
     read_ledger,
@@ -213,7 +216,7 @@ def test_draws_beyond_the_replay_bound_say_so(tmp_path: Path,
 
     a = record(tmp_path / "a.jsonl", program(0))
     b = record(tmp_path / "b.jsonl", program(1))
-    monkeypatch.setattr(_run_diff, "MAX_REPLAYED_DRAWS", 3000)
+    monkeypatch.setattr(_replay, "MAX_REPLAYED_DRAWS", 3000)
     reason = diff_runs(a, b).reasons[0]
     assert reason == ("torch stream consumed differently (not counted: more than 3,000 numbers, "
                       "or a reseeded generator)")
@@ -356,8 +359,8 @@ def test_a_folder_is_not_a_ledger_file(tmp_path: Path) -> None:
 
 def test_a_state_that_cannot_come_from_its_key_is_not_counted() -> None:
     key = bytes(range(256)) * 9 + bytes(240)
-    assert _run_diff.count_draws(key[:2496], _ledger.mt_key_digest(key[:2496]), 624) == 0
-    assert _run_diff.count_draws(key[:2496], _ledger.mt_key_digest(key[:2496]), 5) is None
+    assert _replay.count_draws(key[:2496], _format.mt_key_digest(key[:2496]), 624) == 0
+    assert _replay.count_draws(key[:2496], _format.mt_key_digest(key[:2496]), 5) is None
 
 
 def _rewritten(path: Path, change: Callable[[dict[str, Any]], None], header: bool = False) -> Path:
@@ -585,8 +588,8 @@ def _run_with_children(folder: Path, extra: int) -> Path:
     import subprocess
     import sys
 
-    env = {**os.environ, _ledger.LEDGER_ENVIRONMENT_VARIABLE: str(folder / "ledger.jsonl")}
-    env.pop(_ledger._PARENT_VARIABLE, None)
+    env = {**os.environ, _arming.LEDGER_ENVIRONMENT_VARIABLE: str(folder / "ledger.jsonl")}
+    env.pop(_processes.PARENT_VARIABLE, None)
     subprocess.run([sys.executable, "-c", _RUN_WITH_CHILDREN, str(extra)], env=env, check=True,
                    timeout=240)
     assert len(list(folder.glob("ledger.pid*.jsonl"))) == 2
@@ -607,3 +610,8 @@ def test_a_run_folder_with_child_ledgers_is_diffed_child_by_child(tmp_path: Path
     assert differ.child == 2
     assert "child 2" in differ.message
     assert differ.as_dict()["child"] == 2
+
+
+def test_a_file_that_cannot_be_read_is_no_ledger(tmp_path: Path) -> None:
+    assert not _read._is_ledger(tmp_path / "vanished.jsonl")  # gone between listing and reading
+    assert not _read._is_ledger(tmp_path)  # a folder

@@ -15,8 +15,8 @@ from reproducible_block._blocks.key_from import check_key_from
 from reproducible_block._sources.registry import Selection, check_sources, registry
 from reproducible_block._streams import root as _root
 from reproducible_block._streams.derivation import (
+    block_tail,
     encode_key,
-    folds,
     source_bits,
 )
 from reproducible_block._streams.keys import BlockKey, validate_key
@@ -141,7 +141,7 @@ def derivation_tail(
     if per_worker:
         info = get_worker_info()
         worker = 0 if info is None else info.id
-    return folds(rank, worker) + key_bytes
+    return block_tail(key_bytes, rank, worker)
 
 
 class ReproducibleBlock:

@@ -48,8 +48,8 @@ __all__ = [
     "SEED_BYTES",
     "block_bits",
     "block_message",
+    "block_tail",
     "encode_key",
-    "folds",
     "loader_bits",
     "mt_image",
     "mt_words",
@@ -138,18 +138,24 @@ def encode_key(key: BlockKey) -> bytes:
     return bytes(encoded)
 
 
-def folds(rank: int | None, worker_id: int | None) -> bytes:
-    """What ``per_rank`` and ``per_worker`` fold into a block's message: the rank (global, or
-    within a process group), then the DataLoader worker id; None for an option not used."""
+def block_tail(key_bytes: bytes, rank: int | None = None, worker_id: int | None = None) -> bytes:
+    """What a block's message holds after the root seed: the folds (the rank, global or within a
+    process group, with ``per_rank``; the DataLoader worker id with ``per_worker``; None for an
+    option not used), then the encoded key. Blocks key their derived-state cache by it."""
     folded = b"" if rank is None else _TAGGED_U64.pack(TAG_RANK, rank)
     if worker_id is not None:
         folded += _TAGGED_U64.pack(TAG_WORKER, worker_id)
-    return folded
+    return folded + key_bytes
 
 
-def block_message(root_seed: int, key_bytes: bytes, folds: bytes = b"") -> bytes:
-    """What a block's bits are a digest of: root seed, folds (rank, worker), encoded key."""
-    return _U64.pack(root_seed) + folds + key_bytes
+def block_message(root_seed: int, tail: bytes) -> bytes:
+    """What a block's bits are a digest of: the root seed, then its :func:`block_tail`. The one
+    place the message is put together: blocks, loader generators and the ledger's replay use it.
+
+    >>> block_message(1, block_tail(encode_key("train"), rank=0))[:8] == (1).to_bytes(8, "little")
+    True
+    """
+    return _U64.pack(root_seed) + tail
 
 
 def _digest(domain: int, message: bytes, size: int) -> bytes:
@@ -223,7 +229,7 @@ def source_bits(
     ...          named_bits(block_message(0, tail), "mine")]
     True
     """
-    message = _U64.pack(root_seed) + tail
+    message = block_message(root_seed, tail)
     pooled = b""
     bits = []
     for builtin, name in sources:

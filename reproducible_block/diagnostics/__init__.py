@@ -8,28 +8,23 @@
 """
 
 from reproducible_block._support.errors import NondeterminismError
+from reproducible_block.diagnostics._arming import (
+    LEDGER_ENVIRONMENT_VARIABLE,
+    ledger_note,
+    record_blocks,
+)
 from reproducible_block.diagnostics._consumption import (
     ConsumptionReport,
     assert_deterministic,
     track_consumption,
 )
-from reproducible_block.diagnostics._ledger import (
-    LEDGER_ENVIRONMENT_VARIABLE,
-    BlockLedger,
-    ledger_note,
-    record_blocks,
-)
-from reproducible_block.diagnostics._ops import (
-    OpCall,
-    OpDivergence,
-    OpOutput,
-    OpTrace,
-    compare_traces,
-    find_nondeterminism,
-    trace_ops,
-)
+from reproducible_block.diagnostics._find import find_nondeterminism
+from reproducible_block.diagnostics._ledger import BlockLedger
+from reproducible_block.diagnostics._op_records import OpCall, OpDivergence, OpOutput, OpTrace
+from reproducible_block.diagnostics._ops import compare_traces, trace_ops
+from reproducible_block.diagnostics._read import read_ledger
 from reproducible_block.diagnostics._report import EnvironmentReport, environment_report
-from reproducible_block.diagnostics._run_diff import RunDiff, diff_runs, read_ledger
+from reproducible_block.diagnostics._run_diff import RunDiff, diff_runs
 
 __all__ = [
     "LEDGER_ENVIRONMENT_VARIABLE",

@@ -17,7 +17,7 @@ import torch
 
 from reproducible_block._support.errors import ReproducibleBlockTypeError
 
-__all__ = ["Difference", "first_difference"]
+__all__ = ["Difference", "Mismatch", "first_difference", "mismatch"]
 
 _NUMBERS = (bool, int, float, complex, np.bool_, np.number)
 _PLAIN = (str, bytes, type(None))
@@ -36,6 +36,80 @@ class Difference:
     magnitude: float | None = None
     #: For arrays and tensors: how many elements differ, of how many, and the largest difference.
     summary: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Mismatch:
+    """How two arrays or tensors of one dtype and shape differ, element by element.
+
+    ``str()`` is the one summary every diagnostic prints: "3 of 8 elements differ, largest
+    absolute difference 0.25" (no largest difference for booleans and other non-numbers).
+    """
+
+    #: How many elements differ (NaN equals NaN in the same place).
+    differing: int
+    #: How many elements each holds.
+    elements: int
+    #: The largest absolute difference of the differing elements (0.0 when none differ); None
+    #: for booleans and other values that are not numbers.
+    largest: float | None
+    #: The index of the first differing element, or None when none differ.
+    first_index: tuple[int, ...] | None
+
+    def __str__(self) -> str:
+        text = f"{self.differing:,} of {self.elements:,} elements differ"
+        if self.largest is None:
+            return text
+        return text + f", largest absolute difference {self.largest:.3g}"
+
+
+def mismatch(first: torch.Tensor | np.ndarray, second: torch.Tensor | np.ndarray) -> Mismatch:
+    """Count the elements where ``first`` and ``second`` (both tensors on one device, or both
+    NumPy arrays without objects, of one dtype and shape) differ, and by how much at most.
+
+    >>> import torch
+    >>> found = mismatch(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 7.0]))
+    >>> str(found) == "2 of 3 elements differ, largest absolute difference 4"
+    True
+    """
+    if isinstance(first, torch.Tensor):
+        return _tensor_mismatch(first, torch.as_tensor(second))
+    return _array_mismatch(first, np.asarray(second))
+
+
+def _tensor_mismatch(a: torch.Tensor, b: torch.Tensor) -> Mismatch:
+    a, b = a.detach(), b.detach()
+    if a.layout != torch.strided:
+        a, b = a.to_dense(), b.to_dense()
+    same = a == b
+    if a.is_floating_point() or a.is_complex():
+        same = same | (torch.isnan(a) & torch.isnan(b))
+    differing = ~same
+    count = int(differing.sum())
+    first_index = tuple(int(i) for i in torch.nonzero(differing)[0]) if count else None
+    largest: float | None = None
+    if a.dtype != torch.bool:
+        largest = 0.0
+        if count:
+            wide = torch.complex128 if a.is_complex() else torch.float64
+            largest = float((a[differing].to(wide) - b[differing].to(wide)).abs().max())
+    return Mismatch(count, a.numel(), largest, first_index)
+
+
+def _array_mismatch(first: np.ndarray, second: np.ndarray) -> Mismatch:
+    same = np.asarray(first == second)
+    if first.dtype.kind in "fc":
+        same = same | (np.isnan(first) & np.isnan(second))
+    differing = ~same
+    count = int(differing.sum())
+    first_index = tuple(int(i) for i in np.argwhere(differing)[0]) if count else None
+    largest: float | None = None
+    if first.dtype.kind in "iufc":
+        largest = 0.0
+        if count:
+            gaps = np.abs(first[differing].astype(np.complex128) - second[differing])
+            largest = float(gaps.max())
+    return Mismatch(count, first.size, largest, first_index)
 
 
 def _show(value: object) -> str:
@@ -77,20 +151,13 @@ def _array_difference(path: str, first: np.ndarray, second: np.ndarray) -> Diffe
             if found is not None:
                 return found
         return None
-    same = np.asarray(first == second)
-    if first.dtype.kind in "fc":
-        same = same | (np.isnan(first) & np.isnan(second))
-    if bool(same.all()):
+    summary = mismatch(first, second)
+    if summary.first_index is None:
         return None
-    differing = ~same
-    index = tuple(int(i) for i in np.argwhere(differing)[0])
+    index = summary.first_index
     a, b = first[index].item(), second[index].item()
-    summary = f"{int(differing.sum())} of {first.size} elements differ"
-    if first.dtype.kind in "iufc":
-        gaps = np.abs(first[differing].astype(np.complex128) - second[differing])
-        summary += f", largest absolute difference {float(gaps.max()):.3g}"
     return Difference(path + _index_text(index), f"{_show(a)} vs {_show(b)}",
-                      _number_gap(a, b), summary)
+                      _number_gap(a, b), str(summary))
 
 
 def _tensor_difference(path: str, first: torch.Tensor, second: torch.Tensor) -> Difference | None:
@@ -100,24 +167,16 @@ def _tensor_difference(path: str, first: torch.Tensor, second: torch.Tensor) -> 
         return Difference(path, f"shape {tuple(first.shape)} vs {tuple(second.shape)}")
     if first.device != second.device:
         return Difference(path, f"device {first.device} vs {second.device}")
+    summary = mismatch(first, second)
+    if summary.first_index is None:
+        return None
+    index = summary.first_index
     a, b = first.detach(), second.detach()
     if a.layout != torch.strided:
         a, b = a.to_dense(), b.to_dense()
-    same = a == b
-    if a.is_floating_point() or a.is_complex():
-        same = same | (torch.isnan(a) & torch.isnan(b))
-    if bool(same.all()):
-        return None
-    differing = ~same
-    index = tuple(int(i) for i in torch.nonzero(differing)[0])
     x, y = a[index].item(), b[index].item()
-    summary = f"{int(differing.sum())} of {a.numel()} elements differ"
-    if a.dtype != torch.bool:
-        wide = torch.complex128 if a.is_complex() else torch.float64
-        gaps = (a[differing].to(wide) - b[differing].to(wide)).abs()
-        summary += f", largest absolute difference {float(gaps.max()):.3g}"
     return Difference(path + _index_text(index), f"{_show(x)} vs {_show(y)}",
-                      _number_gap(x, y), summary)
+                      _number_gap(x, y), str(summary))
 
 
 def _mapping_difference(path: str, first: Mapping[Any, Any],
