@@ -24,7 +24,6 @@ import torch
 
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.block import derivation_tail, validate_and_encode
-from reproducible_block._fast import views as _memory
 from reproducible_block._sources.registry import registry
 from reproducible_block._sources.torch_random import torch_cpu_state
 from reproducible_block._streams import other_seeders as _other_seeders
@@ -75,10 +74,13 @@ def _seed_worker_globals(worker_id: int, rank: int) -> None:
     ``base_seed`` comes from the loader's generator, so the streams repeat between runs.
     """
     bits = worker_bits(torch.initial_seed() - worker_id, worker_id, rank)
-    with _stack.held("seed_worker()"), _memory.switching:
-        for source in registry.builtin():
-            if source.slot in _WORKER_SLOTS:
-                source.restore(source.from_bits(slot(bits, source.slot)))
+    sources, states = [], []
+    for source in registry.builtin():
+        if source.slot is not None and source.slot in _WORKER_SLOTS:
+            sources.append(source)
+            states.append(source.from_bits(slot(bits, source.slot)))
+    with _stack.held("seed_worker()"):
+        _stack.apply_all(sources, _stack.install, states)  # all or nothing
         _other_seeders.settle()
 
 

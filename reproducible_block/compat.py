@@ -91,6 +91,8 @@ def _reference_of_seed(seed: int) -> RandomState:
 
 
 _STATE_KEYS = ("py", "np", "torch")
+#: The source that holds each part of a state, by its slot.
+_STATE_SLOTS = {"py": "random", "np": "numpy", "torch": "torch"}
 
 
 def _capture(state: object, action: str) -> None:
@@ -173,15 +175,18 @@ class Reproducible_Block(metaclass=_CompatMeta):
 
     @classmethod
     def reset_to_reference_state(cls) -> None:
-        """Put Python, NumPy, torch and CUDA back in the reference state (0.0.1's method)."""
+        """Put Python, NumPy, torch and CUDA back in the reference state (0.0.1's method).
+
+        All or nothing: if a generator refuses, every generator gets its state back.
+        """
         with _stack.held("Reproducible_Block.reset_to_reference_state()"):
             seed = _root.current_seed("Reproducible_Block.reset_to_reference_state()")
             captured = _captured_reference()
             if captured is not None:
                 cls.set_random_state(captured)
                 return
-            for source in registry.builtin():
-                source.seed(seed)
+            sources = registry.builtin()
+            _stack.apply_all(sources, _stack.seed, [seed] * len(sources))
             if not _stack.open_count():
                 _other_seeders.settle()
 
@@ -199,14 +204,20 @@ class Reproducible_Block(metaclass=_CompatMeta):
 
     @classmethod
     def set_random_state(cls, state: RandomState) -> None:
-        """Install a state from :meth:`get_random_state` (0.0.1's method)."""
-        random.setstate(state["py"])
-        np.random.set_state(state["np"])
-        torch.set_rng_state(state["torch"])
-        if "torch_cuda" in state:  # pragma: no cover - needs a GPU
-            torch.cuda.set_rng_state(state["torch_cuda"])
-        if not _stack.open_count():
-            _other_seeders.settle()
+        """Install a state from :meth:`get_random_state` (0.0.1's method); all or nothing."""
+        by_slot = {source.slot: source for source in registry.builtin()}
+        sources = [by_slot[slot] for slot in _STATE_SLOTS.values()]
+        values = [state[key] for key in _STATE_SLOTS]
+        with _stack.held("Reproducible_Block.set_random_state()"):
+            saved = _stack.apply_all(sources, _stack.install_portable, values)
+            if "torch_cuda" in state:  # pragma: no cover - needs a GPU
+                try:
+                    torch.cuda.set_rng_state(state["torch_cuda"])
+                except BaseException:
+                    _stack.restore_all(sources, saved)
+                    raise
+            if not _stack.open_count():
+                _other_seeders.settle()
 
     def __enter__(self) -> None:
         with _stack.held("entering a Reproducible_Block"):
