@@ -59,10 +59,9 @@ from reproducible_block._blocks.seeding import set_seed
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import other_seeders as _other_seeders
 from reproducible_block._streams import root as _root
-from reproducible_block._support.checks import check_bool, describe
+from reproducible_block._support.checks import check_bool, check_int, describe
 from reproducible_block._support.errors import (
     ReproducibleBlockTypeError,
-    ReproducibleBlockValueError,
 )
 
 __all__ = ["Reproducible_Block"]
@@ -140,18 +139,10 @@ class Reproducible_Block(metaclass=_CompatMeta):
                 "Reproducible_Block needs block_seed, e.g. Reproducible_Block(block_seed=42) or "
                 "@Reproducible_Block(block_seed=42)."
             )
-        if isinstance(block_seed, (bool, np.bool_)) or not isinstance(
-            block_seed, (int, np.integer)
-        ):
-            raise ReproducibleBlockTypeError(
-                f"block_seed must be a non-negative int; got {type(block_seed).__name__} "
-                f"{block_seed!r}. For str or tuple keys use reproducible_block.ReproducibleBlock."
-            )
-        if block_seed < 0:
-            raise ReproducibleBlockValueError(
-                f"block_seed must be a non-negative int; got {block_seed}."
-            )
-        self.block_seed = int(block_seed)
+        self.block_seed = check_int(
+            block_seed, "block_seed", 0,
+            advice="For str or tuple keys use reproducible_block.ReproducibleBlock.",
+        )
         self.reset_state_after = check_bool(reset_state_after, "reset_state_after")
         #: The state found at the last entry, restored on exit with ``reset_state_after``.
         self.initial_state: RandomState | None = None
