@@ -54,9 +54,10 @@ from reproducible_block._streams.keys import validate_key
 from reproducible_block._support.distributed import (
     folded_rank,
     global_rank,
-    is_distributed,
+    known_rank,
     world_size,
 )
+from reproducible_block._support.distributed import launcher_rank as _launcher_rank
 from reproducible_block._support.errors import (
     ReproducibleBlockTypeError,
     ReproducibleBlockValueError,
@@ -273,14 +274,6 @@ def _check_note_name(name: object) -> None:
         )
 
 
-def _launcher_rank() -> int | None:
-    """The rank a launcher (torchrun) gave this process in ``RANK``/``WORLD_SIZE``, if any."""
-    rank, size = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
-    if rank.isdigit() and size.isdigit():
-        return int(rank)
-    return None
-
-
 def _parent_from_environment() -> tuple[int, int | None] | None:
     """The recording process this one inherited ``REPRODUCIBLE_BLOCK_LEDGER`` from, as (pid,
     its rank or None), or None when this process is that one (or nothing records above it).
@@ -381,7 +374,7 @@ class BlockLedger:
         """The file this process writes, or None when it should not record (a loader worker)."""
         if _in_loader_worker():
             return None
-        rank = global_rank() if is_distributed() else _launcher_rank()
+        rank = known_rank()
         self._file_rank = rank
         if self._is_child(rank):
             return _with_suffix(self._requested, f"pid{os.getpid()}")
