@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from reproducible_block._blocks import stack as _stack
-from reproducible_block._blocks.block import derivation_tail, validate_and_encode
+from reproducible_block._blocks.states import derivation_tail, validate_and_encode
 from reproducible_block._sources.registry import registry
 from reproducible_block._sources.torch_random import torch_cpu_state
 from reproducible_block._streams import other_seeders as _other_seeders
