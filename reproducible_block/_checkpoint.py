@@ -275,7 +275,7 @@ def _plan(states: object, on_world_size_change: object) -> _Plan:
     return plan
 
 
-def _tell_peers(failure: Exception | None) -> None:  # pragma: no cover - spawned ranks
+def _tell_peers(failure: Exception | None) -> None:
     """Share whether this rank refused; raise if another did (a collective under distributed)."""
     if not is_distributed():
         return

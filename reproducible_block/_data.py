@@ -105,7 +105,7 @@ class _SeedWorker:
     def __deepcopy__(self, memo: dict[int, Any]) -> _SeedWorker:
         return self
 
-    def __setstate__(self, state: object) -> None:  # pragma: no cover - not produced by pickle
+    def __setstate__(self, state: object) -> None:  # not produced by pickle
         raise ReproducibleBlockValueError("seed_worker carries no state of its own.")
 
     def __repr__(self) -> str:

@@ -155,3 +155,15 @@ def test_the_launchers_rank_is_read_one_way(
         monkeypatch.setenv("RANK", variable)
     assert launcher_rank() == known_rank() == expected
     assert process_rank() == (expected or 0)
+
+
+def test_collectives_run_on_a_group_of_one(single_rank_group: None) -> None:
+    from reproducible_block import get_rng_state, load_rng_state
+    from reproducible_block._support.distributed import all_gather_objects
+
+    assert all_gather_objects("mine") == ["mine"]
+    set_seed(3)
+    states = get_rng_state()
+    first = torch.rand(2)
+    load_rng_state(states)  # checked, installed, then agreed on with the (one) peer
+    assert torch.equal(first, torch.rand(2))

@@ -276,3 +276,7 @@ def test_threads_deriving_fresh_keys_at_once_get_the_single_threaded_streams(way
     assert errors == []
     assert results == expected
     assert _states.cached_states() <= _states.CACHE_SIZE
+
+
+def test_a_thread_that_ended_is_named_by_its_ident() -> None:
+    assert _stack._thread_name(-1) == "ident -1"

@@ -433,3 +433,8 @@ def test_worker_seeding_is_all_or_nothing(
     with pytest.raises(OSError, match="unplugged"):
         init(0)
     assert global_states() == before
+
+
+def test_seed_worker_carries_no_state_of_its_own() -> None:
+    with pytest.raises(ReproducibleBlockValueError, match="no state of its own"):
+        seed_worker.__setstate__(None)  # type: ignore[attr-defined]

@@ -235,7 +235,7 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     if owns_process_group():
         value, origin, seeds = _agree_with_peers(seed, deterministic)
         if global_rank() == 0:
-            if len(set(seeds)) > 1:  # pragma: no cover - spawned ranks (test_distributed.py)
+            if len(set(seeds)) > 1:
                 warn_at_user_line(_different_seeds(seeds))
             if origin != "given":
                 _log_chosen(value, origin, len(seeds))

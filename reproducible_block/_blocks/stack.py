@@ -137,7 +137,7 @@ def _thread_name(ident: int) -> str:
     for thread in threading.enumerate():
         if thread.ident == ident:
             return repr(thread.name)
-    return f"ident {ident}"  # pragma: no cover - the thread ended while we looked
+    return f"ident {ident}"  # the thread ended while we looked
 
 
 def _timed_out(owner: object) -> BlockUsageError:

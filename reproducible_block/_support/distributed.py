@@ -176,9 +176,9 @@ def all_gather_objects(value: Any) -> list[Any]:
     if not is_distributed():
         return [value]
     # Runs in the ranks that tests/test_distributed_rng_state.py spawns.
-    gathered: list[Any] = [None] * dist.get_world_size()  # pragma: no cover - spawned ranks
-    dist.all_gather_object(gathered, value)  # pragma: no cover - spawned ranks
-    return gathered  # pragma: no cover - spawned ranks
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def raise_if_refused(action: str, reports: Sequence[object]) -> None:
