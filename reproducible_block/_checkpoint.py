@@ -275,7 +275,7 @@ def _plan(states: object, on_world_size_change: object) -> _Plan:
     return plan
 
 
-def _tell_peers(failure: Exception | None) -> None:  # pragma: no cover - spawned ranks
+def _tell_peers(failure: Exception | None) -> None:
     """Share whether this rank refused; raise if another did (a collective under distributed)."""
     if not is_distributed():
         return
@@ -324,7 +324,8 @@ def load_rng_state(
         # it is installed, and a rank that installed must undo it if another rank refused.
         try:
             plan = _plan(states, on_world_size_change)
-            saved = _stack.install_all(plan.sources, plan.states, portable=plan.portable)
+            install = _stack.install_portable if plan.portable else _stack.install
+            saved = _stack.apply_all(plan.sources, install, plan.states)
         except Exception as error:  # every rank must reach the collective, whatever went wrong
             _tell_peers(error)
             raise

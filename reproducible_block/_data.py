@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from reproducible_block._blocks import stack as _stack
-from reproducible_block._blocks.block import derivation_tail, validate_and_encode
-from reproducible_block._fast import views as _memory
+from reproducible_block._blocks.states import derivation_tail, validate_and_encode
 from reproducible_block._sources.registry import registry
 from reproducible_block._sources.torch_random import torch_cpu_state
 from reproducible_block._streams import other_seeders as _other_seeders
@@ -39,7 +38,7 @@ from reproducible_block._streams.derivation import (
 )
 from reproducible_block._streams.keys import BlockKey
 from reproducible_block._streams.root import seed_from_environment, validate_seed
-from reproducible_block._support.checks import check_bool
+from reproducible_block._support.checks import check_bool, check_int
 from reproducible_block._support.distributed import check_per_rank, process_rank
 from reproducible_block._support.errors import (
     ReproducibleBlockTypeError,
@@ -55,17 +54,11 @@ _WORKER_SLOTS = ("random", "numpy", "torch")
 
 
 def _check_worker_id(worker_id: object) -> int:
-    if isinstance(worker_id, (bool, np.bool_)) or not isinstance(worker_id, (int, np.integer)):
-        raise ReproducibleBlockTypeError(
-            f"worker_id must be the int a DataLoader passes to worker_init_fn; got "
-            f"{type(worker_id).__name__} {worker_id!r}. Pass worker_init_fn=seed_worker."
-        )
-    if worker_id < 0:
-        raise ReproducibleBlockValueError(
-            f"worker_id must be a non-negative int (a DataLoader numbers its workers from 0); got "
-            f"{worker_id}. Pass worker_init_fn=seed_worker and let the DataLoader call it."
-        )
-    return int(worker_id)
+    return check_int(
+        worker_id, "worker_id", 0,
+        advice="A DataLoader numbers its workers from 0 and passes the id to worker_init_fn: pass "
+        "worker_init_fn=seed_worker and let the DataLoader call it.",
+    )
 
 
 def _seed_worker_globals(worker_id: int, rank: int) -> None:
@@ -75,20 +68,19 @@ def _seed_worker_globals(worker_id: int, rank: int) -> None:
     ``base_seed`` comes from the loader's generator, so the streams repeat between runs.
     """
     bits = worker_bits(torch.initial_seed() - worker_id, worker_id, rank)
-    with _stack.held("seed_worker()"), _memory.switching:
-        for source in registry.builtin():
-            if source.slot in _WORKER_SLOTS:
-                source.restore(source.from_bits(slot(bits, source.slot)))
+    sources, states = [], []
+    for source in registry.builtin():
+        if source.slot is not None and source.slot in _WORKER_SLOTS:
+            sources.append(source)
+            states.append(source.from_bits(slot(bits, source.slot)))
+    with _stack.held("seed_worker()"):
+        _stack.apply_all(sources, _stack.install, states)  # all or nothing
         _other_seeders.settle()
 
 
 def _check_rank(rank: object) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-        raise ReproducibleBlockValueError(
-            f"a pickled worker_init_fn holds the rank {rank!r}; expected a non-negative int. "
-            "Pickle only what reproducible_block itself wrote."
-        )
-    return rank
+    return check_int(rank, "the rank a pickled worker_init_fn holds", 0,
+                     advice="Pickle only what reproducible_block itself wrote.", read=True)
 
 
 class _SeedWorker:
@@ -113,7 +105,7 @@ class _SeedWorker:
     def __deepcopy__(self, memo: dict[int, Any]) -> _SeedWorker:
         return self
 
-    def __setstate__(self, state: object) -> None:  # pragma: no cover - not produced by pickle
+    def __setstate__(self, state: object) -> None:  # not produced by pickle
         raise ReproducibleBlockValueError("seed_worker carries no state of its own.")
 
     def __repr__(self) -> str:

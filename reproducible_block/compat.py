@@ -59,10 +59,9 @@ from reproducible_block._blocks.seeding import set_seed
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import other_seeders as _other_seeders
 from reproducible_block._streams import root as _root
-from reproducible_block._support.checks import check_bool, describe
+from reproducible_block._support.checks import check_bool, check_int, describe
 from reproducible_block._support.errors import (
     ReproducibleBlockTypeError,
-    ReproducibleBlockValueError,
 )
 
 __all__ = ["Reproducible_Block"]
@@ -91,6 +90,8 @@ def _reference_of_seed(seed: int) -> RandomState:
 
 
 _STATE_KEYS = ("py", "np", "torch")
+#: The source that holds each part of a state, by its slot.
+_STATE_SLOTS = {"py": "random", "np": "numpy", "torch": "torch"}
 
 
 def _capture(state: object, action: str) -> None:
@@ -138,18 +139,10 @@ class Reproducible_Block(metaclass=_CompatMeta):
                 "Reproducible_Block needs block_seed, e.g. Reproducible_Block(block_seed=42) or "
                 "@Reproducible_Block(block_seed=42)."
             )
-        if isinstance(block_seed, (bool, np.bool_)) or not isinstance(
-            block_seed, (int, np.integer)
-        ):
-            raise ReproducibleBlockTypeError(
-                f"block_seed must be a non-negative int; got {type(block_seed).__name__} "
-                f"{block_seed!r}. For str or tuple keys use reproducible_block.ReproducibleBlock."
-            )
-        if block_seed < 0:
-            raise ReproducibleBlockValueError(
-                f"block_seed must be a non-negative int; got {block_seed}."
-            )
-        self.block_seed = int(block_seed)
+        self.block_seed = check_int(
+            block_seed, "block_seed", 0,
+            advice="For str or tuple keys use reproducible_block.ReproducibleBlock.",
+        )
         self.reset_state_after = check_bool(reset_state_after, "reset_state_after")
         #: The state found at the last entry, restored on exit with ``reset_state_after``.
         self.initial_state: RandomState | None = None
@@ -173,15 +166,18 @@ class Reproducible_Block(metaclass=_CompatMeta):
 
     @classmethod
     def reset_to_reference_state(cls) -> None:
-        """Put Python, NumPy, torch and CUDA back in the reference state (0.0.1's method)."""
+        """Put Python, NumPy, torch and CUDA back in the reference state (0.0.1's method).
+
+        All or nothing: if a generator refuses, every generator gets its state back.
+        """
         with _stack.held("Reproducible_Block.reset_to_reference_state()"):
             seed = _root.current_seed("Reproducible_Block.reset_to_reference_state()")
             captured = _captured_reference()
             if captured is not None:
                 cls.set_random_state(captured)
                 return
-            for source in registry.builtin():
-                source.seed(seed)
+            sources = registry.builtin()
+            _stack.apply_all(sources, _stack.seed, [seed] * len(sources))
             if not _stack.open_count():
                 _other_seeders.settle()
 
@@ -199,14 +195,20 @@ class Reproducible_Block(metaclass=_CompatMeta):
 
     @classmethod
     def set_random_state(cls, state: RandomState) -> None:
-        """Install a state from :meth:`get_random_state` (0.0.1's method)."""
-        random.setstate(state["py"])
-        np.random.set_state(state["np"])
-        torch.set_rng_state(state["torch"])
-        if "torch_cuda" in state:  # pragma: no cover - needs a GPU
-            torch.cuda.set_rng_state(state["torch_cuda"])
-        if not _stack.open_count():
-            _other_seeders.settle()
+        """Install a state from :meth:`get_random_state` (0.0.1's method); all or nothing."""
+        by_slot = {source.slot: source for source in registry.builtin()}
+        sources = [by_slot[slot] for slot in _STATE_SLOTS.values()]
+        values = [state[key] for key in _STATE_SLOTS]
+        with _stack.held("Reproducible_Block.set_random_state()"):
+            saved = _stack.apply_all(sources, _stack.install_portable, values)
+            if "torch_cuda" in state:  # pragma: no cover - needs a GPU
+                try:
+                    torch.cuda.set_rng_state(state["torch_cuda"])
+                except BaseException:
+                    _stack.restore_all(sources, saved)
+                    raise
+            if not _stack.open_count():
+                _other_seeders.settle()
 
     def __enter__(self) -> None:
         with _stack.held("entering a Reproducible_Block"):

@@ -65,11 +65,10 @@ def isolated_random_state() -> Iterator[None]:
         failure: BaseException | None = None
         with _stack.held("isolated_random_state()"):
             registry.restore_registered(registered)
-            for source, state in zip(sources, states, strict=True):
-                try:
-                    source.set_state(state)
-                except BaseException as error:
-                    failure = failure or error
+            try:  # every source is tried (restore_all), not all or nothing: a test's leftovers
+                _stack.restore_all(sources, states, _stack.install_portable)
+            except BaseException as error:
+                failure = error
             _root.replace_seed(root)
             _root.torch_seed = torch_seed
             _root.exported = own_export

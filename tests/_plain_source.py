@@ -57,3 +57,34 @@ class EqualitySource(GeneratorSource[int]):
 
     def from_bits(self, bits: bytes) -> int:
         return bits[0]
+
+
+class UnpluggedTorch(Unplugged):
+    """An :class:`Unplugged` that stands in for torch's global generator (its slot), for the
+    paths that change only the built-in generators: seed_worker, the compat reset."""
+
+    slot = "torch"
+
+
+def unplug_torch(monkeypatch: Any) -> UnpluggedTorch:
+    """Make an unplugged :class:`UnpluggedTorch` the last built-in source, after Python's
+    ``random`` and NumPy's global (which are then changed before it fails)."""
+    from reproducible_block._sources.registry import registry
+
+    python, numpy = registry.builtin()[:2]
+    failing = UnpluggedTorch()
+    failing.plugged = False
+    monkeypatch.setattr(registry, "_builtin", (python, numpy, failing))
+    return failing
+
+
+def global_states() -> bytes:
+    """Python's ``random``, NumPy's global and torch's CPU generator, as comparable bytes."""
+    import pickle
+    import random
+
+    import numpy as np
+    import torch
+
+    return pickle.dumps((random.getstate(), np.random.get_state(legacy=False),
+                         torch.get_rng_state().tolist()))

@@ -20,6 +20,7 @@ import torch
 
 import reproducible_block as rb
 from reproducible_block import Reproducible_Block, ReproducibleBlock
+from tests._plain_source import global_states, unplug_torch
 
 
 class Oracle:
@@ -271,3 +272,36 @@ def test_assigning_another_value_as_reference_state_is_refused(state: object) ->
     reference = Reproducible_Block.reference_state
     assert reference is not None
     assert torch.equal(reference["torch"], torch.Generator().manual_seed(3).get_state())
+
+
+def test_the_reset_to_the_reference_state_is_all_or_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Reproducible_Block.set_seed(3)
+    random.random()
+    np.random.rand()
+    unplug_torch(monkeypatch)  # fails after Python's random and NumPy's global are reset
+    before = global_states()
+    with pytest.raises(OSError, match="unplugged"):
+        Reproducible_Block.reset_to_reference_state()
+    assert global_states() == before
+    with pytest.raises(OSError, match="unplugged"), Reproducible_Block(block_seed=2):
+        pass
+    assert global_states() == before
+
+
+def test_setting_a_random_state_is_all_or_nothing() -> None:
+    Reproducible_Block.set_seed(3)
+    state = Reproducible_Block.get_random_state()
+    torch.rand(2)
+    random.random()
+    np.random.rand()
+    before = global_states()
+    broken = {**state, "torch": torch.zeros(3, dtype=torch.uint8)}  # refused by torch, last
+    with pytest.raises(RuntimeError):
+        Reproducible_Block.set_random_state(broken)
+    assert global_states() == before
+    Reproducible_Block.reference_state = broken
+    with pytest.raises(RuntimeError), Reproducible_Block(block_seed=1):
+        pass
+    assert global_states() == before

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reproducible_block import ReproducibleBlock, set_seed
-from reproducible_block._blocks.block import CACHE_SIZE, cached_states, clear_cache
+from reproducible_block._blocks.states import CACHE_SIZE, cached_states, clear_cache
 from reproducible_block._sources.numpy_random import NumpyGlobalSource
 from reproducible_block._sources.python_random import PythonRandomSource
 from reproducible_block._sources.registry import registry

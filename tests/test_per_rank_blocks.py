@@ -136,3 +136,34 @@ def test_a_group_needs_its_process_group(tmp_path: Path, single_rank_group: None
                                 world_size=1, timeout=timedelta(seconds=60))
     with pytest.raises(ReproducibleBlockValueError, match="gives no rank of this process"):
         draw(block)
+
+
+@pytest.mark.parametrize(("variable", "expected"),
+                         [(None, None), ("2", 2), ("", None), ("-1", None), ("x", None),
+                          ("²", None)])
+def test_the_launchers_rank_is_read_one_way(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None, expected: int | None
+) -> None:
+    # RANK alone (torchrun also sets WORLD_SIZE, other launchers may not): the streams, worker
+    # seeding and the ledger's file names all read it through launcher_rank().
+    from reproducible_block._support.distributed import known_rank, launcher_rank, process_rank
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if variable is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", variable)
+    assert launcher_rank() == known_rank() == expected
+    assert process_rank() == (expected or 0)
+
+
+def test_collectives_run_on_a_group_of_one(single_rank_group: None) -> None:
+    from reproducible_block import get_rng_state, load_rng_state
+    from reproducible_block._support.distributed import all_gather_objects
+
+    assert all_gather_objects("mine") == ["mine"]
+    set_seed(3)
+    states = get_rng_state()
+    first = torch.rand(2)
+    load_rng_state(states)  # checked, installed, then agreed on with the (one) peer
+    assert torch.equal(first, torch.rand(2))

@@ -296,3 +296,16 @@ def test_the_different_seeds_warning_names_the_ranks() -> None:
     assert "rank 8" not in message
     assert "... (12 ranks)" in message
     assert "per_rank=True" in message
+
+
+def test_rank_0_warns_when_the_ranks_end_up_with_different_seeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The collective itself runs in spawned ranks (test_distributed.py); here its outcome.
+    from reproducible_block._blocks import seeding
+
+    monkeypatch.setattr(seeding, "owns_process_group", lambda: True)
+    monkeypatch.setattr(seeding, "_agree_with_peers",
+                        lambda seed, deterministic: (seed, "given", [seed, seed + 1]))
+    with pytest.warns(UserWarning, match=r"different seeds \(rank 0: 5, rank 1: 6\)"):
+        assert set_seed(5) == 5

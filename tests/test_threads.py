@@ -23,8 +23,8 @@ from reproducible_block import (
     set_seed,
     torch_generator,
 )
-from reproducible_block._blocks import block as _block
 from reproducible_block._blocks import stack as _stack
+from reproducible_block._blocks import states as _states
 from reproducible_block._blocks.stack import WAIT_TIMEOUT_VARIABLE, get_block_wait_timeout
 
 THREADS, BLOCKS = 8, 100
@@ -244,8 +244,8 @@ def test_threads_deriving_fresh_keys_at_once_get_the_single_threaded_streams(way
     for key in (key for per_thread in keys for key in per_thread):
         with ReproducibleBlock(key):
             expected[key] = torch.rand(2).tolist()
-    _block.clear_cache()
-    _block._plain_keys.clear()
+    _states.clear_cache()
+    _states.plain_keys.clear()
 
     results: dict[object, list[float]] = {}
     errors: list[BaseException] = []
@@ -275,4 +275,8 @@ def test_threads_deriving_fresh_keys_at_once_get_the_single_threaded_streams(way
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert results == expected
-    assert _block.cached_states() <= _block.CACHE_SIZE
+    assert _states.cached_states() <= _states.CACHE_SIZE
+
+
+def test_a_thread_that_ended_is_named_by_its_ident() -> None:
+    assert _stack._thread_name(-1) == "ident -1"

@@ -35,6 +35,7 @@ from reproducible_block import (
 )
 from reproducible_block._streams import root as _root
 from reproducible_block.compat import Reproducible_Block
+from tests._plain_source import global_states, unplug_torch
 from tests._worker_datasets import LENGTH, AugmentedSamples, InitialSeeds, Row, unbatch
 
 ROOT_SEED = 1234
@@ -416,3 +417,24 @@ def test_worker_initial_seeds_fit_pytorch_convention_and_collate(way: str) -> No
     assert len(set(flat)) == 6  # one seed per worker and epoch, all different
     with ReproducibleBlock("inside"):  # a block's torch seed follows the convention too
         assert 0 <= torch.initial_seed() < 2**63
+
+
+@pytest.mark.parametrize("make_init", [lambda: seed_worker, WorkerInit], ids=["seed_worker",
+                                                                           "WorkerInit"])
+def test_worker_seeding_is_all_or_nothing(
+    monkeypatch: pytest.MonkeyPatch, make_init: Callable[[], Callable[[int], None]]
+) -> None:
+    set_seed(ROOT_SEED)
+    init = make_init()
+    random.random()
+    np.random.rand()
+    unplug_torch(monkeypatch)  # fails after Python's random and NumPy's global are seeded
+    before = global_states()
+    with pytest.raises(OSError, match="unplugged"):
+        init(0)
+    assert global_states() == before
+
+
+def test_seed_worker_carries_no_state_of_its_own() -> None:
+    with pytest.raises(ReproducibleBlockValueError, match="no state of its own"):
+        seed_worker.__setstate__(None)  # type: ignore[attr-defined]

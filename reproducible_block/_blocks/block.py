@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from torch.utils.data import get_worker_info
 
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.decorator import decorate
 from reproducible_block._blocks.key_from import check_key_from
-from reproducible_block._sources.registry import Selection, check_sources, registry
-from reproducible_block._streams import root as _root
-from reproducible_block._streams.derivation import (
-    block_tail,
-    encode_key,
-    source_bits,
+from reproducible_block._blocks.states import (
+    block_states,
+    checked_source_names,
+    clear_cache,
+    derivation_tail,
+    derive_states,
+    validate_and_encode,
 )
-from reproducible_block._streams.keys import BlockKey, validate_key
+from reproducible_block._blocks.states import derived as _cache  # read on the hot path
+from reproducible_block._blocks.states import plain_keys as _plain_keys  # hot path too
+from reproducible_block._sources.registry import Selection, registry
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.keys import BlockKey
 from reproducible_block._support.checks import check_bool
-from reproducible_block._support.distributed import check_per_rank, folded_rank
+from reproducible_block._support.distributed import check_per_rank
 from reproducible_block._support.errors import (
     BlockUsageError,
     ReproducibleBlockTypeError,
@@ -29,119 +30,17 @@ from reproducible_block._support.errors import (
 from reproducible_block._support.transforms import (
     dynamo_callback,
     is_dynamo_compiling,
-    outside_functorch,
 )
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = [
-    "CACHE_SIZE",
-    "ReproducibleBlock",
-    "cached_states",
-    "clear_cache",
-    "derivation_tail",
-    "derive_states",
-    "validate_and_encode",
-]
+__all__ = ["ReproducibleBlock"]
+
+# The caches live in states. _plain_keys and clear_cache, imported above, are also reached
+# through this module: tests/test_golden_streams.py clears them here, and it is never edited.
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Plain str and int keys, validated and encoded (only exact types: True == 1, and a bool must
-# never hit the entry of 1). Bounded.
-_plain_keys: dict[object, tuple[BlockKey, bytes]] = {}
-_PLAIN_KEYS_SIZE = 4096
-
-
-def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
-    """``validate_key`` then ``encode_key``, remembered for plain str and int keys."""
-    kind = type(key)
-    if kind is str or kind is int:
-        found = _plain_keys.get(key if kind is str else (key,))
-        if found is not None:
-            return found
-    checked = validate_key(key)
-    result = (checked, encode_key(checked))
-    if kind is str or kind is int:
-        if len(_plain_keys) >= _PLAIN_KEYS_SIZE:
-            _plain_keys.clear()
-        _plain_keys[key if kind is str else (key,)] = result
-    return result
-
-
-# sources= tuples already checked (a few distinct ones per program).
-_checked_sources: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def _remember_sources(names: tuple[str, ...]) -> tuple[str, ...]:
-    if len(_checked_sources) < 256:
-        _checked_sources[names] = names
-    return names
-
-
-# Derived states are pure functions of (root seed, folds and key, sources), so a block entered
-# again with the same key reuses them. The cache is bounded: per-sample keys never make it grow
-# past this; the oldest entries go first.
-# Reads (a block's hot path) take no lock; what changes the cache (adding, evicting,
-# clearing) holds _cache_lock, since threads deriving fresh keys at once would otherwise evict
-# the same entry twice.
-CACHE_SIZE = 256
-_cache: dict[tuple[int, bytes, Selection], list[Any]] = {}
-_cache_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
-    """A fresh lock in a forked child: another thread may have held this one at the fork."""
-    global _cache_lock
-    _cache_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
-    """The states a block installs: each source's ``from_bits`` of its derived 128 bits.
-
-    A pure function of (root seed, ``tail`` = folds and encoded key, the selected sources).
-    """
-    cache_key = (seed, tail, selection)
-    states = _cache.get(cache_key)
-    if states is not None:
-        return states
-    bits = source_bits(seed, tail, selection.derivation)
-    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
-        states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
-    if CACHE_SIZE > 0:
-        with _cache_lock:
-            while len(_cache) >= CACHE_SIZE:
-                del _cache[next(iter(_cache))]
-            _cache[cache_key] = states
-    return states
-
-
-def clear_cache() -> None:
-    """Forget every cached derived state (they are derived again on demand)."""
-    with _cache_lock:
-        _cache.clear()
-
-
-def cached_states() -> int:
-    """How many blocks' derived states are cached (bounded by ``CACHE_SIZE``)."""
-    return len(_cache)
-
-
-def derivation_tail(
-    key_bytes: bytes, per_rank: bool | ProcessGroup, per_worker: bool
-) -> bytes:
-    """The folds (the rank with ``per_rank``, the DataLoader worker id with ``per_worker``) and
-    the encoded key: what derivation reads after the root seed, for blocks and loader
-    generators alike."""
-    rank = folded_rank(per_rank) if per_rank is not False else None
-    worker = None
-    if per_worker:
-        info = get_worker_info()
-        worker = 0 if info is None else info.id
-    return block_tail(key_bytes, rank, worker)
 
 
 class ReproducibleBlock:
@@ -250,18 +149,7 @@ class ReproducibleBlock:
             else:
                 found_key = validate_and_encode(block_seed)
         self._key, self._key_bytes = found_key
-        if sources is None:
-            self._source_names = None
-        else:
-            try:
-                found = _checked_sources.get(sources) if type(sources) is tuple else None
-            except TypeError:  # an unhashable item: check_sources says what is wrong
-                found = None
-            if found is None:
-                found = check_sources(sources)
-                if type(sources) is tuple and found == sources:
-                    _remember_sources(found)
-            self._source_names = found
+        self._source_names = checked_source_names(sources)
         if enabled is not True and enabled is not False:
             check_bool(enabled, "enabled")
         if per_rank is not False and per_rank is not True:
@@ -344,28 +232,12 @@ class ReproducibleBlock:
             "function."
         )
 
-    def _tail(self) -> bytes:
-        """The folds (rank, worker id) and the encoded key: what derivation reads after the
-        root seed."""
-        if not (self._per_rank or self._per_worker):
-            return self._key_bytes
-        return derivation_tail(self._key_bytes, self._per_rank, self._per_worker)
-
     def _states(self) -> tuple[Selection, list[Any]]:
         """The sources the block manages and the states to install (derived if not cached)."""
         if self._key_from is not None:
             raise self._refuse_key_from("entered with `with`")
-        seed = _root.seed
-        if seed is None:
-            seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
-        selection = registry.selections.get(self._source_names)
-        if selection is None:
-            selection = registry.select(self._source_names)
-        tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
-        states = _cache.get((seed, tail, selection))
-        if states is None:
-            states = derive_states(seed, tail, selection)
-        return selection, states
+        return block_states(self._key_bytes, self._source_names, self._per_rank,
+                            self._per_worker)
 
     def _open(self) -> _stack.Frame:
         """Switch to the block's stream; :func:`_stack.leave` switches back."""
@@ -379,7 +251,8 @@ class ReproducibleBlock:
 
                 hidden_call(self._enter_eagerly)
                 return self
-            # _open() with _states() inlined (keep them alike): the hot path of every block.
+            # _open() with _states() inlined (keep them alike with states.block_states): the hot
+            # path of every block, the `make bench` row "repeated key".
             if self._key_from is not None:
                 raise self._refuse_key_from("entered with `with`")
             seed = _root.seed
@@ -388,7 +261,9 @@ class ReproducibleBlock:
             selection = registry.selections.get(self._source_names)
             if selection is None:
                 selection = registry.select(self._source_names)
-            tail = self._key_bytes if not (self._per_rank or self._per_worker) else self._tail()
+            tail = self._key_bytes
+            if self._per_rank or self._per_worker:
+                tail = derivation_tail(tail, self._per_rank, self._per_worker)
             states = _cache.get((seed, tail, selection))
             if states is None:
                 states = derive_states(seed, tail, selection)

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from reproducible_block._blocks import stack as _stack
-from reproducible_block._fast import views as _memory
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import check_name, make_source, registry
 from reproducible_block._streams import other_seeders as _other_seeders
@@ -68,15 +67,7 @@ def seed_all_sources(seed: int) -> None:
     root stays as it was. The caller holds the block lock.
     """
     sources = registry.active()
-    saved: list[Any] = []
-    with _memory.switching:  # no fork mid-way (see _memory)
-        try:
-            for source in sources:
-                saved.append(source.save())
-                source.seed(seed)
-        except BaseException:
-            _stack.restore_all(sources, saved)
-            raise
+    _stack.apply_all(sources, _stack.seed, [seed] * len(sources))
     _root.replace_seed(seed)
     _other_seeders.settle()
 
@@ -244,7 +235,7 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     if owns_process_group():
         value, origin, seeds = _agree_with_peers(seed, deterministic)
         if global_rank() == 0:
-            if len(set(seeds)) > 1:  # pragma: no cover - spawned ranks (test_distributed.py)
+            if len(set(seeds)) > 1:
                 warn_at_user_line(_different_seeds(seeds))
             if origin != "given":
                 _log_chosen(value, origin, len(seeds))

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from reproducible_block._support.errors import (
-    NotSeededError,
-    ReproducibleBlockTypeError,
-    ReproducibleBlockValueError,
-)
+from reproducible_block._support.checks import check_int
+from reproducible_block._support.errors import NotSeededError, ReproducibleBlockValueError
 
 __all__ = [
     "MAX_SEED",
@@ -51,26 +46,20 @@ exported: int | None = None
 def validate_seed(value: object) -> int:
     """Return ``value`` as an int in ``[0, MAX_SEED]``, or raise a clear error.
 
+    >>> import numpy as np
     >>> validate_seed(np.uint8(7))
     7
     >>> validate_seed(1.0)
     Traceback (most recent call last):
     ...
-    reproducible_block.ReproducibleBlockTypeError: seed must be an int ...
+    reproducible_block.ReproducibleBlockTypeError: seed must be from 0 to MAX_SEED ...
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ReproducibleBlockTypeError(
-            f"seed must be an int (NumPy integers too) from 0 to MAX_SEED = {MAX_SEED}; got "
-            f"{type(value).__name__} {value!r}. Pass int(seed) if it holds a whole number, or "
-            "None to draw a fresh seed."
-        )
-    number = int(value)
-    if not 0 <= number <= MAX_SEED:
-        raise ReproducibleBlockValueError(
-            f"seed must be from 0 to MAX_SEED = {MAX_SEED} (2**32 - 1); got {number}. "
-            f"Use seed % (MAX_SEED + 1) to fold a larger number into range."
-        )
-    return number
+    return check_int(
+        value, "seed", 0, MAX_SEED,
+        "Pass int(seed) if it holds a whole number, seed % (MAX_SEED + 1) to fold a larger "
+        "number into range, or None to draw a fresh seed.",
+        allowed=f"from 0 to MAX_SEED = {MAX_SEED} (2**32 - 1), an int (NumPy integers too)",
+    )
 
 
 def seed_from_environment(what_to_do: str) -> int | None:

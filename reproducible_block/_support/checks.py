@@ -21,6 +21,7 @@ from reproducible_block._support.errors import (
 __all__ = [
     "MAX_WORD",
     "check_bool",
+    "check_int",
     "describe",
     "invalid",
     "read_fields",
@@ -73,6 +74,49 @@ def check_bool(value: object, name: str, meaning: str = "") -> bool:
     raise ReproducibleBlockTypeError(
         f"{name} must be True or False; got {describe(value)}." + (f" {meaning}" if meaning else "")
     )
+
+
+def check_int(
+    value: object,
+    name: str,
+    low: int = 0,
+    high: int | None = None,
+    advice: str = "",
+    *,
+    allowed: str | None = None,
+    read: bool = False,
+) -> int:
+    """``value`` as an int in ``[low, high]`` (``high`` None: no upper bound), else an error.
+
+    The one integer check of arguments: NumPy integers are ints, a bool (Python's or NumPy's)
+    is not. A wrong type is a :class:`ReproducibleBlockTypeError` (a
+    :class:`ReproducibleBlockValueError` with ``read``, for a value read back from a pickle or
+    the environment rather than passed), a number out of range a
+    :class:`ReproducibleBlockValueError`. The message says ``name`` must be ``allowed`` (by
+    default the range), what was given, then ``advice`` (a sentence: what to do).
+
+    >>> check_int(np.uint8(7), "seed", 0, 255)
+    7
+    >>> check_int(-1, "worker_id", advice="Let the DataLoader call it.")
+    Traceback (most recent call last):
+    ...
+    reproducible_block.ReproducibleBlockValueError: worker_id must be a non-negative int; got -1. Let the DataLoader call it.
+    """  # noqa: E501
+    if allowed is None:
+        if high is not None:
+            allowed = f"an int from {low} to {high}"
+        else:
+            allowed = "a non-negative int" if low == 0 else f"an int of at least {low}"
+    tail = f" {advice}" if advice else ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        error = ReproducibleBlockValueError if read else ReproducibleBlockTypeError
+        raise error(f"{name} must be {allowed}; got {type(value).__name__} {shown}.{tail}")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        raise ReproducibleBlockValueError(f"{name} must be {allowed}; got {number}.{tail}")
+    return number
 
 
 def invalid(where: str, value: object, expected: str) -> ReproducibleBlockValueError:

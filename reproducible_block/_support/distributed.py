@@ -28,6 +28,8 @@ __all__ = [
     "folded_rank",
     "global_rank",
     "is_distributed",
+    "known_rank",
+    "launcher_rank",
     "owns_process_group",
     "process_rank",
     "raise_if_refused",
@@ -71,6 +73,26 @@ def global_rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def launcher_rank() -> int | None:
+    """The rank a launcher gave this process in ``RANK`` (``torchrun`` and most launchers set
+    it), or None when it is unset or not a number: the one reading of the launcher's rank.
+
+    >>> os.environ["RANK"] = "3"
+    >>> launcher_rank()
+    3
+    >>> del os.environ["RANK"]
+    >>> launcher_rank() is None
+    True
+    """
+    text = os.environ.get("RANK", "")
+    return int(text) if text.isdecimal() else None
+
+
+def known_rank() -> int | None:
+    """The process group's rank, else the launcher's (:func:`launcher_rank`), else None."""
+    return int(dist.get_rank()) if is_distributed() else launcher_rank()
+
+
 def process_rank() -> int:
     """The global rank streams fold in: the process group's, else the launcher's ``RANK``.
 
@@ -78,10 +100,8 @@ def process_rank() -> int:
     the parent's, but they inherit the environment, where ``torchrun`` and most launchers set
     ``RANK``. Outside both, 0.
     """
-    if is_distributed():
-        return int(dist.get_rank())
-    text = os.environ.get("RANK", "")
-    return int(text) if text.isdecimal() else 0
+    rank = known_rank()
+    return 0 if rank is None else rank
 
 
 def check_per_rank(per_rank: object) -> bool | ProcessGroup:
@@ -156,9 +176,9 @@ def all_gather_objects(value: Any) -> list[Any]:
     if not is_distributed():
         return [value]
     # Runs in the ranks that tests/test_distributed_rng_state.py spawns.
-    gathered: list[Any] = [None] * dist.get_world_size()  # pragma: no cover - spawned ranks
-    dist.all_gather_object(gathered, value)  # pragma: no cover - spawned ranks
-    return gathered  # pragma: no cover - spawned ranks
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def raise_if_refused(action: str, reports: Sequence[object]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from reproducible_block._blocks import stack as _stack
+from reproducible_block._support.distributed import launcher_rank
 from reproducible_block._support.errors import ReproducibleBlockValueError
 from reproducible_block._support.transforms import dynamo_callback, is_dynamo_compiling
 from reproducible_block.diagnostics import _ledger, _processes
@@ -118,7 +119,7 @@ def _start_from_environment() -> None:
     if not path:
         return
     parent = _processes.parent_from_environment()
-    _processes.announce(_processes.launcher_rank())
+    _processes.announce(launcher_rank())
     set_recording(BlockLedger(path, from_environment=True, parent=parent))
 
 
@@ -137,7 +138,7 @@ def _after_fork_in_child() -> None:
         os.close(fd)
     if recording._from_environment:
         parent_rank = (recording._file_rank if recording.path is not None
-                       else _processes.launcher_rank())
+                       else launcher_rank())
         set_recording(BlockLedger(recording._requested, from_environment=True,
                                   parent=(os.getppid(), parent_rank), forked=True))
         _processes.announce(parent_rank)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import get_worker_info
 
-from reproducible_block._support.distributed import global_rank, is_distributed
+from reproducible_block._support.distributed import known_rank
 
 __all__ = [
     "PARENT_VARIABLE",
@@ -23,7 +23,6 @@ __all__ = [
     "file_rank",
     "in_loader_worker",
     "is_child",
-    "launcher_rank",
     "ledger_path",
     "open_new",
     "parent_from_environment",
@@ -36,17 +35,9 @@ PARENT_VARIABLE = "REPRODUCIBLE_BLOCK_LEDGER_PARENT"
 _MAX_NAME_TRIES = 100
 
 
-def launcher_rank() -> int | None:
-    """The rank a launcher (torchrun) gave this process in ``RANK``/``WORLD_SIZE``, if any."""
-    rank, size = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
-    if rank.isdigit() and size.isdigit():
-        return int(rank)
-    return None
-
-
 def file_rank() -> int | None:
     """The rank whose file this process writes: the group's, else the launcher's, else None."""
-    return global_rank() if is_distributed() else launcher_rank()
+    return known_rank()
 
 
 def parent_from_environment() -> tuple[int, int | None] | None:

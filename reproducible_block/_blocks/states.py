@@ -1,0 +1,170 @@
+"""What a block installs, remembered: keys validated and encoded, ``sources=`` checked, and the
+derived states (pure functions of root seed, folds and key, and the sources), each in a bounded
+cache so that a block entered again with the same key derives nothing.
+
+Reads (a block's hot path) take no lock; what changes the derived-state cache (adding,
+evicting, clearing) holds a lock, since threads deriving fresh keys at once would otherwise
+evict the same entry twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import get_worker_info
+
+from reproducible_block._sources.registry import Selection, check_sources, registry
+from reproducible_block._streams import root as _root
+from reproducible_block._streams.derivation import block_tail, encode_key, source_bits
+from reproducible_block._streams.keys import BlockKey, validate_key
+from reproducible_block._support.distributed import folded_rank
+from reproducible_block._support.transforms import outside_functorch
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = [
+    "CACHE_SIZE",
+    "block_states",
+    "cached_states",
+    "checked_source_names",
+    "clear_cache",
+    "derivation_tail",
+    "derive_states",
+    "derived",
+    "plain_keys",
+    "validate_and_encode",
+]
+
+#: Plain str and int keys, validated and encoded (only exact types: True == 1, and a bool must
+#: never hit the entry of 1). Bounded. Blocks read it directly on their hot path.
+plain_keys: dict[object, tuple[BlockKey, bytes]] = {}
+_PLAIN_KEYS_SIZE = 4096
+
+
+def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
+    """``validate_key`` then ``encode_key``, remembered for plain str and int keys.
+
+    >>> validate_and_encode(("epoch", 3))[0]
+    ('epoch', 3)
+    """
+    kind = type(key)
+    if kind is str or kind is int:
+        found = plain_keys.get(key if kind is str else (key,))
+        if found is not None:
+            return found
+    checked = validate_key(key)
+    result = (checked, encode_key(checked))
+    if kind is str or kind is int:
+        if len(plain_keys) >= _PLAIN_KEYS_SIZE:
+            plain_keys.clear()
+        plain_keys[key if kind is str else (key,)] = result
+    return result
+
+
+#: ``sources=`` tuples already checked (a few distinct ones per program).
+_checked_sources: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def checked_source_names(sources: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``check_sources(sources)``, remembered for tuples (at most 256 of them)."""
+    if sources is None:
+        return None
+    try:
+        found = _checked_sources.get(sources) if type(sources) is tuple else None
+    except TypeError:  # an unhashable item: check_sources says what is wrong
+        found = None
+    if found is None:
+        found = check_sources(sources)
+        if type(sources) is tuple and found == sources and len(_checked_sources) < 256:
+            _checked_sources[found] = found
+    return found
+
+
+#: How many blocks' derived states are kept: per-sample keys never make the cache grow past
+#: this; the oldest entries go first. 0 derives on every entry.
+CACHE_SIZE = 256
+#: The derived states, by (root seed, folds and encoded key, selection). Blocks read it
+#: directly on their hot path.
+derived: dict[tuple[int, bytes, Selection], list[Any]] = {}
+_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+    """A fresh lock in a forked child: another thread may have held this one at the fork."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
+    """The states a block installs: each source's ``from_bits`` of its derived 128 bits.
+
+    A pure function of (root seed, ``tail`` = folds and encoded key, the selected sources).
+    """
+    cache_key = (seed, tail, selection)
+    states = derived.get(cache_key)
+    if states is not None:
+        return states
+    bits = source_bits(seed, tail, selection.derivation)
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
+        states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
+    if CACHE_SIZE > 0:
+        with _lock:
+            while len(derived) >= CACHE_SIZE:
+                del derived[next(iter(derived))]
+            derived[cache_key] = states
+    return states
+
+
+def clear_cache() -> None:
+    """Forget every cached derived state (they are derived again on demand)."""
+    with _lock:
+        derived.clear()
+
+
+def cached_states() -> int:
+    """How many blocks' derived states are cached (bounded by ``CACHE_SIZE``)."""
+    return len(derived)
+
+
+def derivation_tail(
+    key_bytes: bytes, per_rank: bool | ProcessGroup, per_worker: bool
+) -> bytes:
+    """The folds (the rank with ``per_rank``, the DataLoader worker id with ``per_worker``) and
+    the encoded key: what derivation reads after the root seed, for blocks and loader
+    generators alike."""
+    rank = folded_rank(per_rank) if per_rank is not False else None
+    worker = None
+    if per_worker:
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+    return block_tail(key_bytes, rank, worker)
+
+
+def block_states(
+    key_bytes: bytes,
+    source_names: tuple[str, ...] | None,
+    per_rank: bool | ProcessGroup,
+    per_worker: bool,
+) -> tuple[Selection, list[Any]]:
+    """The sources a block with these options manages and the states it installs (derived if
+    not cached). ``ReproducibleBlock.__enter__`` inlines it: keep them alike."""
+    seed = _root.seed
+    if seed is None:
+        seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+    selection = registry.selections.get(source_names)
+    if selection is None:
+        selection = registry.select(source_names)
+    tail = key_bytes
+    if per_rank or per_worker:
+        tail = derivation_tail(key_bytes, per_rank, per_worker)
+    states = derived.get((seed, tail, selection))
+    if states is None:
+        states = derive_states(seed, tail, selection)
+    return selection, states
