@@ -29,6 +29,7 @@ PAGES = [*sorted(path.relative_to(ROOT).as_posix() for path in DOCS.rglob("*.md"
 PAGES_WITHOUT_CODE = {
     "docs/reference/compat.md",
     "docs/reference/deterministic.md",
+    "docs/reference/diagnostics.md",
     "docs/reference/index.md",
     "docs/reference/testing.md",
 }

@@ -1,9 +1,10 @@
 """After `mkdocs build`: every public name has an entry in the API reference.
 
 Reads the inventory mkdocstrings writes (``site/objects.inv``) and checks that each name in the
-``__all__`` of ``reproducible_block``, ``reproducible_block.compat`` and
-``reproducible_block.deterministic`` is documented where cross-references point to it. A name
-left out of the reference pages, or hidden by a rendering option, fails ``make docs``.
+``__all__`` of ``reproducible_block`` and of its public submodules (``compat``, ``deterministic``,
+``diagnostics``, ``testing``: ``PUBLIC_SUBMODULES``) is documented where cross-references point
+to it. A name left out of the reference pages, or hidden by a rendering option, fails
+``make docs``.
 """
 
 from __future__ import annotations

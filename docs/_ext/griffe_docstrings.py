@@ -8,8 +8,10 @@ cross-references and bare ``>>>`` examples. Before mkdocstrings parses them (Goo
 * each run of doctest lines (from a ``>>>`` line to the next blank line) becomes a fenced
   ``pycon`` block; without it Markdown would read ``>>>`` as nested block quotes.
 
-Every public name is documented once, in the module it is defined in among the public ones:
-``reproducible_block.compat``, ``reproducible_block.deterministic``, else the package root.
+Every public name is documented once, in the public module whose ``__all__`` lists it:
+``reproducible_block.compat``, ``reproducible_block.deterministic``,
+``reproducible_block.diagnostics`` or ``reproducible_block.testing``, else the package root
+(a name both a submodule and the root export keeps the submodule's entry).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import griffe
 
 PACKAGE = "reproducible_block"
-PUBLIC_SUBMODULES = ("compat", "deterministic", "testing")
+PUBLIC_SUBMODULES = ("compat", "deterministic", "diagnostics", "testing")
 ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|data|exc|mod|obj):`(~?)([\w.]+)`")
 DOCTEST_START = re.compile(r"^>>> |^>>>$")
 

@@ -204,9 +204,9 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
     ``None`` (no seed) takes the seed from the environment variable ``REPRODUCIBLE_BLOCK_SEED``
     (:data:`SEED_ENVIRONMENT_VARIABLE`) when a launcher or a parent process set it (a value
     that is not a seed raises); else, under an initialised ``torch.distributed`` process group,
-    rank 0 draws one for every rank; else it draws one with :func:`get_random_seed`. The seed is
-    logged at INFO on the ``reproducible_block`` logger (by rank 0 only, when the ranks share
-    it), so the run can be repeated.
+    rank 0 draws one for every rank; else it draws one from the operating system's entropy.
+    The seed is logged at INFO on the ``reproducible_block`` logger (by rank 0 only, when the
+    ranks share it), and returned, so the run can be repeated.
 
     Under an initialised process group ``set_seed`` is a collective, with or without a seed:
     call it on every rank (after ``init_process_group``; with NCCL, after

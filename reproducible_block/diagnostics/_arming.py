@@ -66,8 +66,8 @@ def record_blocks(
     reproducible_block diff`` can count what a block drew). ``watch`` maps names to values
     fingerprinted at every block exit: a tensor (its current values), an ``nn.Module`` (its
     ``state_dict()``) or a callable with no arguments (it must not draw random numbers).
-    Watching a large model at every exit is slow; :func:`ledger_note` (or the yielded ledger's
-    ``note``) records a value once, in the current block's record, e.g. the loss.
+    Watching a large model at every exit is slow; :func:`ledger_note` records a value once, in
+    the current block's record, e.g. the loss.
 
     The file is created (parent folders too) or truncated on entry, with a header line (format
     version, root seed, derivation scheme, library versions). Under an initialised

@@ -115,8 +115,8 @@ class BlockLedger:
     ``path`` is the file written (the requested path, with ``.rank{N}`` inserted under
     ``torch.distributed``, or ``.pid{PID}`` in a child of the process that records from
     ``REPRODUCIBLE_BLOCK_LEDGER``), None until it is opened; ``records`` counts the lines
-    written after the header. :meth:`note` adds a value's fingerprint to the record of the
-    innermost open block. It is a handle on a file this process writes: it cannot be copied or
+    written after the header. :func:`ledger_note` adds a value's fingerprint to the record of
+    the innermost open block. It is a handle on a file this process writes: it cannot be copied or
     pickled (pass ``path``).
     """
 
