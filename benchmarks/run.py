@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reproducible_block import ReproducibleBlock, set_seed
-from reproducible_block._blocks import block as _block
+from reproducible_block._blocks import states as _block
 from reproducible_block._sources.registry import registry
 from reproducible_block._sources.torch_random import CudaSource
 from reproducible_block.diagnostics import _ledger, record_blocks
