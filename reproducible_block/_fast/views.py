@@ -25,11 +25,15 @@ import threading
 
 from reproducible_block._support.warnings import warn_at_user_line
 
-__all__ = ["FREE_THREADED", "memory_view", "switching", "warn_fallback"]
+__all__ = ["ENABLED", "FREE_THREADED", "memory_view", "switching", "warn_fallback"]
+
+#: The one switch: whether the fast paths may be used at all. Read once from the environment
+#: (``REPRODUCIBLE_BLOCK_FAST_PATHS=0`` turns them off), then read at every use, as
+#: ``views.ENABLED`` (tests flip it through the ``public_api`` fixture).
+ENABLED = os.environ.get("REPRODUCIBLE_BLOCK_FAST_PATHS", "1") != "0"
 
 #: Whether this Python runs without the GIL (fast paths rely on it for atomic copies).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-
 
 
 def memory_view(address: int, size: int) -> memoryview:

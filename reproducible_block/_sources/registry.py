@@ -17,18 +17,14 @@ import numpy as np
 import torch
 
 from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.devices import AcceleratorSource, CudaSource
 from reproducible_block._sources.numpy_random import (
     NumpyGeneratorSource,
     NumpyGlobalSource,
     managed_global,
 )
 from reproducible_block._sources.python_random import PythonRandomSource
-from reproducible_block._sources.torch_random import (
-    AcceleratorSource,
-    CudaSource,
-    TorchDefaultSource,
-    TorchGeneratorSource,
-)
+from reproducible_block._sources.torch_random import TorchDefaultSource, TorchGeneratorSource
 from reproducible_block._support.checks import describe
 from reproducible_block._support.errors import (
     ReproducibleBlockTypeError,
@@ -37,6 +33,7 @@ from reproducible_block._support.errors import (
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MERSENNE_TWISTER_SLOTS",
     "Selection",
     "SourceRegistry",
     "check_name",
@@ -47,6 +44,13 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 256
+#: The built-in slots (and names) whose source declares ``mersenne_twister``: what the ledger
+#: replays. ``{"random", "numpy", "torch"}``.
+MERSENNE_TWISTER_SLOTS = frozenset(
+    kind.slot
+    for kind in (PythonRandomSource, NumpyGlobalSource, TorchDefaultSource, CudaSource)
+    if kind.mersenne_twister and kind.slot is not None
+)
 
 
 def _accelerator_source() -> GeneratorSource[Any] | None:

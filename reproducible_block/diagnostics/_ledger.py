@@ -40,6 +40,7 @@ from torch.utils.data import get_worker_info
 
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.registry import MERSENNE_TWISTER_SLOTS
 from reproducible_block._streams import root as _root
 from reproducible_block._streams.derivation import (
     DERIVATION_VERSION,
@@ -157,9 +158,7 @@ def _readers(sources: tuple[GeneratorSource[Any], ...]) -> _Readers:
         (
             json.dumps(source.name) + ":",
             source.save,
-            source.twister_state
-            if type(source).twister_state is not GeneratorSource.twister_state
-            else None,
+            source.twister_state if source.mersenne_twister else None,
             source,
         )
         for source in sources
@@ -196,7 +195,7 @@ def entry_state_images(
     return {
         name: mt_words(slot(bits, name)).astype("<u4").tobytes()
         for name in source_names
-        if name in ("random", "numpy", "torch")
+        if name in MERSENNE_TWISTER_SLOTS
     }
 
 
