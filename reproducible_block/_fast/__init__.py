@@ -1,4 +1,4 @@
-"""Raw-memory speed tricks, all behind one switch: ``REPRODUCIBLE_BLOCK_FAST_PATHS=0`` turns them off.
+"""Raw-memory speed tricks, behind one switch: ``REPRODUCIBLE_BLOCK_FAST_PATHS=0`` turns them off.
 
 Every trick here reads or writes a generator's private state directly, where the public API is
 slow: :mod:`.cpython_random` copies CPython's ``random`` C struct, :mod:`.numpy_legacy` NumPy's

@@ -164,8 +164,8 @@ class GeneratorSource(ABC, Generic[StateT]):
         third words as 8 little-endian bytes, which tell one 624-word key from the next, the
         position in the key, the rest of the state as bytes); None for other kinds of generator
         (the default), or when the state is not an MT19937's now. Read only for sources that
-        declare :attr:`mersenne_twister`. The block ledger records it cheaply at every block exit, so that the run
-        diff can count what a block drew by replaying its stream."""
+        declare :attr:`mersenne_twister`: the block ledger records it cheaply at every block
+        exit, so that the run diff can count what a block drew by replaying its stream."""
         return None
 
     # Checkpoints.

@@ -1,4 +1,4 @@
-"""torch's CPU generators as sources: the default generator and users' ``torch.Generator``\ s.
+"""torch's CPU generators as sources: the default generator and users' ``torch.Generator`` objects.
 
 The CUDA and other accelerator sources live in ``devices.py``.
 """
