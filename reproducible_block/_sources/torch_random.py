@@ -123,6 +123,7 @@ class TorchDefaultSource(TorchGeneratorSource):
     """torch's CPU default generator (``torch.rand``, ``nn.init``, dropout on the CPU...)."""
 
     slot = "torch"
+    mersenne_twister = True
 
     def __init__(self) -> None:
         super().__init__(torch.default_generator, "torch")
