@@ -215,3 +215,37 @@ def test_checking_the_records_layout_never_writes_the_record_torch_uses(
     assert source._queue.tracker is record  # checked, and used
     assert record.writes == writes
     assert source.get_state() == QueuedSeeds((("all", 5),))
+
+
+def test_a_queued_callback_without_a_seed_is_refused(cuda: CudaSource) -> None:
+    from reproducible_block import ReproducibleBlockValueError
+
+    set_seed(0)
+    TRACKER.manual_seed_all_cb = (lambda: None, ())  # a callback no seeding call of torch's queues
+    TRACKER.call_order = [None, TRACKER.manual_seed_all_cb]
+    with pytest.raises(ReproducibleBlockValueError, match="holds no seed"):
+        cuda.get_state()
+
+
+def test_a_torch_without_the_record_is_seeded_through_its_public_calls(
+    cuda: CudaSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reproducible_block._fast.cuda_queue import SeedQueue, queued_calls
+
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", None)
+    assert queued_calls() == ()
+    assert SeedQueue().tracker is None
+
+
+class _RefusingRecord(type(TRACKER)):  # type: ignore[misc]
+    """A record whose queueing works otherwise than torch's."""
+
+    def queue_seed_all(self, cb: Any, traceback: Any) -> None:
+        raise TypeError("queued differently")
+
+
+def test_a_record_that_queues_otherwise_is_not_swapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducible_block._fast.cuda_queue import SeedQueue
+
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", _RefusingRecord())
+    assert SeedQueue().tracker is None

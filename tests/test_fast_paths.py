@@ -382,3 +382,118 @@ def test_blocks_manage_the_random_state_numpys_functions_were_rebound_to(
         again = np.random.randn(3).tolist()
     assert first == again
     assert np.random.rand() == expected_outside.rand()  # the caller's stream did not move
+
+
+# Each fast path checks its layout against the public API and steps aside, warning once, when
+# the check fails (a CPython, NumPy or torch laid out otherwise): simulated here by a view of
+# zeros where the C state should be.
+
+
+@pytest.fixture
+def wrong_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every memory view reads zeros, as on an interpreter whose layout differs; the fallback
+    warnings are not yet given in this process."""
+    from reproducible_block._fast import views
+    from reproducible_block._support import warnings as _warnings
+
+    monkeypatch.setattr(views, "memory_view", lambda address, size: memoryview(bytearray(size)))
+    monkeypatch.setattr(_warnings, "_warned", {})
+
+
+def test_python_random_steps_aside_when_its_layout_differs(wrong_layout: None) -> None:
+    from reproducible_block._fast.cpython_random import RandomImage
+
+    with pytest.warns(RuntimeWarning, match="fast path for Python's random is off"):
+        image = RandomImage()
+    assert image.view() is None
+
+
+def test_numpy_steps_aside_when_its_layout_differs(wrong_layout: None) -> None:
+    from reproducible_block._fast.numpy_legacy import LegacyViews
+
+    with pytest.warns(RuntimeWarning, match="fast path for NumPy's global generator is off"):
+        legacy = LegacyViews()
+    assert legacy.save() is None
+
+
+def test_numpy_steps_aside_when_its_bit_generators_state_is_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reproducible_block._fast import views
+    from reproducible_block._fast.numpy_legacy import LegacyViews
+
+    legacy = LegacyViews()  # the Gaussian found where expected
+    monkeypatch.setattr(views, "memory_view", lambda address, size: memoryview(bytearray(size)))
+    assert not legacy._attach()  # the MT19937 state does not read as the public one
+    assert not legacy.usable()
+
+
+def test_the_expansion_steps_aside_when_pcg64s_layout_differs(wrong_layout: None) -> None:
+    from reproducible_block._fast.pcg64 import InPlaceExpansion
+
+    expansion = InPlaceExpansion(4, lambda bits: np.ones(4, dtype=np.uint64))
+    with fast_paths(True):
+        with pytest.warns(RuntimeWarning, match="deriving Mersenne Twister keys"):
+            assert expansion.outputs(bytes(16), 1) is None
+        assert expansion.outputs(bytes(16), 1) is None  # checked once: off from then on
+
+
+def test_torch_cpu_states_fall_back_to_manual_seed_when_the_layout_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reproducible_block._fast import torch_cpu
+    from reproducible_block._sources.torch_random import torch_cpu_state
+    from reproducible_block._support import warnings as _warnings
+
+    monkeypatch.setattr(_warnings, "_warned", {})
+    monkeypatch.setattr(torch_cpu, "_checked", False)  # put back with _layout afterwards
+    monkeypatch.setattr(torch_cpu, "_layout", None)
+    monkeypatch.setattr(torch_cpu, "STATE_BYTES", 1)  # no state is that long
+    with pytest.warns(RuntimeWarning, match="blocks seed it with manual_seed"):
+        state = torch_cpu_state(bytes(range(16)))
+    expected = torch.Generator()
+    expected.manual_seed(int.from_bytes(bytes(range(8)), "little"))
+    assert torch.equal(state, expected.get_state())
+
+
+def test_a_fork_waits_for_a_switch_then_goes_ahead_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from reproducible_block._fast import views
+
+    monkeypatch.setattr(views, "FORK_WAIT", 0.01)
+    held, done = threading.Event(), threading.Event()
+
+    def switch_that_never_ends() -> None:
+        with views.switching:
+            held.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=switch_that_never_ends)
+    thread.start()
+    try:
+        held.wait(30)
+        with caplog.at_level("WARNING", logger="reproducible_block"):
+            views._before_fork()
+            views._after_fork_in_parent()  # held nothing: releases nothing
+        assert "went ahead after waiting" in caplog.text
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_forked_child_gets_a_fresh_switching_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducible_block._fast import views
+
+    parents = views.switching
+    monkeypatch.setattr(views, "switching", parents)  # put back afterwards
+    views._before_fork()  # the parent holds it across the fork
+    try:
+        views._after_fork_in_child()
+        assert views.switching is not parents
+        assert not views._held_for_fork
+    finally:
+        monkeypatch.undo()
+        parents.release()  # what the parent's after-fork handler does

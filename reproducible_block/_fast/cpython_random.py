@@ -40,7 +40,7 @@ def _layout_checked() -> bool:
     probe = random.Random(0x5EED)
     view = views.memory_view(id(probe) + object.__basicsize__, IMAGE_BYTES)
     if bytes(view) != image_of(probe.getstate()):
-        return False  # pragma: no cover - only with a CPython whose layout differs
+        return False
     probe.random()
     return bytes(view) == image_of(probe.getstate())
 
@@ -63,7 +63,7 @@ class RandomImage:
 
     def __init__(self) -> None:
         self._layout = _layout_checked()
-        if not self._layout and not views.FREE_THREADED:  # pragma: no cover - other layout
+        if not self._layout and not views.FREE_THREADED:
             views.warn_fallback("Python's random", "its C layout is not the expected one")
         # What the view points into, and the module's functions bound to it then: the view is
         # used only while random.random and random.getstate are still those.

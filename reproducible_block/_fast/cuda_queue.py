@@ -80,7 +80,7 @@ class Fields:
         for entry in self.order:
             if entry is not None:
                 seed = _queued_seed(entry[0])
-                if seed is None:  # pragma: no cover - a callback torch's own calls never queue
+                if seed is None:  # a callback torch's own calls never queue
                     raise ReproducibleBlockValueError(
                         f"the CUDA seeding queued in torch ({entry[0]!r}) holds no seed "
                         f"reproducible_block can read; call torch.cuda.init() before {before}."
@@ -111,7 +111,7 @@ def queued_calls() -> Calls:
     """The calls queued in the record torch uses now (empty without one), in the order they
     apply; what the public path reads too, as no public API reports it."""
     tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
-    if tracker is None:  # pragma: no cover - only with a torch without the record
+    if tracker is None:  # a torch without the record
         return ()
     return Fields(
         getattr(tracker, "manual_seed_all_cb", None), None, getattr(tracker, "call_order", ())
@@ -137,14 +137,14 @@ class SeedQueue:
             or self.lock is None
             or not all(hasattr(tracker, name) for name in fields)
         ):
-            return  # pragma: no cover - only with a torch without the record
+            return  # a torch without the record
         if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             return  # pragma: no cover - needs a GPU
         entry = (SeedAll(0xC0FFEE), ())
         try:
             scratch = type(tracker)()
             scratch.queue_seed_all(*entry)
-        except Exception:  # pragma: no cover - only with a torch whose record differs
+        except Exception:  # a torch whose record differs
             return
         if (
             all(hasattr(scratch, name) for name in fields)

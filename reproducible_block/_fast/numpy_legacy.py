@@ -55,7 +55,7 @@ def _gaussian_offsets() -> tuple[int, int] | None:
         or struct.unpack_from("=i", without, flag_at) != (0,)
         or struct.unpack_from("=d", without, gauss_at) != (-marker,)
     ):
-        return None  # pragma: no cover - only with a NumPy whose layout differs
+        return None
     return flag_at, gauss_at + 8
 
 
@@ -80,7 +80,7 @@ class LegacyViews:
         self._gauss: memoryview | None = None
         self._lock: Any = None
         self._offsets = None if views.FREE_THREADED else _gaussian_offsets()
-        if self._offsets is None and not views.FREE_THREADED:  # pragma: no cover - other layout
+        if self._offsets is None and not views.FREE_THREADED:
             views.warn_fallback("NumPy's global generator", "its layout is not the expected one")
         self._attach()
 
@@ -104,8 +104,8 @@ class LegacyViews:
         mt = views.memory_view(int(bit_generator.ctypes.state_address), MT_IMAGE_BYTES)
         expected = np.asarray(public["key"], dtype=np.uint32).tobytes()
         if bytes(mt) != expected + struct.pack("=i", int(public["pos"])):
-            self._mt = None  # pragma: no cover - only with a NumPy whose layout differs
-            return False  # pragma: no cover
+            self._mt = None
+            return False
         self._lock = bit_generator.lock
         self._mt = mt
         self._gauss = views.memory_view(id(managed) + offsets[0], offsets[1] - offsets[0])

@@ -77,7 +77,7 @@ class InPlaceExpansion:
             probe = bytes(range(1, _STATE_BYTES + 1))
             expander.state[:] = probe
             self.checked = bool((expander.random_raw(self.count) == self.reference(probe)).all())
-            if not self.checked:  # pragma: no cover - only with a NumPy whose layout differs
+            if not self.checked:
                 views.warn_fallback(
                     "deriving Mersenne Twister keys", "PCG64's layout is not the expected one"
                 )

@@ -51,7 +51,7 @@ def cpu_layout() -> tuple[bytes, bytes] | None:
         )
         _layout = (data[8:KEY_AT], data[KEY_AT + 8 * KEY_WORDS :]) if ok else None
         _checked = True
-        if not ok:  # pragma: no cover - only with a torch whose layout differs
+        if not ok:
             views.warn_fallback(
                 "torch's CPU generator",
                 "its state layout is not the expected one; blocks seed it with manual_seed, "

@@ -65,7 +65,7 @@ def _before_fork() -> None:
     """Hold the switching lock across the fork; past :data:`FORK_WAIT`, fork anyway (logged)."""
     global _held_for_fork
     _held_for_fork = switching.acquire(True, FORK_WAIT)
-    if not _held_for_fork:  # pragma: no cover - a switch that never ends (a hung source)
+    if not _held_for_fork:  # a switch that never ends (a hung source)
         logging.getLogger("reproducible_block").warning(
             "os.fork() went ahead after waiting %g s for another thread to finish switching "
             "the random generators; the child may find them half switched.", FORK_WAIT
@@ -79,7 +79,7 @@ def _after_fork_in_parent() -> None:
         switching.release()
 
 
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+def _after_fork_in_child() -> None:
     global switching, _held_for_fork
     _held_for_fork = False
     switching = threading.RLock()  # the parent's may be held by a thread the child lacks

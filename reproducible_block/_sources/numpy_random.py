@@ -216,7 +216,7 @@ def _to_plain(value: object, where: str) -> Any:
         return int(value)
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         return value
-    raise ReproducibleBlockTypeError(  # pragma: no cover - no NumPy bit generator holds one
+    raise ReproducibleBlockTypeError(  # no NumPy bit generator holds one
         f"get_rng_state() cannot save {where}: {type(value).__name__} {value!r} is not an int, "
         "float, str, dict or integer array. Please report the bit generator you registered."
     )

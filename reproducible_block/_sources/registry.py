@@ -61,7 +61,7 @@ def _accelerator_source() -> GeneratorSource[Any] | None:
     if accelerator is None or not accelerator.is_available():
         return None
     device = accelerator.current_accelerator()
-    if device is None:  # pragma: no cover - is_available() said there is one
+    if device is None:  # is_available() said there is one
         return None
     return AcceleratorSource(device.type)  # pragma: no cover - no such device here
 
@@ -219,7 +219,7 @@ def _same_generator(first: GeneratorSource[Any], second: GeneratorSource[Any]) -
 registry = SourceRegistry()
 
 
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+def _after_fork_in_child() -> None:
     """Give a forked child a fresh lock: another thread may have held this one at the fork,
     finding the built-in sources, and it would never be released in the child."""
     registry._lock = threading.Lock()

@@ -36,7 +36,7 @@ def torch_cpu_state(bits: bytes) -> torch.Tensor:
     (True, False)
     """
     layout = cpu_layout()
-    if layout is None:  # pragma: no cover - unknown layout
+    if layout is None:
         fallback = torch.Generator()
         fallback.manual_seed(philox_seed(bits) & _MAX_SEED)
         return fallback.get_state()
