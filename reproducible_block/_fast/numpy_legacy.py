@@ -124,25 +124,16 @@ class LegacyViews:
             return self._attach()
         return self._mt is not None
 
-    # The three below inline usable()'s checks for the usual case (nothing rebound): every
-    # block entry and exit comes here ("repeated key, all sources / fork_rng" in make bench).
-
     def save(self) -> tuple[bytes, bytes] | None:
         """The MT19937 image and the Gaussian's 16 bytes; None if the views may not be used."""
-        if not (views.ENABLED and np.random.set_state is self._set_state
-                and np.random.rand is self._rand
-                and self._global._bit_generator is self._bit_generator
-                and self._mt is not None) and not self.usable():
+        if not self.usable():
             return None
         with views.switching, self._lock:
             return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
 
     def restore(self, mt: bytes, gauss: bytes) -> bool:
         """Copy in what :meth:`save` returned; False (nothing done) if the views may not be used."""
-        if not (views.ENABLED and np.random.set_state is self._set_state
-                and np.random.rand is self._rand
-                and self._global._bit_generator is self._bit_generator
-                and self._mt is not None) and not self.usable():
+        if not self.usable():
             return False
         with views.switching, self._lock:
             self._mt[:] = mt  # type: ignore[index]
@@ -151,14 +142,11 @@ class LegacyViews:
 
     def swap(self, mt: bytes, gauss: bytes) -> tuple[bytes, bytes] | None:
         """:meth:`save` and :meth:`restore` under one check and one lock (a block's entry); None
-        (nothing done) if the views may not be used without re-attaching."""
-        if not (views.ENABLED and np.random.set_state is self._set_state
-                and np.random.rand is self._rand
-                and self._global._bit_generator is self._bit_generator
-                and self._mt is not None):
+        (nothing done) if the views may not be used."""
+        if not self.usable():
             return None
         with views.switching, self._lock:
             saved = bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
-            self._mt[:] = mt
+            self._mt[:] = mt  # type: ignore[index]
             self._gauss[:] = gauss  # type: ignore[index]
         return saved
