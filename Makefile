@@ -10,8 +10,8 @@ OLDEST_STAMP := $(OLDEST_VENV)/.installed-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
 INTEGRATIONS_STAMP := $(VENV)/.integrations-stamp
 
-.PHONY: demo test quick format lint typecheck unit optimized examples docs test-oldest dist-check \
-	bench fuzz clean
+.PHONY: demo test quick format lint typecheck unit unit-public optimized examples docs test-oldest \
+	dist-check bench fuzz clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ $(INTEGRATIONS_STAMP): requirements-integrations.txt $(STAMP)
 unit: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -m pytest -q --cov=reproducible_block --cov-branch \
 		--cov-report=term:skip-covered --cov-fail-under=95
+
+# The fast suite again with every raw-memory fast path off (reproducible_block/_fast): only the
+# public APIs, which must give the same streams (tests/test_golden_streams.py included).
+unit-public: $(STAMP) $(INTEGRATIONS_STAMP)
+	REPRODUCIBLE_BLOCK_FAST_PATHS=0 $(BIN)/python -m pytest -q --no-cov -m "not slow"
 
 # The suite again with assertions stripped: the library must not rely on assert. The slow tests
 # (other processes, long property runs) ran in `unit`; they add nothing here but minutes.
@@ -88,7 +93,7 @@ test-oldest: $(OLDEST_STAMP)
 dist-check: $(STAMP)
 	$(BIN)/python .ci/check_dist.py
 
-test: lint typecheck unit optimized examples docs test-oldest dist-check
+test: lint typecheck unit unit-public optimized examples docs test-oldest dist-check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from reproducible_block import ReproducibleBlock, set_seed
 from reproducible_block._blocks import states as _block
+from reproducible_block._sources.devices import CudaSource
 from reproducible_block._sources.registry import registry
-from reproducible_block._sources.torch_random import CudaSource
 from reproducible_block.diagnostics import _ledger, record_blocks
 
 ROUNDS = 15

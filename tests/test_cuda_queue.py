@@ -3,7 +3,8 @@
 torch queues ``manual_seed_all``/``manual_seed`` calls until CUDA initialises, also on a machine
 without CUDA, so the CUDA source's whole CPU side runs here: what it reads is torch's own record,
 what it writes is what torch would apply at initialisation. The source is added to the built-in
-sources for the test, as it is on a machine with a GPU.
+sources for the test, as it is on a machine with a GPU. Blocks swap the record directly with the
+fast paths on (``_fast.cuda_queue``) and through torch's public seeding with them off.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import pytest
 import torch
 
 from reproducible_block import ReproducibleBlock, get_rng_state, load_rng_state, set_seed
+from reproducible_block._sources.devices import CudaSource, QueuedSeeds
 from reproducible_block._sources.registry import registry
-from reproducible_block._sources.torch_random import CudaSource, QueuedSeeds
+
+from ._fast_switch import fast_paths
 
 TRACKER: Any = torch.cuda._lazy_seed_tracker  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fast_on() -> Iterator[None]:
+    """The fast paths on: the test checks the record is swapped directly."""
+    with fast_paths(True):
+        yield
 
 
 def tracker_fields() -> tuple[Any, Any, Any]:
@@ -60,13 +70,54 @@ def test_it_reads_what_torch_queued_not_what_it_wrote(cuda: CudaSource) -> None:
     "calls", [(), (("all", 5),), (("all", 5), ("current", 2**64 - 1)), (("current", 1), ("all", 2))]
 )
 def test_set_state_queues_what_get_state_reads(
-    cuda: CudaSource, calls: tuple[tuple[str, int], ...]
+    cuda: CudaSource, calls: tuple[tuple[str, int], ...], fast_on: None
 ) -> None:
     cuda.set_state(QueuedSeeds(calls))
     assert cuda.get_state() == QueuedSeeds(calls)
 
 
-def test_a_block_queues_its_seed_and_gives_torchs_record_back(cuda: CudaSource) -> None:
+def _at_cuda_start(calls: tuple[tuple[str, int], ...]) -> tuple[int, int]:
+    """The seeds CUDA's initialisation gives (every other device, the current one) for queued
+    ``calls``: each device's generator starts from torch's default seed."""
+    others = current = torch.Generator().initial_seed()
+    for kind, seed in calls:
+        current = seed
+        if kind == "all":
+            others = seed
+    return others, current
+
+
+@pytest.mark.parametrize(
+    "calls", [(), (("all", 5),), (("all", 5), ("current", 2**64 - 1)), (("current", 1), ("all", 2)),
+              (("current", 3),)]
+)
+def test_without_the_fast_paths_cuda_starts_in_the_same_states(
+    cuda: CudaSource, calls: tuple[tuple[str, int], ...]
+) -> None:
+    set_seed(0)
+    with fast_paths(False):
+        torch.cuda.manual_seed_all(11)  # something queued that the public calls cannot empty
+        cuda.set_state(QueuedSeeds(calls))
+        assert _at_cuda_start(cuda.get_state().calls) == _at_cuda_start(calls)
+        if any(kind == "all" for kind, _ in calls):
+            assert cuda.get_state() == QueuedSeeds(calls)  # read back as it was queued
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "public"])
+def test_a_block_leaves_the_same_cuda_start_with_either_path(cuda: CudaSource, fast: bool) -> None:
+    set_seed(0)
+    torch.cuda.manual_seed(4)
+    before = cuda.get_state()
+    with fast_paths(fast):
+        with ReproducibleBlock("gpu"):
+            inside = cuda.get_state()
+        assert _at_cuda_start(cuda.get_state().calls) == _at_cuda_start(before.calls)
+    assert _at_cuda_start(inside.calls)[0] not in (0, 4)
+
+
+def test_a_block_queues_its_seed_and_gives_torchs_record_back(
+    cuda: CudaSource, fast_on: None
+) -> None:
     set_seed(0)
     torch.cuda.manual_seed(4)
     before = tracker_fields()
@@ -164,3 +215,37 @@ def test_checking_the_records_layout_never_writes_the_record_torch_uses(
     assert source._queue.tracker is record  # checked, and used
     assert record.writes == writes
     assert source.get_state() == QueuedSeeds((("all", 5),))
+
+
+def test_a_queued_callback_without_a_seed_is_refused(cuda: CudaSource) -> None:
+    from reproducible_block import ReproducibleBlockValueError
+
+    set_seed(0)
+    TRACKER.manual_seed_all_cb = (lambda: None, ())  # a callback no seeding call of torch's queues
+    TRACKER.call_order = [None, TRACKER.manual_seed_all_cb]
+    with pytest.raises(ReproducibleBlockValueError, match="holds no seed"):
+        cuda.get_state()
+
+
+def test_a_torch_without_the_record_is_seeded_through_its_public_calls(
+    cuda: CudaSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reproducible_block._fast.cuda_queue import SeedQueue, queued_calls
+
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", None)
+    assert queued_calls() == ()
+    assert SeedQueue().tracker is None
+
+
+class _RefusingRecord(type(TRACKER)):  # type: ignore[misc]
+    """A record whose queueing works otherwise than torch's."""
+
+    def queue_seed_all(self, cb: Any, traceback: Any) -> None:
+        raise TypeError("queued differently")
+
+
+def test_a_record_that_queues_otherwise_is_not_swapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducible_block._fast.cuda_queue import SeedQueue
+
+    monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", _RefusingRecord())
+    assert SeedQueue().tracker is None

@@ -1,14 +1,13 @@
 """Fast paths copy C state directly; they must equal the public API, Gaussian caches included.
 
 Python ``random`` and NumPy's global generator are copied from their C structs, and Mersenne
-Twister keys are derived through a PCG64 whose state is written in place. Every test of a copy
-runs with the fast path and with the public ``getstate``/``get_state`` path.
+Twister keys are derived through a PCG64 whose state is written in place (``_fast``). Every test
+of a copy runs with the fast paths on and off (the one switch, ``REPRODUCIBLE_BLOCK_FAST_PATHS``).
 """
 
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,14 +24,16 @@ from reproducible_block._sources.python_random import PythonRandomSource
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import derivation as _derivation
 
+from ._fast_switch import fast_paths
+
 FAST_SOURCES = (PythonRandomSource, NumpyGlobalSource)
 
 
 @pytest.fixture(params=[True, False], ids=["fast", "public"])
-def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    for kind in FAST_SOURCES:
-        monkeypatch.setattr(kind, "fast_path", request.param)
-    return bool(request.param)
+def fast_path(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """The test twice: with the fast paths on, and with the public API only."""
+    with fast_paths(bool(request.param)):
+        yield bool(request.param)
 
 
 def _full_state() -> tuple[Any, ...]:
@@ -43,9 +44,26 @@ def _full_state() -> tuple[Any, ...]:
 @pytest.mark.parametrize("kind", FAST_SOURCES)
 def test_the_fast_paths_are_available_here(kind: type) -> None:
     (source,) = [source for source in registry.builtin() if isinstance(source, kind)]
-    saved = source.save()
-    assert type(saved[0]) is bytes  # a C image, not the public state
-    source.restore(saved)
+    with fast_paths(True):
+        saved = source.save()
+        assert type(saved[0]) is bytes  # a C image, not the public state
+        source.restore(saved)
+    with fast_paths(False):
+        assert type(source.save()[0]) is not bytes  # the public state
+
+
+@pytest.mark.slow
+def test_the_switch_is_read_from_the_environment() -> None:
+    import subprocess
+    import sys
+
+    code = "from reproducible_block._fast import views; print(views.ENABLED)"
+    for value, expected in (("0", "False"), ("1", "True"), ("", "True")):
+        env = {**__import__("os").environ, "REPRODUCIBLE_BLOCK_FAST_PATHS": value}
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert result.stdout.strip() == expected, result.stderr
 
 
 def test_the_fast_expansion_equals_the_public_one() -> None:
@@ -56,33 +74,44 @@ def test_the_fast_expansion_equals_the_public_one() -> None:
         )
 
 
-def test_streams_are_the_same_without_the_fast_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
-    set_seed(0)
-    with ReproducibleBlock(("x", 1)):
-        fast = (random.random(), np.random.rand(), torch.rand(2))
-    monkeypatch.setattr(_derivation, "_fast", False)
-    monkeypatch.setattr(_derivation, "_threads", threading.local())
+def test_streams_are_the_same_without_the_fast_paths() -> None:
+    draws = []
+    for enabled in (True, False):
+        with fast_paths(enabled):
+            clear_cache()
+            assert (_derivation._raw(bytes(16)) is None) is not enabled
+            set_seed(0)
+            with ReproducibleBlock(("x", 1)):
+                draws.append((random.random(), np.random.rand(), torch.rand(2)))
     clear_cache()
-    with ReproducibleBlock(("x", 1)):
-        public = (random.random(), np.random.rand(), torch.rand(2))
+    fast, public = draws
     assert fast[:2] == public[:2]
     assert torch.equal(fast[2], public[2])
 
 
-def test_a_caller_state_saved_by_one_path_is_restored_by_the_other(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_fast_expansion_follows_a_changed_increment(monkeypatch: pytest.MonkeyPatch) -> None:
+    bits = bytes(range(16))
+    before = _derivation.mt_words(bits).copy()
+    monkeypatch.setattr(_derivation, "PCG_INCREMENT", _derivation.PCG_INCREMENT + 2)
+    changed = _derivation.mt_words(bits)
+    with fast_paths(False):
+        assert np.array_equal(_derivation.mt_words(bits), changed)
+    assert not np.array_equal(before, changed)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["fast-then-public", "public-then-fast"])
+def test_a_caller_state_saved_by_one_path_is_restored_by_the_other(first: bool) -> None:
     set_seed(0)
     random.gauss(0, 1)
     np.random.randn()  # both leave a Gaussian cached
     expected = _full_state()
-    block = ReproducibleBlock("switch")
-    block.__enter__()
-    for kind in FAST_SOURCES:  # the fast path goes off while the block is open
-        monkeypatch.setattr(kind, "fast_path", False)
-    np.random.randn()
-    random.gauss(0, 1)
-    block.__exit__(None, None, None)
+    with fast_paths(first):
+        block = ReproducibleBlock("switch")
+        block.__enter__()
+    with fast_paths(not first):  # the switch flips while the block is open
+        np.random.randn()
+        random.gauss(0, 1)
+        block.__exit__(None, None, None)
     assert _full_state() == expected
 
 
@@ -161,16 +190,11 @@ def _run(program: list[Any], out: list[Any]) -> None:
 def test_fast_and_public_paths_give_the_same_draws_and_states(program: list[Any]) -> None:
     results = []
     for fast in (True, False):
-        for kind in FAST_SOURCES:
-            kind.fast_path = fast
-        try:
+        with fast_paths(fast):
             set_seed(0)
             out: list[Any] = []
             _run(program, out)
             results.append((out, _full_state()))
-        finally:
-            for kind in FAST_SOURCES:
-                kind.fast_path = True
     assert results[0] == results[1]
 
 
@@ -358,3 +382,118 @@ def test_blocks_manage_the_random_state_numpys_functions_were_rebound_to(
         again = np.random.randn(3).tolist()
     assert first == again
     assert np.random.rand() == expected_outside.rand()  # the caller's stream did not move
+
+
+# Each fast path checks its layout against the public API and steps aside, warning once, when
+# the check fails (a CPython, NumPy or torch laid out otherwise): simulated here by a view of
+# zeros where the C state should be.
+
+
+@pytest.fixture
+def wrong_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every memory view reads zeros, as on an interpreter whose layout differs; the fallback
+    warnings are not yet given in this process."""
+    from reproducible_block._fast import views
+    from reproducible_block._support import warnings as _warnings
+
+    monkeypatch.setattr(views, "memory_view", lambda address, size: memoryview(bytearray(size)))
+    monkeypatch.setattr(_warnings, "_warned", {})
+
+
+def test_python_random_steps_aside_when_its_layout_differs(wrong_layout: None) -> None:
+    from reproducible_block._fast.cpython_random import RandomImage
+
+    with pytest.warns(RuntimeWarning, match="fast path for Python's random is off"):
+        image = RandomImage()
+    assert image.view() is None
+
+
+def test_numpy_steps_aside_when_its_layout_differs(wrong_layout: None) -> None:
+    from reproducible_block._fast.numpy_legacy import LegacyViews
+
+    with pytest.warns(RuntimeWarning, match="fast path for NumPy's global generator is off"):
+        legacy = LegacyViews()
+    assert legacy.save() is None
+
+
+def test_numpy_steps_aside_when_its_bit_generators_state_is_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reproducible_block._fast import views
+    from reproducible_block._fast.numpy_legacy import LegacyViews
+
+    legacy = LegacyViews()  # the Gaussian found where expected
+    monkeypatch.setattr(views, "memory_view", lambda address, size: memoryview(bytearray(size)))
+    assert not legacy._attach()  # the MT19937 state does not read as the public one
+    assert not legacy.usable()
+
+
+def test_the_expansion_steps_aside_when_pcg64s_layout_differs(wrong_layout: None) -> None:
+    from reproducible_block._fast.pcg64 import InPlaceExpansion
+
+    expansion = InPlaceExpansion(4, lambda bits: np.ones(4, dtype=np.uint64))
+    with fast_paths(True):
+        with pytest.warns(RuntimeWarning, match="deriving Mersenne Twister keys"):
+            assert expansion.outputs(bytes(16), 1) is None
+        assert expansion.outputs(bytes(16), 1) is None  # checked once: off from then on
+
+
+def test_torch_cpu_states_fall_back_to_manual_seed_when_the_layout_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reproducible_block._fast import torch_cpu
+    from reproducible_block._sources.torch_random import torch_cpu_state
+    from reproducible_block._support import warnings as _warnings
+
+    monkeypatch.setattr(_warnings, "_warned", {})
+    monkeypatch.setattr(torch_cpu, "_checked", False)  # put back with _layout afterwards
+    monkeypatch.setattr(torch_cpu, "_layout", None)
+    monkeypatch.setattr(torch_cpu, "STATE_BYTES", 1)  # no state is that long
+    with pytest.warns(RuntimeWarning, match="blocks seed it with manual_seed"):
+        state = torch_cpu_state(bytes(range(16)))
+    expected = torch.Generator()
+    expected.manual_seed(int.from_bytes(bytes(range(8)), "little"))
+    assert torch.equal(state, expected.get_state())
+
+
+def test_a_fork_waits_for_a_switch_then_goes_ahead_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from reproducible_block._fast import views
+
+    monkeypatch.setattr(views, "FORK_WAIT", 0.01)
+    held, done = threading.Event(), threading.Event()
+
+    def switch_that_never_ends() -> None:
+        with views.switching:
+            held.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=switch_that_never_ends)
+    thread.start()
+    try:
+        held.wait(30)
+        with caplog.at_level("WARNING", logger="reproducible_block"):
+            views._before_fork()
+            views._after_fork_in_parent()  # held nothing: releases nothing
+        assert "went ahead after waiting" in caplog.text
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_forked_child_gets_a_fresh_switching_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducible_block._fast import views
+
+    parents = views.switching
+    monkeypatch.setattr(views, "switching", parents)  # put back afterwards
+    views._before_fork()  # the parent holds it across the fork
+    try:
+        views._after_fork_in_child()
+        assert views.switching is not parents
+        assert not views._held_for_fork
+    finally:
+        monkeypatch.undo()
+        parents.release()  # what the parent's after-fork handler does

@@ -428,8 +428,7 @@ def test_a_killed_run_leaves_a_readable_prefix(tmp_path: Path) -> None:
 def test_entries_are_the_same_without_the_fast_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reproducible_block._sources.numpy_random import NumpyGlobalSource
-    from reproducible_block._sources.python_random import PythonRandomSource
+    from reproducible_block._fast import views
 
     def program() -> None:
         for index in range(3):
@@ -438,8 +437,7 @@ def test_entries_are_the_same_without_the_fast_paths(
                 random.gauss(0, 1) if index % 2 else random.random()
 
     fast = _blocks(_recorded(tmp_path / "fast.jsonl", program))
-    monkeypatch.setattr(NumpyGlobalSource, "fast_path", False)
-    monkeypatch.setattr(PythonRandomSource, "fast_path", False)
+    monkeypatch.setattr(views, "ENABLED", False)
     public = _blocks(_recorded(tmp_path / "public.jsonl", program))
     for name in ("numpy", "random"):
         assert [r["state"][name] for r in fast] == [r["state"][name] for r in public]

@@ -214,3 +214,47 @@ def test_one_generator_registered_under_two_names_is_refused(
         register_generator(second, name="b")  # type: ignore[arg-type]
     assert registered_generators() == ("a",)
     assert_set_seed_is_the_recipe(6)
+
+
+def test_mersenne_twisters_are_declared_on_their_sources() -> None:
+    from reproducible_block._sources.numpy_random import NumpyGeneratorSource
+    from reproducible_block._sources.registry import MERSENNE_TWISTER_SLOTS
+    from reproducible_block._sources.torch_random import TorchGeneratorSource
+
+    assert sorted(MERSENNE_TWISTER_SLOTS) == ["numpy", "random", "torch"]
+    assert all(source.mersenne_twister for source in registry.builtin()[:3])
+    assert TorchGeneratorSource(torch.Generator(), "mine").mersenne_twister
+    assert not NumpyGeneratorSource(np.random.default_rng(), "mine").mersenne_twister
+
+
+def test_an_accelerator_that_reports_no_device_gets_no_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reproducible_block._sources import registry as _registry
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: None)
+    assert _registry._accelerator_source() is None
+
+
+def test_a_forked_child_gets_a_fresh_registry_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducible_block._sources import registry as _registry
+
+    monkeypatch.setattr(registry, "_lock", registry._lock)  # put back afterwards
+    held = registry._lock
+    held.acquire()  # as if another thread held it at the fork
+    try:
+        _registry._after_fork_in_child()
+        assert registry._lock is not held
+        assert not registry._lock.locked()
+    finally:
+        held.release()
+
+
+def test_a_numpy_state_with_an_unknown_value_is_refused() -> None:
+    from reproducible_block import ReproducibleBlockTypeError
+    from reproducible_block._sources.numpy_random import _to_plain
+
+    with pytest.raises(ReproducibleBlockTypeError, match="cannot save the state"):
+        _to_plain({"state": object()}, "the state of 'mine'")

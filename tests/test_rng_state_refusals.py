@@ -26,7 +26,7 @@ from reproducible_block import (
     set_seed,
     unregister_generator,
 )
-from reproducible_block._sources.torch_random import CudaSource, QueuedSeeds
+from reproducible_block._sources.devices import CudaSource, QueuedSeeds
 from reproducible_block._streams.root import peek_seed
 from reproducible_block._support.checks import describe
 from tests._plain_source import Unplugged

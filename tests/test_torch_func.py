@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from reproducible_block import ReproducibleBlock, set_seed
-from reproducible_block._sources import torch_random
+from reproducible_block._fast import torch_cpu
 from reproducible_block.diagnostics import record_blocks
 
 
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a new process: torch's state layout is not checked yet."""
-    monkeypatch.setattr(torch_random, "_checked", False)
-    monkeypatch.setattr(torch_random, "_layout", None)
+    monkeypatch.setattr(torch_cpu, "_checked", False)
+    monkeypatch.setattr(torch_cpu, "_layout", None)
 
 
 def eager_draw(key: str, shape: tuple[int, ...] = (3,)) -> torch.Tensor:

@@ -25,11 +25,15 @@ import threading
 
 from reproducible_block._support.warnings import warn_at_user_line
 
-__all__ = ["FREE_THREADED", "memory_view", "switching", "warn_fallback"]
+__all__ = ["ENABLED", "FREE_THREADED", "memory_view", "switching", "warn_fallback"]
+
+#: The one switch: whether the fast paths may be used at all. Read once from the environment
+#: (``REPRODUCIBLE_BLOCK_FAST_PATHS=0`` turns them off), then read at every use, as
+#: ``views.ENABLED`` (tests flip it through the ``public_api`` fixture).
+ENABLED = os.environ.get("REPRODUCIBLE_BLOCK_FAST_PATHS", "1") != "0"
 
 #: Whether this Python runs without the GIL (fast paths rely on it for atomic copies).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-
 
 
 def memory_view(address: int, size: int) -> memoryview:
@@ -61,7 +65,7 @@ def _before_fork() -> None:
     """Hold the switching lock across the fork; past :data:`FORK_WAIT`, fork anyway (logged)."""
     global _held_for_fork
     _held_for_fork = switching.acquire(True, FORK_WAIT)
-    if not _held_for_fork:  # pragma: no cover - a switch that never ends (a hung source)
+    if not _held_for_fork:  # a switch that never ends (a hung source)
         logging.getLogger("reproducible_block").warning(
             "os.fork() went ahead after waiting %g s for another thread to finish switching "
             "the random generators; the child may find them half switched.", FORK_WAIT
@@ -75,7 +79,7 @@ def _after_fork_in_parent() -> None:
         switching.release()
 
 
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+def _after_fork_in_child() -> None:
     global switching, _held_for_fork
     _held_for_fork = False
     switching = threading.RLock()  # the parent's may be held by a thread the child lacks

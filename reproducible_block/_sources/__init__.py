@@ -7,7 +7,8 @@ A source knows how to read and write its generator's state in a portable form
 with checks (``to_checkpoint``/``from_checkpoint``). Blocks, ``set_seed``, checkpoints, reports
 and diagnostics only ever talk to sources through these verbs.
 
-The built-in kinds live in ``python_random.py``, ``numpy_random.py`` and ``torch_random.py``;
+The built-in kinds live in ``python_random.py``, ``numpy_random.py``, ``torch_random.py`` (CPU)
+and ``devices.py`` (CUDA, other accelerators); their raw-memory fast paths live in ``_fast``.
 ``registry.py`` holds the sources a process manages. Users add a kind by subclassing
 :class:`GeneratorSource` and registering an instance with
 :func:`~reproducible_block.register_generator`.
@@ -98,6 +99,11 @@ class GeneratorSource(ABC, Generic[StateT]):
     #: What a checkpoint records next to the state: a state is only loaded back into a source
     #: of the same kind. Defaults to the class's module and qualified name.
     checkpoint_kind: ClassVar[str] = ""
+    #: Whether the generator is a Mersenne Twister (MT19937: a 624-word key and a position), the
+    #: one declaration of it: those get a derived 624-word key (see ``_streams.derivation``), and
+    #: the block ledger records their :meth:`twister_state` so the run diff can count draws.
+    #: True for Python ``random``, NumPy's legacy global and torch's CPU generators.
+    mersenne_twister: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -157,8 +163,9 @@ class GeneratorSource(ABC, Generic[StateT]):
         """A Mersenne Twister's state, from what :meth:`save` returned, as (the key's second and
         third words as 8 little-endian bytes, which tell one 624-word key from the next, the
         position in the key, the rest of the state as bytes); None for other kinds of generator
-        (the default). The block ledger records it cheaply at every block exit, so that the run
-        diff can count what a block drew by replaying its stream."""
+        (the default), or when the state is not an MT19937's now. Read only for sources that
+        declare :attr:`mersenne_twister`: the block ledger records it cheaply at every block
+        exit, so that the run diff can count what a block drew by replaying its stream."""
         return None
 
     # Checkpoints.

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from reproducible_block._fast import views as _memory
+from reproducible_block._fast.numpy_legacy import LegacyViews, managed_global
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._streams.derivation import MT_WORDS, mt_image, seed_sequence
 from reproducible_block._support.checks import (
@@ -30,72 +30,22 @@ __all__ = ["NumpyGeneratorSource", "NumpyGlobalSource", "managed_global"]
 
 NumpyLegacyState = tuple[Any, ...]
 
-_MT_IMAGE_BYTES = 4 * MT_WORDS + 4  # NumPy's mt19937_state: uint32 key[624], then int pos
 _POSITION_AT_END = struct.pack("=i", MT_WORDS)  # a fresh key: the generator twists first
 _KEY_HEAD = struct.Struct("=III")
 _POSITION = struct.Struct("=i")
-_GAUSSIAN = struct.Struct("=i4xd")  # has_gauss, padding, gauss: as _Layout.find checks
+_GAUSSIAN = struct.Struct("=i4xd")  # has_gauss, padding, gauss: as _fast.numpy_legacy finds it
 _KEY_ID = struct.Struct("<II")
-
-
-class _Layout:
-    """Where the legacy ``RandomState`` keeps its MT19937 state and its cached Gaussian.
-
-    The MT19937 state sits where the bit generator's documented ``ctypes.state_address``
-    points. The cached Gaussian (``has_gauss``, an int, and ``gauss``, a double) sits in the
-    ``RandomState`` object itself, at offsets found once on a scratch ``RandomState`` by writing
-    known values through the public ``set_state`` and checked the same way.
-    """
-
-    def __init__(self, gauss_start: int, gauss_end: int) -> None:
-        self.gauss_start = gauss_start
-        self.gauss_end = gauss_end
-
-    @classmethod
-    def find(cls) -> _Layout | None:
-        scratch = np.random.RandomState(0)
-        size = type(scratch).__basicsize__
-        key = np.arange(MT_WORDS, dtype=np.uint32)
-
-        def image(has_gauss: int, gauss: float) -> bytes:
-            scratch.set_state(("MT19937", key, MT_WORDS, has_gauss, gauss))
-            return bytes(_memory.memory_view(id(scratch), size))
-
-        marker = 0.123456789012345678
-        with_gauss = image(1, marker)
-        gauss_at = with_gauss.find(struct.pack("=d", marker))
-        flag_at = gauss_at - 8
-        without = image(0, -marker)
-        if (
-            gauss_at < 8
-            or struct.unpack_from("=i", with_gauss, flag_at) != (1,)
-            or struct.unpack_from("=i", without, flag_at) != (0,)
-            or struct.unpack_from("=d", without, gauss_at) != (-marker,)
-        ):
-            return None  # pragma: no cover - only with a NumPy whose layout differs
-        return cls(flag_at, gauss_at + 8)
-
-
 _NO_GAUSSIAN = bytes(16)  # has_gauss = 0 (and its padding), gauss = 0.0
-
-
-def managed_global() -> Any:
-    """The ``RandomState`` NumPy's global functions use: what ``np.random.set_state`` is bound
-    to (``np.random.mtrand._rand`` unless a library rebound the functions)."""
-    return getattr(np.random.set_state, "__self__", np.random.mtrand._rand)
 
 
 class NumpyGlobalSource(GeneratorSource[Any]):
     """NumPy's legacy global ``RandomState`` behind ``np.random.*``, cached Gaussian included.
 
     Its state is the MT19937 C state (624 words and a position) plus the Gaussian the legacy
-    ``RandomState`` caches next to it. Blocks copy both directly, under the bit generator's own
-    lock (so a thread drawing with the GIL released never sees a torn state): about 0.5 µs where
-    ``np.random.get_state``/``set_state`` cost about 50 µs each. The layout is checked once
-    against the public state, and the copy is used only while ``np.random.set_state`` and
-    ``np.random.rand`` are bound to the ``RandomState`` it was made for and that one still
-    holds the same MT19937 (checked at every use). Set ``NumpyGlobalSource.fast_path = False``
-    to use only the public calls.
+    ``RandomState`` caches next to it. Blocks copy both directly when ``_fast.numpy_legacy``
+    allows it (about 0.5 µs where ``np.random.get_state``/``set_state`` cost about 50 µs each),
+    else use the public calls; saved and derived states are C images in both cases, which the
+    public path converts.
 
     A global over another bit generator (``np.random.set_bit_generator(np.random.PCG64())``) is
     managed through its public state dict: a block installs the state that kind of bit
@@ -106,63 +56,10 @@ class NumpyGlobalSource(GeneratorSource[Any]):
     name = "numpy"
     slot = "numpy"
     checkpoint_kind = "numpy-random-state"
-    #: Whether blocks may copy the C state directly (see the class doc).
-    fast_path = True
+    mersenne_twister = True
 
     def __init__(self) -> None:
-        self._global: Any = None
-        self._set_state: Any = None
-        self._rand: Any = None
-        self._bit_generator: Any = None
-        self._mt: memoryview | None = None
-        self._gauss: memoryview | None = None
-        self._lock: Any = None
-        self._layout = None if _memory.FREE_THREADED else _Layout.find()
-        if self._layout is None and not _memory.FREE_THREADED:  # pragma: no cover - other layout
-            _memory.warn_fallback("NumPy's global generator", "its layout is not the expected one")
-        self._attach()
-
-    def _attach(self) -> bool:
-        """Point the views at the global NumPy's functions use now and its bit generator, if
-        they are a plain ``RandomState`` over a checked MT19937."""
-        self._global = managed = managed_global()
-        self._set_state, self._rand = np.random.set_state, np.random.rand
-        bit_generator = getattr(managed, "_bit_generator", None)
-        self._bit_generator = bit_generator
-        layout = self._layout
-        if (
-            layout is None
-            or type(managed) is not np.random.RandomState
-            or getattr(self._rand, "__self__", None) is not managed
-            or type(bit_generator) is not np.random.MT19937
-        ):
-            self._mt = None
-            return False
-        public = bit_generator.state["state"]
-        mt = _memory.memory_view(int(bit_generator.ctypes.state_address), _MT_IMAGE_BYTES)
-        expected = np.asarray(public["key"], dtype=np.uint32).tobytes()
-        if bytes(mt) != expected + struct.pack("=i", int(public["pos"])):
-            self._mt = None  # pragma: no cover - only with a NumPy whose layout differs
-            return False  # pragma: no cover
-        self._lock = bit_generator.lock
-        self._mt = mt
-        self._gauss = _memory.memory_view(
-            id(managed) + layout.gauss_start, layout.gauss_end - layout.gauss_start
-        )
-        return True
-
-    def _fast(self) -> bool:
-        """Whether the views may be used now (re-attached if NumPy's functions were rebound or
-        ``np.random.set_bit_generator`` swapped the global's bit generator)."""
-        if not self.fast_path:
-            return False
-        if (
-            np.random.set_state is not self._set_state
-            or np.random.rand is not self._rand
-            or self._global._bit_generator is not self._bit_generator
-        ):
-            return self._attach()
-        return self._mt is not None
+        self._views = LegacyViews()
 
     def get_state(self) -> Any:
         """The legacy tuple for an MT19937 global; the public state dict for another kind."""
@@ -178,43 +75,21 @@ class NumpyGlobalSource(GeneratorSource[Any]):
         np.random.set_state(state)
 
     def save(self) -> Any:
-        # _fast(), inlined for the usual case: every block entry and exit comes here.
-        if not (self.fast_path and np.random.set_state is self._set_state
-                and np.random.rand is self._rand
-                and self._global._bit_generator is self._bit_generator
-                and self._mt is not None) and not self._fast():
-            return self.get_state()
-        with _memory.switching, self._lock:
-            return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
+        saved = self._views.save()
+        return self.get_state() if saved is None else saved
 
     def restore(self, saved: Any) -> None:
         image = saved[0] if type(saved) is tuple else None
         if type(image) is not bytes:
             np.random.set_state(saved)
-        elif not (self.fast_path and np.random.set_state is self._set_state
-                  and np.random.rand is self._rand
-                  and self._global._bit_generator is self._bit_generator
-                  and self._mt is not None) and not self._fast():
+        elif not self._views.restore(image, saved[1]):
             np.random.set_state(self._public(saved))
-        else:
-            with _memory.switching, self._lock:
-                self._mt[:] = image  # type: ignore[index]
-                self._gauss[:] = saved[1]  # type: ignore[index]
 
     def swap(self, state: Any) -> Any:
         # save() and restore(state) under one check and one lock: every block entry comes here.
         image = state[0]
-        if not (type(image) is bytes and self.fast_path
-                and np.random.set_state is self._set_state
-                and np.random.rand is self._rand
-                and self._global._bit_generator is self._bit_generator
-                and self._mt is not None):
-            return super().swap(state)
-        with _memory.switching, self._lock:
-            saved = bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
-            self._mt[:] = image
-            self._gauss[:] = state[1]  # type: ignore[index]
-        return saved
+        saved = None if type(image) is not bytes else self._views.swap(image, state[1])
+        return super().swap(state) if saved is None else saved
 
     def _public(self, saved: Any) -> Any:
         """C images (saved, or derived), in ``np.random.set_state``'s form for the global's
@@ -341,7 +216,7 @@ def _to_plain(value: object, where: str) -> Any:
         return int(value)
     if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         return value
-    raise ReproducibleBlockTypeError(  # pragma: no cover - no NumPy bit generator holds one
+    raise ReproducibleBlockTypeError(  # no NumPy bit generator holds one
         f"get_rng_state() cannot save {where}: {type(value).__name__} {value!r} is not an int, "
         "float, str, dict or integer array. Please report the bit generator you registered."
     )

@@ -17,18 +17,14 @@ import numpy as np
 import torch
 
 from reproducible_block._sources import GeneratorSource
+from reproducible_block._sources.devices import AcceleratorSource, CudaSource
 from reproducible_block._sources.numpy_random import (
     NumpyGeneratorSource,
     NumpyGlobalSource,
     managed_global,
 )
 from reproducible_block._sources.python_random import PythonRandomSource
-from reproducible_block._sources.torch_random import (
-    AcceleratorSource,
-    CudaSource,
-    TorchDefaultSource,
-    TorchGeneratorSource,
-)
+from reproducible_block._sources.torch_random import TorchDefaultSource, TorchGeneratorSource
 from reproducible_block._support.checks import describe
 from reproducible_block._support.errors import (
     ReproducibleBlockTypeError,
@@ -37,6 +33,7 @@ from reproducible_block._support.errors import (
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MERSENNE_TWISTER_SLOTS",
     "Selection",
     "SourceRegistry",
     "check_name",
@@ -47,6 +44,13 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 256
+#: The built-in slots (and names) whose source declares ``mersenne_twister``: what the ledger
+#: replays. ``{"random", "numpy", "torch"}``.
+MERSENNE_TWISTER_SLOTS = frozenset(
+    kind.slot
+    for kind in (PythonRandomSource, NumpyGlobalSource, TorchDefaultSource, CudaSource)
+    if kind.mersenne_twister and kind.slot is not None
+)
 
 
 def _accelerator_source() -> GeneratorSource[Any] | None:
@@ -57,7 +61,7 @@ def _accelerator_source() -> GeneratorSource[Any] | None:
     if accelerator is None or not accelerator.is_available():
         return None
     device = accelerator.current_accelerator()
-    if device is None:  # pragma: no cover - is_available() said there is one
+    if device is None:  # is_available() said there is one
         return None
     return AcceleratorSource(device.type)  # pragma: no cover - no such device here
 
@@ -215,7 +219,7 @@ def _same_generator(first: GeneratorSource[Any], second: GeneratorSource[Any]) -
 registry = SourceRegistry()
 
 
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children (test_fork.py)
+def _after_fork_in_child() -> None:
     """Give a forked child a fresh lock: another thread may have held this one at the fork,
     finding the built-in sources, and it would never be released in the child."""
     registry._lock = threading.Lock()

@@ -15,14 +15,15 @@ torch's CPU generator, the accelerator), so a source's bits do not depend on whi
 a block manages. A registered generator gets a 16-byte digest of the same message followed by its
 name (domain ``BLOCK_NAMED``): every name has its own stream.
 
-**States.** The Mersenne Twister generators (Python ``random``, NumPy's legacy global, torch's
-CPU generators) get a full 624-word key from their 128 bits: a PCG64 whose 128-bit state is the
-bits and whose increment is :data:`PCG_INCREMENT` gives 312 64-bit outputs, each split into its
-low then its high 32 bits, and the first word is set to ``0x80000000`` (as NumPy does for its own
-MT19937 seeding) so the state is never all zero; the generator starts at the end of its key (it
-twists before its first output). Seeding from an int instead would collide: torch's CPU
-``manual_seed`` keeps only 32 bits. Philox generators (CUDA and other accelerators) take the low
-64 bits as their seed; a NumPy ``Generator`` takes ``SeedSequence(the 128 bits)``.
+**States.** The Mersenne Twister generators (the sources that declare ``mersenne_twister``:
+Python ``random``, NumPy's legacy global, torch's CPU generators) get a full 624-word key from
+their 128 bits: a PCG64 whose 128-bit state is the bits and whose increment is
+:data:`PCG_INCREMENT` gives 312 64-bit outputs, each split into its low then its high 32 bits,
+and the first word is set to ``0x80000000`` (as NumPy does for its own MT19937 seeding) so the
+state is never all zero; the generator starts at the end of its key (it twists before its first
+output). Seeding from an int instead would collide: torch's CPU ``manual_seed`` keeps only 32
+bits. Philox generators (CUDA and other accelerators) take the low 64 bits as their seed; a NumPy
+``Generator`` takes ``SeedSequence(the 128 bits)``.
 
 Everything is little-endian and independent of ``PYTHONHASHSEED``, the platform and the byte
 order; the cost depends on the key's size (a few bytes), never on its value.
@@ -30,16 +31,13 @@ order; the cost depends on the key's size (a few bytes), never on its value.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import struct
-import sys
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 
-from reproducible_block._fast import views as _memory
+from reproducible_block._fast.pcg64 import InPlaceExpansion
 from reproducible_block._streams.keys import BlockKey
 
 __all__ = [
@@ -276,66 +274,14 @@ def _public_expansion(bits: bytes) -> np.ndarray:
     return generator.random_raw(MT_WORDS // 2)
 
 
-class _Expander:
-    """One thread's PCG64, its 128-bit state written in place: what the public expansion gives.
-
-    Bit generators hold their own lock while they generate with the GIL released, so each thread
-    has its own (a shared one would need a lock of ours, which a fork could leave held).
-    """
-
-    __slots__ = ("increment", "random_raw", "state")
-
-    def __init__(self) -> None:
-        generator = np.random.PCG64()
-        generator.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": 0, "inc": PCG_INCREMENT},
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
-        self.increment = PCG_INCREMENT
-        self.random_raw = generator.random_raw
-        # NumPy's pcg64_state starts with a pointer to {pcg128_t state; pcg128_t increment}.
-        pointer = ctypes.c_void_p.from_address(int(generator.ctypes.state_address)).value
-        self.state = _memory.memory_view(int(pointer or 0), SEED_BYTES)
-
-
-_threads = threading.local()
-_fast: bool | None = None  # None: not checked yet; the check runs once per process
-
-
-def _new_expander() -> _Expander | None:
-    """A checked expander for this thread, or None when the fast path is off."""
-    global _fast
-    if _fast is False or sys.byteorder != "little" or _memory.FREE_THREADED:
-        _fast = False
-        return None
-    expander = _Expander()
-    if _fast is None:
-        probe = bytes(range(1, SEED_BYTES + 1))
-        expander.state[:] = probe
-        _fast = bool((expander.random_raw(MT_WORDS // 2) == _public_expansion(probe)).all())
-        if not _fast:
-            _memory.warn_fallback(
-                "deriving Mersenne Twister keys", "PCG64's layout is not the expected one"
-            )
-            return None
-    _threads.expander = expander
-    return expander
+#: The in-place PCG64 of ``_fast`` (a thread-local generator each); checked against the public
+#: expansion, and used only while the switch is on.
+_fast_expansion = InPlaceExpansion(MT_WORDS // 2, _public_expansion)
 
 
 def _raw(bits: bytes) -> np.ndarray | None:
     """The 312 outputs of the fast expansion (little-endian machines only), or None."""
-    try:
-        expander: _Expander = _threads.expander
-    except AttributeError:
-        expander = _new_expander()  # type: ignore[assignment]
-    if expander is None or expander.increment != PCG_INCREMENT:
-        expander = _new_expander()  # type: ignore[assignment]
-        if expander is None:
-            return None
-    expander.state[:] = bits
-    return expander.random_raw(MT_WORDS // 2)
+    return _fast_expansion.outputs(bits, PCG_INCREMENT)
 
 
 def mt_words(bits: bytes) -> np.ndarray:

@@ -96,9 +96,7 @@ def _readers(sources: tuple[GeneratorSource[Any], ...]) -> _Readers:
         (
             json.dumps(source.name) + ":",
             source.save,
-            source.twister_state
-            if type(source).twister_state is not GeneratorSource.twister_state
-            else None,
+            source.twister_state if source.mersenne_twister else None,
             source,
         )
         for source in sources

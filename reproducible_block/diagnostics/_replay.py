@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from reproducible_block._sources.registry import MERSENNE_TWISTER_SLOTS
 from reproducible_block._streams.derivation import (
     MT_WORDS,
     block_bits,
@@ -54,7 +55,7 @@ def entry_state_images(
     return {
         name: mt_words(slot(bits, name)).astype("<u4").tobytes()
         for name in source_names
-        if name in ("random", "numpy", "torch")
+        if name in MERSENNE_TWISTER_SLOTS
     }
 
 
