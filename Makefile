@@ -28,7 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
-# Lightning, accelerate and transformers, for tests/test_integrations.py and the integrations
+# Lightning, accelerate and transformers, for tests/public/test_integrations.py and the integrations
 # guide (requirements-integrations.txt; torch stays the pinned CPU build).
 $(INTEGRATIONS_STAMP): requirements-integrations.txt $(STAMP)
 	$(BIN)/python -m pip install -q -r requirements-integrations.txt
@@ -95,7 +95,7 @@ bench: $(STAMP)
 
 # Property tests with many more examples than CI runs.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/test_properties.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/blocks/test_properties.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -13,7 +13,7 @@ import reproducible_block
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def _declared_version() -> str:

@@ -14,7 +14,7 @@ import reproducible_block as rb
 from reproducible_block import ReproducibleBlock, register_generator, set_seed
 from reproducible_block.diagnostics import record_blocks
 
-from ._draws import BUILTIN_DRAWS, draw_all
+from .._draws import BUILTIN_DRAWS, draw_all
 
 
 def _registered_torch() -> Callable[[], list[float]]:

@@ -17,8 +17,8 @@ import torch
 
 from reproducible_block import ReproducibleBlock, set_seed
 
-from ._distributed_ranks import SEED, WORKERS, four_ranks, two_ranks
-from ._spawn import spawn_ranks
+from .._distributed_ranks import SEED, WORKERS, four_ranks, two_ranks
+from .._spawn import spawn_ranks
 
 pytestmark = [
     pytest.mark.slow,

@@ -28,8 +28,8 @@ from reproducible_block.diagnostics import (
     record_blocks,
 )
 
-from ._ledger_rank_worker import CHANGED_SAMPLE, rank_main
-from ._spawn import spawn_ranks
+from .._ledger_rank_worker import CHANGED_SAMPLE, rank_main
+from .._spawn import spawn_ranks
 
 
 def record(path: Path, program: Callable[[], None], seed: int = 0,

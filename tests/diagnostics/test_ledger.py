@@ -34,7 +34,7 @@ from reproducible_block.diagnostics import (
 )
 from reproducible_block.diagnostics._ledger import entry_state_images, key_from_json, mt_key_digest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -697,7 +697,7 @@ def test_a_bad_note_name_is_refused_whether_or_not_a_ledger_records() -> None:
 
 
 def test_an_unhashable_registered_source_is_recorded(tmp_path: Path) -> None:
-    from ._plain_source import EqualitySource
+    from .._plain_source import EqualitySource
 
     source = EqualitySource(state=5)
     assert type(source).__hash__ is None  # eq=True without frozen: not hashable

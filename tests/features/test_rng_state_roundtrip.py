@@ -23,7 +23,7 @@ from reproducible_block._sources.registry import registry
 from reproducible_block._streams.root import peek_seed, replace_seed
 from reproducible_block.compat import Reproducible_Block
 
-from ._raw import managed_setup
+from .._raw import managed_setup
 
 
 def through_file(value: Any) -> Any:

@@ -31,7 +31,7 @@ from reproducible_block._streams.root import peek_seed
 from reproducible_block._support.checks import describe
 from tests._plain_source import Unplugged
 
-from ._raw import Managed, managed_setup
+from .._raw import Managed, managed_setup
 
 Entry = dict[str, Any]
 

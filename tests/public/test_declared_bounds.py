@@ -10,7 +10,7 @@ from packaging.version import Version
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Declared lower bounds that no test run covers, and why; the README's "Supported versions"
 # says the same. Move a bound out of here when a run covers it.

@@ -17,7 +17,7 @@ import reproducible_block as rb
 from reproducible_block import MAX_SEED, ReproducibleBlock, set_seed
 from reproducible_block._blocks.seeding import _different_seeds, _settle, get_random_seed
 
-from ._draws import draw_all, recipe_seed
+from .._draws import draw_all, recipe_seed
 
 
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**31, MAX_SEED])
@@ -242,7 +242,7 @@ def test_a_bad_launcher_seed_is_refused_and_changes_nothing(
     assert rb._streams.root.peek_seed() is None
 
 
-# Under a process group: one all_gather_object decides (tests/test_distributed.py has 2 ranks).
+# Under a process group one all_gather_object decides (2 ranks in tests/support/test_distributed.py)
 
 
 def test_settle_shares_rank_0s_seed_and_keeps_given_ones() -> None:

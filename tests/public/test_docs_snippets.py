@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PAGES = [*sorted(path.relative_to(ROOT).as_posix() for path in DOCS.rglob("*.md")), "README.md"]
 # The API reference is generated from the docstrings (their examples run as doctests).

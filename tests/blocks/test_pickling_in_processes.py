@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from reproducible_block import ReproducibleBlock, seed_worker, set_seed
 from tests._decorated import Net, NoiseTable, jitter_collate, spawned_draws, step_noise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,

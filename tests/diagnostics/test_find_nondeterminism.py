@@ -33,7 +33,7 @@ from reproducible_block.diagnostics import (
 )
 from reproducible_block.diagnostics import _ops as _nondeterminism
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve()
 
 

@@ -30,7 +30,7 @@ import torch
 
 from reproducible_block import SEED_ENVIRONMENT_VARIABLE
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ddp_torchrun.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_torchrun.py"
 PREEMPT_AT, SAVED_AT, STEPS = 7, 4, 12
 LAUNCH_TIMEOUT_S = 120
 

@@ -10,8 +10,8 @@ import torch
 
 from reproducible_block import ReproducibleBlock, set_seed
 
-from ._distributed_rng_worker import SEED, rank_main
-from ._spawn import spawn_ranks
+from .._distributed_rng_worker import SEED, rank_main
+from .._spawn import spawn_ranks
 
 pytestmark = pytest.mark.slow
 
