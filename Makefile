@@ -43,9 +43,10 @@ unit: $(STAMP) $(INTEGRATIONS_STAMP)
 optimized: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -O -m pytest -q --no-cov -m "not slow" -W "ignore::pytest.PytestConfigWarning"
 
-# The inner loop: lint, types and the fast tests, stopping at the first failure.
+# The inner loop: lint, types and the fast tests (no other processes, no DataLoader workers; the
+# "dev" Hypothesis profile), stopping at the first failure. `make unit` runs everything.
 quick: lint typecheck $(INTEGRATIONS_STAMP)
-	$(BIN)/python -m pytest -q --no-cov -x -m "not slow"
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} $(BIN)/python -m pytest -q --no-cov -x -m "not slow"
 
 # ruff's formatter over the tree (applied once; `make lint` checks the rules).
 format: $(STAMP)

@@ -1,7 +1,13 @@
-"""Fixtures for tests and doctests: every test leaves process-global state as it found it."""
+"""Fixtures for tests and doctests: every test leaves process-global state as it found it.
+
+Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE``: "ci" (the default, 500 examples), "dev"
+(50, for ``make quick``) and "fuzz" (5000, ``make fuzz``). Tests that set ``max_examples``
+themselves keep their own count.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -9,9 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from hypothesis import HealthCheck, settings
 
 from reproducible_block.diagnostics import _ledger
 from reproducible_block.testing import isolated_random_state
+
+_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=500, **_PROFILE)
+settings.register_profile("dev", max_examples=50, **_PROFILE)
+settings.register_profile("fuzz", max_examples=5000, **_PROFILE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

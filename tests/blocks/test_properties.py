@@ -8,12 +8,12 @@ Invariants, each checked against an independent reference run:
 - generators: a decorated generator yields what the same key's block draws, while its caller
   draws from the caller's stream between resumes.
 
-500 examples per property by default; ``make fuzz`` runs the "fuzz" profile (many more).
+The example counts come from the Hypothesis profile (conftest.py): 500 by default, 50 under
+``make quick``, 5000 under ``make fuzz``.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -21,18 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reproducible_block import ReproducibleBlock, register_generator, set_seed
-
-settings.register_profile(
-    "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "fuzz", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _GENERATORS: dict[str, Any] = {}
 
