@@ -26,6 +26,9 @@ settings.register_profile("dev", max_examples=50, **_PROFILE)
 settings.register_profile("fuzz", max_examples=5000, **_PROFILE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Read by mypy (pyproject.toml), never run: pytest's --doctest-modules would import it.
+collect_ignore = ["tests/typing"]
+
 
 @pytest.fixture(autouse=True)
 def _restore_global_random_state() -> Iterator[None]:
