@@ -9,8 +9,6 @@ read from the environment that ``set_seed`` exported), so they draw what the par
 from __future__ import annotations
 
 import multiprocessing
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from reproducible_block import ReproducibleBlock, seed_worker, set_seed
 from tests._decorated import Net, NoiseTable, jitter_collate, spawned_draws, step_noise
+from tests._spawn import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,6 +88,5 @@ def test_a_decorated_model_saved_whole_loads_in_another_process(tmp_path: Path) 
         "assert type(model) is Net, type(model)\n"
         "torch.save(model.layer.weight, sys.argv[1])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "weight.pt")], cwd=ROOT,
-                   check=True, timeout=120)
+    run_python(code, args=[str(tmp_path / "weight.pt")], cwd=ROOT, check=True)
     assert torch.equal(torch.load(tmp_path / "weight.pt"), model.layer.weight)

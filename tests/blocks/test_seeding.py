@@ -6,8 +6,6 @@ import logging
 import multiprocessing
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from reproducible_block import MAX_SEED, ReproducibleBlock, set_seed
 from reproducible_block._blocks.seeding import _different_seeds, _settle, get_random_seed
 
 from .._draws import draw_all, recipe_seed
+from .._spawn import run_python
 
 
 @pytest.mark.parametrize("seed", [0, 1, 42, 2**31, MAX_SEED])
@@ -215,8 +214,7 @@ with ReproducibleBlock("first"):
 def test_none_takes_the_launchers_seed_after_a_block() -> None:
     env = {**os.environ, rb.SEED_ENVIRONMENT_VARIABLE: "42"}
     env.pop("RANK", None)
-    done = subprocess.run([sys.executable, "-c", _LAUNCHED_AFTER_A_BLOCK], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = run_python(_LAUNCHED_AFTER_A_BLOCK, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["42"]
 

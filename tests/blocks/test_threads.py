@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import random
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from reproducible_block import (
 from reproducible_block._blocks import block as _block
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.stack import WAIT_TIMEOUT_VARIABLE, get_block_wait_timeout
+
+from .._spawn import run_python
 
 THREADS, BLOCKS = 8, 100
 
@@ -210,24 +211,21 @@ def test_a_bad_wait_limit_is_refused_and_changes_nothing(bad: object, error: typ
     assert get_block_wait_timeout() == 7.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("value", "expected"), [("0.25", "0.25"), ("none", "None"), ("", "60.0")])
 def test_the_environment_sets_the_default_wait(value: str, expected: str) -> None:
     env = {**os.environ, WAIT_TIMEOUT_VARIABLE: value}
-    printed = subprocess.run(
-        [sys.executable, "-c",
-         "from reproducible_block._blocks.stack import get_block_wait_timeout as get; "
-         "print(get())"],
-        env=env, capture_output=True, text=True, timeout=120, check=True,
+    printed = run_python(
+        "from reproducible_block._blocks.stack import get_block_wait_timeout as get; print(get())",
+        env=env, check=True,
     ).stdout.strip()
     assert printed == expected
 
 
+@pytest.mark.slow
 def test_a_bad_environment_wait_is_a_clear_error_at_import() -> None:
     env = {**os.environ, WAIT_TIMEOUT_VARIABLE: "soon"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import reproducible_block"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
+    result = run_python("import reproducible_block", env=env)
     assert result.returncode != 0
     assert "REPRODUCIBLE_BLOCK_WAIT_TIMEOUT='soon'" in result.stderr
 

@@ -7,8 +7,6 @@ import os
 import platform
 import random
 import re
-import subprocess
-import sys
 import textwrap
 from fractions import Fraction
 from typing import Any
@@ -29,6 +27,7 @@ from reproducible_block.__main__ import main
 from reproducible_block._sources.registry import registry
 from reproducible_block.diagnostics import EnvironmentReport, environment_report
 from tests._plain_source import PlainSource
+from tests._spawn import run_python
 
 
 def _raw_states() -> tuple[Any, ...]:
@@ -44,8 +43,7 @@ def _same_raw_states(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 
 
 def _run_module(*arguments: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([sys.executable, "-m", "reproducible_block", *arguments],
-                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = run_python(module="reproducible_block", args=arguments, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -175,8 +173,7 @@ def test_a_fresh_process_reports_whether_its_str_hashes_are_fixed(
     # -E makes Python ignore PYTHONHASHSEED, though os.environ still holds it.
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     runs = [
-        subprocess.run([sys.executable, *flags, "-c", program], env=env, capture_output=True,
-                       text=True, timeout=120, check=False)
+        run_python(program, flags=flags, env=env)
         for program in (_REPORT, _HASH_PROBE)
     ]
     assert runs[0].returncode == 0, runs[0].stderr
@@ -199,6 +196,7 @@ def test_module_prints_the_table_in_a_fresh_process() -> None:
     assert re.search(r"\n  Python str hashes fixed +no\n", table)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_report_does_not_initialise_cuda() -> None:
@@ -213,7 +211,6 @@ def test_report_does_not_initialise_cuda() -> None:
               "cuda" in report["generators"])
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "True"]

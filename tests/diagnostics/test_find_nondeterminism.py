@@ -6,8 +6,6 @@ import itertools
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from reproducible_block.diagnostics import (
     trace_ops,
 )
 from reproducible_block.diagnostics import _ops as _nondeterminism
+from tests._spawn import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve()
@@ -125,8 +124,8 @@ def test_a_set_iterated_in_hash_order_differs_across_processes(tmp_path: Path) -
     for seed in ("1", "2"):
         out = tmp_path / f"trace-{seed}.json"
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run([sys.executable, "-m", "tests._hash_order_worker", str(out)], cwd=ROOT,
-                       env=env, check=True, timeout=120)
+        run_python(module="tests._hash_order_worker", args=[str(out)], cwd=ROOT, env=env,
+                   check=True)
         data = json.loads(out.read_text())
         orders.append(data["order"])
         traces.append(OpTrace.from_json(data["trace"]))

@@ -33,6 +33,7 @@ from reproducible_block.diagnostics import (
     record_blocks,
 )
 from reproducible_block.diagnostics._ledger import entry_state_images, key_from_json, mt_key_digest
+from tests._spawn import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -340,6 +341,7 @@ def test_the_environment_variable_records_lazily_and_children_get_their_own_file
     assert [r["key"] for r in _blocks(target)] == ["x"]  # the parent's file is untouched
 
 
+@pytest.mark.slow
 def test_a_run_started_with_the_variable_records_in_a_subprocess(tmp_path: Path) -> None:
     target = tmp_path / "ledger.jsonl"
     script = (
@@ -353,7 +355,7 @@ def test_a_run_started_with_the_variable_records_in_a_subprocess(tmp_path: Path)
     )
     env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target)}
     env.pop(_ledger._PARENT_VARIABLE, None)
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    run_python(script, env=env, check=True)
     blocks = _blocks(target)
     assert [key_from_json(r["key"]) for r in blocks] == [("step", 0), ("step", 1), ("step", 2)]
     assert all("loss" in r["notes"] for r in blocks)
@@ -547,8 +549,7 @@ def test_children_of_a_rank_write_their_own_pid_files(tmp_path: Path) -> None:
     env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target), "RANK": "1",
            "WORLD_SIZE": "2"}
     env.pop(_ledger._PARENT_VARIABLE, None)
-    subprocess.run([sys.executable, "-c", _RANK_WITH_CHILDREN], env=env, check=True,
-                   timeout=240)
+    run_python(_RANK_WITH_CHILDREN, env=env, timeout=240, check=True)
     rank_file = tmp_path / "ledger.rank1.jsonl"
     assert [r["key"] for r in _blocks(rank_file)] == ["rank-before", "rank-after"]
     children = sorted(tmp_path.glob("ledger.pid*.jsonl"))
@@ -636,6 +637,7 @@ def test_a_loss_noted_under_grad_and_vmap_is_recorded(tmp_path: Path) -> None:
     assert vmap_record["notes"]["loss"][0] == _ledger._noted(torch.full((2,), 3.0))[0]
 
 
+@pytest.mark.slow
 def test_a_note_inside_a_compiled_function_is_recorded(tmp_path: Path) -> None:
     set_seed(0)
 

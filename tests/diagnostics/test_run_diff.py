@@ -29,7 +29,7 @@ from reproducible_block.diagnostics import (
 )
 
 from .._ledger_rank_worker import CHANGED_SAMPLE, rank_main
-from .._spawn import spawn_ranks
+from .._spawn import run_python, spawn_ranks
 
 
 def record(path: Path, program: Callable[[], None], seed: int = 0,
@@ -219,6 +219,7 @@ def test_draws_beyond_the_replay_bound_say_so(tmp_path: Path,
                       "or a reseeded generator)")
 
 
+@pytest.mark.slow
 def test_a_reseeded_stream_cannot_be_counted(tmp_path: Path) -> None:
     def program(seed: int) -> Callable[[], None]:
         def run() -> None:
@@ -582,13 +583,10 @@ with ReproducibleBlock("parent"):
 
 def _run_with_children(folder: Path, extra: int) -> Path:
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, _ledger.LEDGER_ENVIRONMENT_VARIABLE: str(folder / "ledger.jsonl")}
     env.pop(_ledger._PARENT_VARIABLE, None)
-    subprocess.run([sys.executable, "-c", _RUN_WITH_CHILDREN, str(extra)], env=env, check=True,
-                   timeout=240)
+    run_python(_RUN_WITH_CHILDREN, args=[str(extra)], env=env, timeout=240, check=True)
     assert len(list(folder.glob("ledger.pid*.jsonl"))) == 2
     return folder
 

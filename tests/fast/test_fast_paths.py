@@ -24,6 +24,7 @@ from reproducible_block._sources.numpy_random import NumpyGlobalSource
 from reproducible_block._sources.python_random import PythonRandomSource
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import derivation as _derivation
+from tests._spawn import run_python
 
 FAST_SOURCES = (PythonRandomSource, NumpyGlobalSource)
 
@@ -156,6 +157,7 @@ def _run(program: list[Any], out: list[Any]) -> None:
             out.append(np.random.rand(operation[1]).tolist())
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.lists(operations, max_size=6))
 def test_fast_and_public_paths_give_the_same_draws_and_states(program: list[Any]) -> None:
@@ -245,13 +247,7 @@ print("ok")
 
 @pytest.mark.slow
 def test_a_random_instance_replaced_before_the_first_block_does_not_mislead_the_fast_path() -> None:
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-c", _SUBCLASS_BEFORE_FIRST_BLOCK],
-        capture_output=True, text=True, timeout=120,
-    )
+    result = run_python(_SUBCLASS_BEFORE_FIRST_BLOCK)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -285,12 +281,7 @@ print("ok")
 def test_the_first_block_never_draws_from_the_users_random_instance() -> None:
     # The layout probe drew from the live object and rolled it back: a thread drawing from it at
     # that moment had its draw undone.
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-c", _FIRST_BLOCK_PROBE], capture_output=True, text=True, timeout=120
-    )
+    result = run_python(_FIRST_BLOCK_PROBE)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 

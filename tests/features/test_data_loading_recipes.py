@@ -49,6 +49,7 @@ def persistent(**options: Any) -> DataLoader[Any]:
                       **options)
 
 
+@pytest.mark.slow
 def test_an_epoch_set_on_the_dataset_never_reaches_persistent_workers() -> None:
     # Shows the gap: the workers keep the dataset as it was when they started.
     set_seed(0)
@@ -56,6 +57,7 @@ def test_an_epoch_set_on_the_dataset_never_reaches_persistent_workers() -> None:
     assert sorted(seen) == [(0, index) for index in range(LENGTH)]  # epoch 1 is missing
 
 
+@pytest.mark.slow
 def test_a_sampler_that_yields_the_epoch_reaches_persistent_workers() -> None:
     set_seed(0)
     seen = epochs(persistent(sampler=EpochSamples(LENGTH)), 3)

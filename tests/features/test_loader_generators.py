@@ -107,6 +107,7 @@ def worker_torch_seeds(between: Callable[[], None], use_generator: bool) -> list
     return seeds
 
 
+@pytest.mark.slow
 def test_loader_generator_also_fixes_the_workers_seeds() -> None:
     # The DataLoader draws its workers' base seed from the loader generator too.
     assert worker_torch_seeds(validation_pass, True) == worker_torch_seeds(nothing, True)

@@ -5,13 +5,13 @@ Each check runs in a fresh interpreter, so that whether CUDA is initialised is k
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests._spawn import run_python
 
 pytestmark = [
     pytest.mark.cuda,
@@ -26,10 +26,7 @@ set_seed(3)
 
 
 def run(code: str) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SAVE + code)], capture_output=True, text=True,
-        timeout=120, check=False,
-    )
+    completed = run_python(textwrap.dedent(SAVE + code))
     assert completed.returncode == 0, completed.stderr
 
 

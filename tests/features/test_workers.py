@@ -96,6 +96,7 @@ def test_reference_augmentations_are_per_sample(reference: list[Row]) -> None:
     assert torch.equal(direct, rows[5, :3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("num_workers", "batch_size", "shuffle"),
     [(1, 1, False), (2, 3, True), (4, 5, True)],
@@ -116,6 +117,7 @@ def test_per_sample_augmentation_is_the_same_whatever_the_fork_workers(
     )
 
 
+@pytest.mark.slow
 def test_per_sample_augmentation_when_the_loader_runs_inside_a_block(
     reference: list[Row],
 ) -> None:
@@ -182,6 +184,7 @@ def outside_draws(samples: list[Row]) -> dict[int, list[float]]:
     }
 
 
+@pytest.mark.slow
 def test_seed_worker_gives_each_fork_worker_its_own_global_streams() -> None:
     set_seed(ROOT_SEED)
     samples = load(4, batch_size=1)
@@ -400,6 +403,7 @@ def test_worker_init_with_root_seed_0_survives_every_pickle_protocol(protocol: i
         assert torch.equal(torch.rand(2), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("way", ["seed_worker", "WorkerInit"])
 def test_worker_initial_seeds_fit_pytorch_convention_and_collate(way: str) -> None:
     # PyTorch gives its workers seeds below 2**63, and test_dataloader.py returns

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 import textwrap
 import warnings
 from contextlib import ExitStack
@@ -28,6 +26,7 @@ from reproducible_block import (
     set_seed,
 )
 from reproducible_block._support import deterministic
+from tests._spawn import run_python
 
 VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 
@@ -217,6 +216,7 @@ def test_set_seed_refused_inside_a_block_changes_no_setting() -> None:
     assert _flags() == before
 
 
+@pytest.mark.slow
 def test_fresh_process_gets_the_settings_and_the_variable() -> None:
     """In a process of its own: the variable is absent at start, as in a plain launch."""
     code = textwrap.dedent(
@@ -231,12 +231,12 @@ def test_fresh_process_gets_the_settings_and_the_variable() -> None:
         """
     )
     env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = run_python(code, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "False", ":4096:8", "False"]
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_late_workspace_variable_warns_once_in_a_process_with_cuda() -> None:
@@ -253,7 +253,6 @@ def test_late_workspace_variable_warns_once_in_a_process_with_cuda() -> None:
         """
     )
     env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = run_python(code, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "True", "7"]

@@ -15,12 +15,13 @@ Every page has at least one block that runs, except those in ``PAGES_WITHOUT_COD
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests._spawn import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -121,6 +122,5 @@ def test_page_code_runs(page: str, tmp_path: Path) -> None:
         pytest.importorskip(module)
     script = tmp_path / "page_script.py"
     script.write_text(page_script(page))
-    result = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = run_python(args=[script.name], cwd=tmp_path, timeout=300)
     assert result.returncode == 0, f"{page}'s code failed:\n{result.stderr[-4000:]}"

@@ -128,6 +128,7 @@ def fit(num_workers: int = 0, context: str | None = None, draws_outside_blocks: 
     return torch.cat([parameter.detach().flatten() for parameter in model.parameters()])
 
 
+@pytest.mark.slow
 def test_a_lightning_fit_repeats_whatever_the_workers_and_draws_outside_blocks() -> None:
     reference = fit()
     assert torch.equal(fit(), reference)
@@ -140,6 +141,7 @@ def test_a_lightning_fit_with_spawn_workers_matches() -> None:
     assert torch.equal(fit(num_workers=2, context="spawn"), fit())
 
 
+@pytest.mark.slow
 def test_an_accelerate_prepared_loader_keeps_the_order_and_the_augmentations() -> None:
     from accelerate.state import AcceleratorState
 

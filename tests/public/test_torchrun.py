@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from reproducible_block import SEED_ENVIRONMENT_VARIABLE
+from tests._spawn import run_python
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ddp_torchrun.py"
 PREEMPT_AT, SAVED_AT, STEPS = 7, 4, 12
@@ -47,10 +48,10 @@ def torchrun(ranks: int, workdir: Path, *options: str,
     environment.pop(SEED_ENVIRONMENT_VARIABLE, None)
     if seed is not None:
         environment[SEED_ENVIRONMENT_VARIABLE] = str(seed)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={ranks}", str(EXAMPLE), "--workdir", str(workdir), *options]
-    return subprocess.run(command, env=environment, capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT_S, check=False)
+    arguments = ["--standalone", f"--nproc_per_node={ranks}", str(EXAMPLE), "--workdir",
+                 str(workdir), *options]
+    return run_python(module="torch.distributed.run", args=arguments, env=environment,
+                      timeout=LAUNCH_TIMEOUT_S)
 
 
 def finished(launch: subprocess.CompletedProcess[str], workdir: Path,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 import reproducible_block
+from tests._spawn import run_python
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -30,11 +29,10 @@ def test_package_version_is_pyprojects() -> None:
     assert reproducible_block.__version__ == declared
 
 
+@pytest.mark.slow
 def test_module_prints_the_version_and_exits(tmp_path: Path) -> None:
     # From another directory, so the installed package answers, not the current directory.
-    result = subprocess.run([sys.executable, "-m", "reproducible_block", "--version"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = run_python(module="reproducible_block", args=["--version"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"reproducible_block {_declared_version()}\n"
     assert result.stderr == ""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from reproducible_block import ReproducibleBlock, set_seed
+from tests._spawn import run_python
 
 pytestmark = pytest.mark.cuda
 
@@ -30,11 +31,9 @@ def test_cuda_block_repeats_and_restores_caller() -> None:
     assert torch.equal(torch.rand(3, device="cuda"), expected_after)
 
 
+@pytest.mark.slow
 def test_block_entered_before_cuda_init_applies_when_cuda_starts() -> None:
     # Run in a fresh process so that CUDA is not initialised before the block.
-    import subprocess
-    import sys
-
     code = (
         "import torch, reproducible_block as rb\n"
         "rb.set_seed(0)\n"
@@ -46,5 +45,5 @@ def test_block_entered_before_cuda_init_applies_when_cuda_starts() -> None:
         "torch.manual_seed(0); d = torch.rand(3, device='cuda')\n"
         "print(torch.equal(a, b), torch.equal(c, d), torch.equal(a, c))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run_python(code)
     assert out.stdout.split() == ["True", "True", "False"], out.stderr

@@ -213,6 +213,7 @@ class WarningsInWorkers(Dataset[int]):
         return len(records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", [None, seed_worker])
 def test_dataloader_workers_reseeding_torch_is_not_another_seeder(init: object) -> None:
     # The DataLoader seeds torch in each worker; the parent's root rightly stays.

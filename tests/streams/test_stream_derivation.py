@@ -18,7 +18,7 @@ keys = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(deadline=None)  # examples: the Hypothesis profile (conftest.py), 500 in "ci"
 @given(keys, keys)
 def test_encoding_is_injective(first: object, second: object) -> None:
     a, b = validate_key(first), validate_key(second)

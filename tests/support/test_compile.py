@@ -20,6 +20,8 @@ from torch._dynamo.utils import counters
 from reproducible_block import ReproducibleBlock, set_seed
 from reproducible_block._blocks import stack as _stack
 
+pytestmark = pytest.mark.slow  # real compiles take seconds each (make unit runs them)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo() -> Iterator[None]:
