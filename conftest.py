@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 
 from reproducible_block.diagnostics import _ledger
 from reproducible_block.testing import isolated_random_state
+from tests._draws import GENERATOR_KINDS, GeneratorKind
 
 _PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", max_examples=500, **_PROFILE)
@@ -44,6 +45,14 @@ def _restore_global_random_state() -> Iterator[None]:
         left = _ledger.set_recording(ledger)
         if left is not None:
             left.close()
+
+
+@pytest.fixture(params=sorted(GENERATOR_KINDS))
+def generator_kind(request: pytest.FixtureRequest) -> GeneratorKind:
+    """Each kind of generator a block manages: Python ``random``, NumPy's global generator,
+    torch's CPU generator, and a registered ``torch.Generator`` and ``np.random.Generator``
+    (registered inside the test; the autouse fixture unregisters them)."""
+    return GENERATOR_KINDS[request.param]()
 
 
 @pytest.fixture

@@ -11,35 +11,15 @@ import pytest
 import torch
 
 import reproducible_block as rb
-from reproducible_block import ReproducibleBlock, register_generator, set_seed
+from reproducible_block import ReproducibleBlock, set_seed
 from reproducible_block.diagnostics import record_blocks
 
-from .._draws import BUILTIN_DRAWS, draw_all
+from .._draws import GeneratorKind, draw_all
 
 
-def _registered_torch() -> Callable[[], list[float]]:
-    generator = torch.Generator()
-    register_generator(generator, name="user-torch")
-    return lambda: torch.rand(3, generator=generator).tolist()
-
-
-def _registered_numpy() -> Callable[[], list[float]]:
-    generator = np.random.default_rng(0)
-    register_generator(generator, name="user-numpy")
-    return lambda: generator.random(3).tolist()
-
-
-# Every source a block manages, as a factory (registration happens inside the test).
-SOURCES: dict[str, Callable[[], Callable[[], list[float]]]] = {
-    **{name: (lambda draw=draw: draw) for name, draw in BUILTIN_DRAWS.items()},
-    "registered-torch": _registered_torch,
-    "registered-numpy": _registered_numpy,
-}
-
-
-@pytest.fixture(params=sorted(SOURCES))
-def draw(request: pytest.FixtureRequest) -> Callable[[], list[float]]:
-    return SOURCES[request.param]()
+@pytest.fixture
+def draw(generator_kind: GeneratorKind) -> Callable[[], list[float]]:
+    return generator_kind.draw
 
 
 def test_same_key_same_stream_whatever_ran_before(draw: Callable[[], list[float]]) -> None:

@@ -23,6 +23,7 @@ from reproducible_block._sources.registry import registry
 from reproducible_block._streams.root import peek_seed, replace_seed
 from reproducible_block.compat import Reproducible_Block
 
+from .._draws import GeneratorKind
 from .._raw import managed_setup
 
 
@@ -161,3 +162,15 @@ def test_a_decorated_training_function_resumes_inside_its_block() -> None:
     assert train(6, resume=saved) == full[3:]
     assert torch.equal(torch.rand(2), caller_expected)  # the caller's stream is its own again
     assert saved["rng"][0]["open_blocks"] == ["ReproducibleBlock('train')"]
+
+
+def test_each_generator_kind_comes_back_to_its_saved_state(generator_kind: GeneratorKind) -> None:
+    set_seed(3)
+    generator_kind.draw()
+    saved, states = generator_kind.state(), through_file(get_rng_state())
+    expected = generator_kind.draw()
+    set_seed(4)
+    generator_kind.draw()
+    load_rng_state(states)
+    assert generator_kind.state() == saved
+    assert generator_kind.draw() == expected

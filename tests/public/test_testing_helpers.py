@@ -21,6 +21,7 @@ from reproducible_block import (
 from reproducible_block._blocks.stack import get_block_wait_timeout
 from reproducible_block._streams.root import peek_seed
 from reproducible_block.testing import isolated_random_state
+from tests._draws import GeneratorKind
 from tests._plain_source import Unplugged
 
 
@@ -119,3 +120,14 @@ def test_the_fixture_isolates_the_tests_of_a_users_suite(pytester: pytest.Pytest
     without = USER_SUITE.replace('@pytest.mark.usefixtures("restore_random_state")', "")
     pytester.makepyfile(test_user=without)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1)
+
+
+def test_isolated_random_state_puts_each_generator_kind_back(generator_kind: GeneratorKind) -> None:
+    set_seed(1)
+    generator_kind.draw()
+    before = generator_kind.state()
+    with isolated_random_state():
+        set_seed(2)
+        generator_kind.draw()
+        assert generator_kind.state() != before
+    assert generator_kind.state() == before
