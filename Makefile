@@ -96,7 +96,8 @@ bench: $(STAMP)
 
 # Property tests with many more examples than CI runs.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/blocks/test_properties.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/blocks/test_properties.py \
+		tests/streams/test_stream_derivation.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage
