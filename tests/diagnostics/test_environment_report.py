@@ -186,6 +186,7 @@ def test_a_fresh_process_reports_whether_its_str_hashes_are_fixed(
     assert report["versions"]["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_module_prints_the_table_in_a_fresh_process() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
     table = _run_module(env=env)

@@ -192,6 +192,7 @@ def test_seed_worker_gives_each_fork_worker_its_own_global_streams() -> None:
     assert_worker_streams_differ(samples)
 
 
+@pytest.mark.slow
 def test_worker_streams_repeat_between_runs_with_a_loader_generator() -> None:
     set_seed(ROOT_SEED)
     first = outside_draws(load(2, batch_size=1, shuffle=True))
@@ -200,6 +201,7 @@ def test_worker_streams_repeat_between_runs_with_a_loader_generator() -> None:
     assert outside_draws(load(2, batch_size=1, shuffle=True)) == first
 
 
+@pytest.mark.slow
 def test_worker_streams_differ_between_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every rank seeded alike (set_seed(s) everywhere, the same loader generator): without the
     # rank folded in, each rank's workers would repeat the other ranks' draws outside blocks.
@@ -214,6 +216,7 @@ def test_worker_streams_differ_between_ranks(monkeypatch: pytest.MonkeyPatch) ->
         assert streams["0"][worker] != streams["1"][worker]
 
 
+@pytest.mark.slow
 def test_without_seed_worker_ranks_share_worker_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     # Shows that the check above can fail: PyTorch's own worker seeding ignores the rank.
     streams = {}
