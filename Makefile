@@ -28,7 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
-# Lightning, accelerate and transformers, for tests/test_integrations.py and the integrations
+# Lightning, accelerate and transformers, for tests/public/test_integrations.py and the integrations
 # guide (requirements-integrations.txt; torch stays the pinned CPU build).
 $(INTEGRATIONS_STAMP): requirements-integrations.txt $(STAMP)
 	$(BIN)/python -m pip install -q -r requirements-integrations.txt
@@ -39,7 +39,7 @@ unit: $(STAMP) $(INTEGRATIONS_STAMP)
 		--cov-report=term:skip-covered --cov-fail-under=95
 
 # The fast suite again with every raw-memory fast path off (reproducible_block/_fast): only the
-# public APIs, which must give the same streams (tests/test_golden_streams.py included).
+# public APIs, which must give the same streams (tests/streams/test_golden_streams.py included).
 unit-public: $(STAMP) $(INTEGRATIONS_STAMP)
 	REPRODUCIBLE_BLOCK_FAST_PATHS=0 $(BIN)/python -m pytest -q --no-cov -m "not slow"
 
@@ -48,9 +48,10 @@ unit-public: $(STAMP) $(INTEGRATIONS_STAMP)
 optimized: $(STAMP) $(INTEGRATIONS_STAMP)
 	$(BIN)/python -O -m pytest -q --no-cov -m "not slow" -W "ignore::pytest.PytestConfigWarning"
 
-# The inner loop: lint, types and the fast tests, stopping at the first failure.
+# The inner loop: lint, types and the fast tests (no other processes, no DataLoader workers; the
+# "dev" Hypothesis profile), stopping at the first failure. `make unit` runs everything.
 quick: lint typecheck $(INTEGRATIONS_STAMP)
-	$(BIN)/python -m pytest -q --no-cov -x -m "not slow"
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} $(BIN)/python -m pytest -q --no-cov -x -m "not slow"
 
 # ruff's formatter over the tree (applied once; `make lint` checks the rules).
 format: $(STAMP)
@@ -100,7 +101,8 @@ bench: $(STAMP)
 
 # Property tests with many more examples than CI runs.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/test_properties.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q --no-cov tests/blocks/test_properties.py \
+		tests/streams/test_stream_derivation.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage

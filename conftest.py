@@ -1,7 +1,13 @@
-"""Fixtures for tests and doctests: every test leaves process-global state as it found it."""
+"""Fixtures for tests and doctests: every test leaves process-global state as it found it.
+
+Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE``: "ci" (the default, 500 examples), "dev"
+(50, for ``make quick``) and "fuzz" (5000, ``make fuzz``). Tests that set ``max_examples``
+themselves keep their own count.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -9,9 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from hypothesis import HealthCheck, settings
 
 from reproducible_block.diagnostics import _ledger
 from reproducible_block.testing import isolated_random_state
+from tests._draws import GENERATOR_KINDS, GeneratorKind
+
+_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=500, **_PROFILE)
+settings.register_profile("dev", max_examples=50, **_PROFILE)
+settings.register_profile("fuzz", max_examples=5000, **_PROFILE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Read by mypy (pyproject.toml), never run: pytest's --doctest-modules would import it.
+collect_ignore = ["tests/typing"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,10 +47,18 @@ def _restore_global_random_state() -> Iterator[None]:
             left.close()
 
 
+@pytest.fixture(params=sorted(GENERATOR_KINDS))
+def generator_kind(request: pytest.FixtureRequest) -> GeneratorKind:
+    """Each kind of generator a block manages: Python ``random``, NumPy's global generator,
+    torch's CPU generator, and a registered ``torch.Generator`` and ``np.random.Generator``
+    (registered inside the test; the autouse fixture unregisters them)."""
+    return GENERATOR_KINDS[request.param]()
+
+
 @pytest.fixture
 def single_rank_group(tmp_path: Path) -> Iterator[None]:
     """A real gloo process group of one rank in this process, destroyed after the test (the
-    multi-rank behaviour is tested in spawned processes: tests/test_distributed.py)."""
+    multi-rank behaviour is tested in spawned processes: tests/support/test_distributed.py)."""
     dist.init_process_group(
         "gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1,
         timeout=timedelta(seconds=60),

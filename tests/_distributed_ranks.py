@@ -1,4 +1,4 @@
-"""The ranks of tests/test_distributed.py: each runs in its own process and writes rank-N.json.
+"""The ranks of tests/support/test_distributed.py: each in its own process, writing rank-N.json.
 
 ``two_ranks`` (2 ranks): DataLoader workers under a real process group, and ``set_seed`` as a
 collective. ``four_ranks`` (4 ranks): blocks with ``per_rank=<process group>``.

@@ -1,4 +1,4 @@
-"""One rank of tests/test_distributed_rng_state.py: runs in its own process, writes rank-N.json."""
+"""One rank of tests/features/test_distributed_rng_state.py, in its own process: rank-N.json."""
 
 from __future__ import annotations
 

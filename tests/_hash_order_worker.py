@@ -1,5 +1,5 @@
 """Trace a model whose output follows a set's iteration order (str hashes): run by
-tests/test_find_nondeterminism.py under two PYTHONHASHSEEDs, it writes the trace as JSON."""
+tests/diagnostics/test_find_nondeterminism.py under two PYTHONHASHSEEDs; writes the trace (JSON)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One rank of the gloo run in tests/test_run_diff.py: records runs "a" and "b" (rank 1 differs)."""
+"""A rank of the gloo run in tests/diagnostics/test_run_diff.py: runs "a", "b" (rank 1 differs)."""
 
 from __future__ import annotations
 

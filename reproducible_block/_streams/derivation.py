@@ -2,7 +2,7 @@
 
 This module owns the stream contract. Each rule and constant below decides the numbers users get,
 so none of them changes without a new :data:`DERIVATION_VERSION` (see the docs' stream stability
-policy); ``tests/test_golden_streams.py`` pins their output.
+policy); ``tests/streams/test_golden_streams.py`` pins their output.
 
 **Bits.** Every derived stream starts from 128 bits taken from one keyed BLAKE2b digest
 (``person`` = :data:`PERSON`) of a message that starts with a domain byte, so that blocks, loader

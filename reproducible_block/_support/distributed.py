@@ -175,7 +175,7 @@ def all_gather_objects(value: Any) -> list[Any]:
     """Every rank's ``value``, indexed by global rank (a collective: every rank must call it)."""
     if not is_distributed():
         return [value]
-    # Runs in the ranks that tests/test_distributed_rng_state.py spawns.
+    # Runs in the ranks that tests/features/test_distributed_rng_state.py spawns.
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
