@@ -39,7 +39,8 @@ The recipe:
   the dropout streams of ranks 0 and 1 do not.
 
 Without ``torchrun`` one process trains and then resumes from its last checkpoint (exit status
-1 if the losses differ). tests/public/test_torchrun.py runs the commands above and compares the runs.
+1 if the losses differ). tests/public/test_torchrun.py runs the commands above and compares
+the runs.
 """
 
 from __future__ import annotations

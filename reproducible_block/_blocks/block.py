@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["ReproducibleBlock"]
 
 # The caches live in states. _plain_keys and clear_cache, imported above, are also reached
-# through this module: tests/streams/test_golden_streams.py clears them here, and it is never edited.
+# through this module: tests/streams/test_golden_streams.py clears them here, and it is never
+# edited.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
