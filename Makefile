@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
@@ -53,7 +54,7 @@ optimized: $(STAMP) $(INTEGRATIONS_STAMP)
 quick: lint typecheck $(INTEGRATIONS_STAMP)
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} $(BIN)/python -m pytest -q --no-cov -x -m "not slow"
 
-# ruff's formatter over the tree (applied once; `make lint` checks the rules).
+# ruff's formatter over the tree (`make lint` checks that nothing is left to format).
 format: $(STAMP)
 	$(BIN)/ruff format .
 

@@ -60,7 +60,10 @@ def single_rank_group(tmp_path: Path) -> Iterator[None]:
     """A real gloo process group of one rank in this process, destroyed after the test (the
     multi-rank behaviour is tested in spawned processes: tests/support/test_distributed.py)."""
     dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path}/rendezvous", rank=0, world_size=1,
+        "gloo",
+        init_method=f"file://{tmp_path}/rendezvous",
+        rank=0,
+        world_size=1,
         timeout=timedelta(seconds=60),
     )
     try:

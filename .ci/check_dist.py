@@ -25,8 +25,14 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-SDIST_ALLOWED = {"reproducible_block", "pyproject.toml", "README.md", "LICENSE", "PKG-INFO",
-                 ".gitignore"}
+SDIST_ALLOWED = {
+    "reproducible_block",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "PKG-INFO",
+    ".gitignore",
+}
 COPYRIGHT = "Copyright (c) 2026 reproducible_block developers"
 
 
@@ -35,11 +41,14 @@ def fail(message: str) -> None:
 
 
 def run(*command: str | Path, cwd: Path = ROOT) -> str:
-    result = subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [str(part) for part in command], cwd=cwd, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
-        fail(f"{' '.join(map(str, command))} exited {result.returncode}:\n"
-             f"{result.stdout}{result.stderr}")
+        fail(
+            f"{' '.join(map(str, command))} exited {result.returncode}:\n"
+            f"{result.stdout}{result.stderr}"
+        )
     return result.stdout
 
 
@@ -62,8 +71,11 @@ def check_wheel(path: Path, project_version: str) -> None:
     dist_info = f"reproducible_block-{project_version}.dist-info"
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
-        for needed in ("reproducible_block/__init__.py", "reproducible_block/py.typed",
-                       f"{dist_info}/licenses/LICENSE"):
+        for needed in (
+            "reproducible_block/__init__.py",
+            "reproducible_block/py.typed",
+            f"{dist_info}/licenses/LICENSE",
+        ):
             if needed not in names:
                 fail(f"the wheel lacks {needed}")
         if COPYRIGHT not in archive.read(f"{dist_info}/licenses/LICENSE").decode():
@@ -71,8 +83,9 @@ def check_wheel(path: Path, project_version: str) -> None:
         metadata = archive.read(f"{dist_info}/METADATA").decode()
         if "License-Expression: MIT" not in metadata:
             fail("the wheel's metadata does not say License-Expression: MIT")
-        stray = sorted(name for name in names
-                       if not name.startswith(("reproducible_block/", f"{dist_info}/")))
+        stray = sorted(
+            name for name in names if not name.startswith(("reproducible_block/", f"{dist_info}/"))
+        )
         if stray:
             fail(f"the wheel carries files outside the package: {stray}")
 
@@ -95,8 +108,10 @@ def main() -> None:
         printed = run(python, "-m", "reproducible_block", "--version", cwd=work)
         if printed != f"reproducible_block {project_version}\n":
             fail(f"--version printed {printed!r}, pyproject says {project_version}")
-        print(f"dist-check: {sdist.name} and {wheel.name} carry LICENSE and py.typed; "
-              f"the wheel installs into a fresh venv and reports {project_version}")
+        print(
+            f"dist-check: {sdist.name} and {wheel.name} carry LICENSE and py.typed; "
+            f"the wheel installs into a fresh venv and reports {project_version}"
+        )
 
 
 if __name__ == "__main__":

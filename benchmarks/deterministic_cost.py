@@ -30,18 +30,23 @@ def main() -> None:
     index = (torch.randint(0, 1000, (100_000,)),)
     values = torch.randn(100_000)
     cases = {
-        "conv forward+backward (8x3x64x64)": ("conv(images).sum().backward()",
-                                              {"conv": conv, "images": images}),
+        "conv forward+backward (8x3x64x64)": (
+            "conv(images).sum().backward()",
+            {"conv": conv, "images": images},
+        ),
         "index_put_ accumulate (100k into 100k)": (
             "target.index_put_(index, values, accumulate=True)",
-            {"target": target, "index": index, "values": values}),
+            {"target": target, "index": index, "values": values},
+        ),
     }
     for name, (statement, env) in cases.items():
         plain = median_us(statement, env)
         with deterministic_mode():
             strict = median_us(statement, env)
-        print(f"{name:42s} default {plain:9.1f} us   deterministic {strict:9.1f} us   "
-              f"x{strict / plain:.2f}")
+        print(
+            f"{name:42s} default {plain:9.1f} us   deterministic {strict:9.1f} us   "
+            f"x{strict / plain:.2f}"
+        )
     tracked = median_us("with track_consumption(): pass", {"track_consumption": track_consumption})
     report = median_us("environment_report()", {"environment_report": environment_report})
     print(f"{'track_consumption() enter+exit':42s} {tracked:9.1f} us")

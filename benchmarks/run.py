@@ -158,8 +158,10 @@ def medians(figures: dict[str, Callable[[], object]], calls: int) -> dict[str, f
 
 def ledger_cost(calls: int) -> dict[str, float]:
     """The repeated-key block with the block ledger recording (to a temporary file) and off."""
-    with tempfile.TemporaryDirectory() as folder, \
-            record_blocks(Path(folder) / "ledger.jsonl") as ledger:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        record_blocks(Path(folder) / "ledger.jsonl") as ledger,
+    ):
 
         def off() -> None:
             _ledger.set_recording(None)
@@ -221,7 +223,8 @@ class Pipeline(Dataset[torch.Tensor]):
             start = time.perf_counter()
             samples.append(self[index])
             self.seconds["blocks" if self.in_block(index) else "plain"] += (
-                time.perf_counter() - start)
+                time.perf_counter() - start
+            )
         return samples
 
 
@@ -257,8 +260,10 @@ class ImageAugmentation(Pipeline):
         image = self.image[:, top : top + 224, left : left + 224]
         image = torch.where(torch.rand(()) < 0.5, image.flip(-1), image)
         brightness, contrast = np.random.uniform(0.8, 1.2, size=2)
-        steps = [lambda x: x * float(brightness),
-                 lambda x: (x - x.mean()) * float(contrast) + x.mean()]
+        steps = [
+            lambda x: x * float(brightness),
+            lambda x: (x - x.mean()) * float(contrast) + x.mean(),
+        ]
         random.shuffle(steps)
         for step in steps:
             image = step(image)
@@ -346,7 +351,8 @@ def table(rows: list[Row]) -> str:
     cells = [header] + [row.cells() for row in rows]
     widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
     lines = [
-        "| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        "| "
+        + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
         + " |"
         for line in cells
     ]
@@ -365,33 +371,66 @@ def main() -> int:
     calls = 2000
     rows: list[Row] = []
 
-    base = medians({"fork_rng": fork_rng, "repeated": repeated_key,
-                    "torch": repeated_torch_only}, calls)
-    rows.append(Row("repeated key, all sources / fork_rng (torch only)",
-                    f"{base['repeated']:.1f} / {base['fork_rng']:.1f} µs",
-                    base["repeated"] / base["fork_rng"], 2.0))
-    rows.append(Row("repeated key, sources=('torch',) / fork_rng",
-                    f"{base['torch']:.1f} / {base['fork_rng']:.1f} µs",
-                    base["torch"] / base["fork_rng"], 1.1))
+    base = medians(
+        {"fork_rng": fork_rng, "repeated": repeated_key, "torch": repeated_torch_only}, calls
+    )
+    rows.append(
+        Row(
+            "repeated key, all sources / fork_rng (torch only)",
+            f"{base['repeated']:.1f} / {base['fork_rng']:.1f} µs",
+            base["repeated"] / base["fork_rng"],
+            2.0,
+        )
+    )
+    rows.append(
+        Row(
+            "repeated key, sources=('torch',) / fork_rng",
+            f"{base['torch']:.1f} / {base['fork_rng']:.1f} µs",
+            base["torch"] / base["fork_rng"],
+            1.1,
+        )
+    )
 
     fresh = medians({"floor": public_floor, "fresh": fresh_key}, calls // 4)
-    rows.append(Row("fresh key, all sources / public floor (3 generators)",
-                    f"{fresh['fresh']:.1f} / {fresh['floor']:.1f} µs",
-                    fresh["fresh"] / fresh["floor"], 0.35))
+    rows.append(
+        Row(
+            "fresh key, all sources / public floor (3 generators)",
+            f"{fresh['fresh']:.1f} / {fresh['floor']:.1f} µs",
+            fresh["fresh"] / fresh["floor"],
+            0.35,
+        )
+    )
 
     gauss = medians({"with": with_cached_gaussian, "without": without_cached_gaussian}, calls)
-    rows.append(Row("caller holding a cached NumPy Gaussian / without",
-                    f"{gauss['with']:.1f} / {gauss['without']:.1f} µs",
-                    gauss["with"] / gauss["without"], 1.2))
+    rows.append(
+        Row(
+            "caller holding a cached NumPy Gaussian / without",
+            f"{gauss['with']:.1f} / {gauss['without']:.1f} µs",
+            gauss["with"] / gauss["without"],
+            1.2,
+        )
+    )
 
     cuda = medians({"cuda": cuda_install_restore}, calls)["cuda"]
-    rows.append(Row("CUDA source install + restore before CUDA starts (CPU side)",
-                    f"{cuda:.1f} µs", cuda, 5.0, unit="µs"))
+    rows.append(
+        Row(
+            "CUDA source install + restore before CUDA starts (CPU side)",
+            f"{cuda:.1f} µs",
+            cuda,
+            5.0,
+            unit="µs",
+        )
+    )
 
     items = medians({"item": decorated_item, "block": repeated_key}, calls)
-    rows.append(Row("decorated generator, per item / repeated-key block",
-                    f"{items['item']:.1f} / {items['block']:.1f} µs",
-                    items["item"] / items["block"], 1.3))
+    rows.append(
+        Row(
+            "decorated generator, per item / repeated-key block",
+            f"{items['item']:.1f} / {items['block']:.1f} µs",
+            items["item"] / items["block"],
+            1.3,
+        )
+    )
 
     cache_size = _block.CACHE_SIZE
     _block.CACHE_SIZE = 0  # derive on every call: nothing is cached
@@ -400,21 +439,42 @@ def main() -> int:
     finally:
         _block.CACHE_SIZE = cache_size
         _block.clear_cache()
-    rows.append(Row("derivation of a fresh all-sources block (key included)",
-                    f"{derived['fresh']:.1f} µs", derived["fresh"], 10.0, unit="µs"))
-    rows.append(Row("derivation, key 10**12 / key 1",
-                    f"{derived['huge']:.1f} / {derived['one']:.1f} µs",
-                    derived["huge"] / derived["one"], 1.25))
+    rows.append(
+        Row(
+            "derivation of a fresh all-sources block (key included)",
+            f"{derived['fresh']:.1f} µs",
+            derived["fresh"],
+            10.0,
+            unit="µs",
+        )
+    )
+    rows.append(
+        Row(
+            "derivation, key 10**12 / key 1",
+            f"{derived['huge']:.1f} / {derived['one']:.1f} µs",
+            derived["huge"] / derived["one"],
+            1.25,
+        )
+    )
 
     ledger = ledger_cost(calls)
-    rows.append(Row("block ledger on / off (repeated key)",
-                    f"{ledger['on']:.1f} / {ledger['off']:.1f} µs",
-                    ledger["on"] / ledger["off"], 2.0))
+    rows.append(
+        Row(
+            "block ledger on / off (repeated key)",
+            f"{ledger['on']:.1f} / {ledger['off']:.1f} µs",
+            ledger["on"] / ledger["off"],
+            2.0,
+        )
+    )
 
     call = medians({"decorated": decorated, "plain": plain}, calls * 5)
-    rows.append(Row("decorated call / plain call",
-                    f"{call['decorated']:.1f} / {call['plain']:.2f} µs",
-                    call["decorated"] / call["plain"]))
+    rows.append(
+        Row(
+            "decorated call / plain call",
+            f"{call['decorated']:.1f} / {call['plain']:.2f} µs",
+            call["decorated"] / call["plain"],
+        )
+    )
 
     # DataLoader workers run torch with one intra-op thread; so does this in-process pipeline.
     threads = torch.get_num_threads()
@@ -423,22 +483,40 @@ def main() -> int:
         work = calibrate_matrix_work()
         samples = cache_size  # fresh keys anyway: the epoch is part of the key
         per_sample, ratio = pipeline_ratio(MatrixWork(samples, ("torch",), work))
-        rows.append(Row("per-sample blocks, ~1 ms pipeline, torch only, fresh keys / none",
-                        f"{per_sample:.0f} µs per sample", ratio, 1.05))
+        rows.append(
+            Row(
+                "per-sample blocks, ~1 ms pipeline, torch only, fresh keys / none",
+                f"{per_sample:.0f} µs per sample",
+                ratio,
+                1.05,
+            )
+        )
         per_sample, ratio = pipeline_ratio(ImageAugmentation(samples, None))
-        rows.append(Row("per-sample blocks, 3x224x224 augmentation, all sources / none",
-                        f"{per_sample:.0f} µs per sample", ratio, 1.05))
+        rows.append(
+            Row(
+                "per-sample blocks, 3x224x224 augmentation, all sources / none",
+                f"{per_sample:.0f} µs per sample",
+                ratio,
+                1.05,
+            )
+        )
     finally:
         torch.set_num_threads(threads)
 
     growth, cached = memory_growth(100_000)
-    rows.append(Row("memory growth over 100,000 distinct keys",
-                    f"{growth:.1f} MiB, {cached} cached (bound {cache_size})",
-                    ok=growth < 16 and cached <= cache_size))
+    rows.append(
+        Row(
+            "memory growth over 100,000 distinct keys",
+            f"{growth:.1f} MiB, {cached} cached (bound {cache_size})",
+            ok=growth < 16 and cached <= cache_size,
+        )
+    )
 
     text = table(rows)
-    print(f"reproducible_block benchmark ({ROUNDS} alternating rounds, medians; torch "
-          f"{torch.__version__}, NumPy {np.__version__}, Python {sys.version.split()[0]})\n")
+    print(
+        f"reproducible_block benchmark ({ROUNDS} alternating rounds, medians; torch "
+        f"{torch.__version__}, NumPy {np.__version__}, Python {sys.version.split()[0]})\n"
+    )
     print(text)
     if arguments.markdown is not None:
         arguments.markdown.write_text(text + "\n")

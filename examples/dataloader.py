@@ -62,8 +62,13 @@ def epoch_orders(validation_pass: bool, loader_generator: bool) -> list[list[int
 def augmentation_digest(num_workers: int, batch_size: int, shuffle: bool) -> str:
     """A short digest of every sample's augmentation, in index order."""
     set_seed(0)
-    loader = DataLoader(NoisySamples(), batch_size=batch_size, shuffle=shuffle,
-                        num_workers=num_workers, worker_init_fn=seed_worker)
+    loader = DataLoader(
+        NoisySamples(),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+    )
     by_index = {}
     for indices, values in loader:
         for index, value in zip(indices.tolist(), values, strict=True):
@@ -84,19 +89,27 @@ def main() -> int:
         same = plain == validated
         if same != library:
             failures.append(label)
-        print(f"  {label:24}{' '.join(map(str, plain)):24}"
-              f"{' '.join(map(str, validated)):32}{'yes' if same else 'no'}")
+        print(
+            f"  {label:24}{' '.join(map(str, plain)):24}"
+            f"{' '.join(map(str, validated)):32}{'yes' if same else 'no'}"
+        )
 
     print("\nPer-sample augmentations (16 samples)")
     print(f"  {'num_workers':>11} {'batch_size':>10} {'shuffle':>7}  digest        same as 0")
     reference = augmentation_digest(0, 1, False)
-    for num_workers, batch_size, shuffle in ((0, 1, False), (1, 4, True), (2, 3, True),
-                                             (4, 5, False)):
+    for num_workers, batch_size, shuffle in (
+        (0, 1, False),
+        (1, 4, True),
+        (2, 3, True),
+        (4, 5, False),
+    ):
         digest = augmentation_digest(num_workers, batch_size, shuffle)
         if digest != reference:
             failures.append(f"num_workers={num_workers}")
-        print(f"  {num_workers:>11} {batch_size:>10} {shuffle!s:>7}  {digest}  "
-              f"{'yes' if digest == reference else 'no'}")
+        print(
+            f"  {num_workers:>11} {batch_size:>10} {shuffle!s:>7}  {digest}  "
+            f"{'yes' if digest == reference else 'no'}"
+        )
     if failures:
         print(f"\nunexpected: {failures}", file=sys.stderr)
         return 1

@@ -133,9 +133,15 @@ class Run:
             self.optimizer.load_state_dict(self.saved["optimizer"])
             self.start = self.saved["step"]
         self.report: dict[str, Any] = {
-            "rank": self.rank, "world_size": self.world_size, "seed": self.seed,
-            "batches_per_epoch": len(self.loader), "start": self.start, "losses": {},
-            "streams": {}, "at_checkpoint": {}, "after_load": None,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "seed": self.seed,
+            "batches_per_epoch": len(self.loader),
+            "start": self.start,
+            "losses": {},
+            "streams": {},
+            "at_checkpoint": {},
+            "after_load": None,
         }
 
     def batches_from(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -153,8 +159,13 @@ class Run:
         if self.rank == 0:
             path = Path(self.arguments.workdir) / "checkpoint.pt"
             torch.save(
-                {"step": step, "seed": self.seed, "model": self.model.module.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "rng": rng},
+                {
+                    "step": step,
+                    "seed": self.seed,
+                    "model": self.model.module.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "rng": rng,
+                },
                 path.with_suffix(".tmp"),
             )
             os.replace(path.with_suffix(".tmp"), path)  # a kill never leaves half a checkpoint
@@ -166,8 +177,7 @@ class Run:
             load_rng_state(self.saved["rng"], on_world_size_change=arguments.on_world_size_change)
             self.report["after_load"] = fingerprints()
         self.model.train()
-        steps = zip(range(self.start, arguments.steps), self.batches_from(self.start),
-                    strict=False)
+        steps = zip(range(self.start, arguments.steps), self.batches_from(self.start), strict=False)
         for step, (inputs, targets) in steps:
             if step == arguments.preempt_at:
                 os.kill(os.getpid(), signal.SIGKILL)  # preempted: no clean-up, no last words
@@ -204,11 +214,16 @@ def alone() -> int:
     resumes from the last checkpoint; its losses must be the uninterrupted run's."""
     with tempfile.TemporaryDirectory() as folder:
         arguments = argparse.Namespace(
-            workdir=folder, resume_from=None, steps=12, checkpoint_every=4, preempt_at=None,
+            workdir=folder,
+            resume_from=None,
+            steps=12,
+            checkpoint_every=4,
+            preempt_at=None,
             on_world_size_change="error",
         )
-        dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=0,
-                                world_size=1)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{folder}/rendezvous", rank=0, world_size=1
+        )
         try:
             full = Run(arguments)
             full.train()
@@ -218,8 +233,7 @@ def alone() -> int:
         finally:
             gc.collect()
             dist.destroy_process_group()
-    expected = {step: loss for step, loss in full.report["losses"].items()
-                if step >= resumed.start}
+    expected = {step: loss for step, loss in full.report["losses"].items() if step >= resumed.start}
     same = resumed.report["losses"] == expected
     print(f"one process: resumed at step {resumed.start}, losses bit for bit: {same}")
     print("Under torchrun, as a preempted job on 2 ranks and resumed on 3: see this file's doc.")

@@ -169,7 +169,10 @@ def worker(rank: int, phase: str, world_size: int, port: int, workdir: str) -> N
     checkpoint = Path(workdir) / "checkpoint.pt"
     if world_size > 1:
         dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
             timeout=timedelta(seconds=60),
         )
     try:
@@ -198,7 +201,10 @@ def free_port() -> int:
 def spawn(phase: str, world_size: int, workdir: str) -> None:
     """Run ``worker`` in ``world_size`` fresh processes; never wait longer than JOIN_TIMEOUT_S."""
     context = mp.start_processes(
-        worker, args=(phase, world_size, free_port(), workdir), nprocs=world_size, join=False,
+        worker,
+        args=(phase, world_size, free_port(), workdir),
+        nprocs=world_size,
+        join=False,
         start_method="spawn",
     )
     deadline = time.monotonic() + JOIN_TIMEOUT_S
@@ -242,8 +248,10 @@ def main() -> int:
             same = losses["resumed"] == losses["full"][SAVE_AT:]
             control = losses["control"] == losses["full"][SAVE_AT:]
             exact = exact and same and not control
-            print(f"world size {world_size}, rank {rank}: resumed at step {SAVE_AT} "
-                  f"bit-exact: {same}; without load_rng_state: {control}")
+            print(
+                f"world size {world_size}, rank {rank}: resumed at step {SAVE_AT} "
+                f"bit-exact: {same}; without load_rng_state: {control}"
+            )
     return 0 if exact else 1
 
 

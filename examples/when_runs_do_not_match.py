@@ -48,11 +48,13 @@ def train(ledger_path: Path, edited: bool) -> float:
         images = torch.linspace(0, 1, 32 * 3 * 8 * 8).reshape(32, 3, 8, 8)
         labels = torch.arange(32) % 2
         for step in range(4):
-            batch = torch.stack([augment(images[i], i, edited) for i in range(step * 8,
-                                                                              step * 8 + 8)])
+            batch = torch.stack(
+                [augment(images[i], i, edited) for i in range(step * 8, step * 8 + 8)]
+            )
             with ReproducibleBlock(("train", step)):
-                loss = torch.nn.functional.cross_entropy(model(batch),
-                                                         labels[step * 8: step * 8 + 8])
+                loss = torch.nn.functional.cross_entropy(
+                    model(batch), labels[step * 8 : step * 8 + 8]
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -79,8 +81,10 @@ def main() -> None:
         found = diff_runs(runs / "a" / "ledger.jsonl", runs / "b" / "ledger.jsonl")
         print("1. the run diff:")
         print("  ", found)
-        print(f"   (same from a shell: python -m reproducible_block diff "
-              f"{runs / 'a' / 'ledger.jsonl'} {runs / 'b' / 'ledger.jsonl'})")
+        print(
+            f"   (same from a shell: python -m reproducible_block diff "
+            f"{runs / 'a' / 'ledger.jsonl'} {runs / 'b' / 'ledger.jsonl'})"
+        )
 
     set_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), Jitter(), torch.nn.ReLU())

@@ -30,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="To compare two runs' block ledgers: python -m reproducible_block diff RUN_A RUN_B "
         "(see diff --help).",
     )
-    parser.add_argument("--json", action="store_true",
-                        help="print the report as JSON, for experiment logs")
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON, for experiment logs"
+    )
     parser.add_argument("--version", action="version", version=f"reproducible_block {__version__}")
     arguments = parser.parse_args(argv)
     report = environment_report()
@@ -47,9 +48,12 @@ def diff_main(argv: Sequence[str]) -> int:
         "REPRODUCIBLE_BLOCK_LEDGER) and report the first record where they part. Exit status: "
         "0 the runs agree, 1 they differ, 2 bad usage or an unreadable ledger.",
     )
-    parser.add_argument("run_a", metavar="RUN_A",
-                        help="a ledger file, a folder of per-rank ledgers, or the path given "
-                        "to record_blocks() / REPRODUCIBLE_BLOCK_LEDGER")
+    parser.add_argument(
+        "run_a",
+        metavar="RUN_A",
+        help="a ledger file, a folder of per-rank ledgers, or the path given "
+        "to record_blocks() / REPRODUCIBLE_BLOCK_LEDGER",
+    )
     parser.add_argument("run_b", metavar="RUN_B", help="the other run, in the same forms")
     parser.add_argument("--json", action="store_true", help="print the result as JSON, for tools")
     arguments = parser.parse_args(argv)

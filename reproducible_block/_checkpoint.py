@@ -49,7 +49,13 @@ __all__ = ["FORMAT_VERSION", "get_rng_state", "load_rng_state", "new_rank_states
 #: The version of the entries :func:`get_rng_state` writes; :func:`load_rng_state` reads it.
 FORMAT_VERSION = 1
 _ENTRY_KEYS = (
-    "format_version", "derivation", "rank", "world_size", "open_blocks", "sources", "root"
+    "format_version",
+    "derivation",
+    "rank",
+    "world_size",
+    "open_blocks",
+    "sources",
+    "root",
 )
 _MAX_RANKS = 2**31 - 1
 

@@ -55,7 +55,9 @@ _WORKER_SLOTS = ("random", "numpy", "torch")
 
 def _check_worker_id(worker_id: object) -> int:
     return check_int(
-        worker_id, "worker_id", 0,
+        worker_id,
+        "worker_id",
+        0,
         advice="A DataLoader numbers its workers from 0 and passes the id to worker_init_fn: pass "
         "worker_init_fn=seed_worker and let the DataLoader call it.",
     )
@@ -79,8 +81,13 @@ def _seed_worker_globals(worker_id: int, rank: int) -> None:
 
 
 def _check_rank(rank: object) -> int:
-    return check_int(rank, "the rank a pickled worker_init_fn holds", 0,
-                     advice="Pickle only what reproducible_block itself wrote.", read=True)
+    return check_int(
+        rank,
+        "the rank a pickled worker_init_fn holds",
+        0,
+        advice="Pickle only what reproducible_block itself wrote.",
+        read=True,
+    )
 
 
 class _SeedWorker:
@@ -219,8 +226,10 @@ def _loader_bits(
     if per_worker is not False:
         check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own stream.")
     seed = _root.current_seed(f"{kind}_generator({key!r})")
-    tail = key_bytes if not (per_rank or per_worker) else (
-        derivation_tail(key_bytes, per_rank, per_worker)
+    tail = (
+        key_bytes
+        if not (per_rank or per_worker)
+        else (derivation_tail(key_bytes, per_rank, per_worker))
     )
     return loader_bits(block_message(seed, tail), kind)
 

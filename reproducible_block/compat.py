@@ -98,7 +98,8 @@ def _capture(state: object, action: str) -> None:
     """Make ``state`` (in :meth:`Reproducible_Block.get_random_state`'s form) the reference."""
     global _captured
     if not isinstance(state, dict) or not set(_STATE_KEYS) <= set(state) <= {
-        *_STATE_KEYS, "torch_cuda"
+        *_STATE_KEYS,
+        "torch_cuda",
     }:
         raise ReproducibleBlockTypeError(
             f"{action} takes a state as Reproducible_Block.get_random_state() returns it (a dict "
@@ -140,7 +141,9 @@ class Reproducible_Block(metaclass=_CompatMeta):
                 "@Reproducible_Block(block_seed=42)."
             )
         self.block_seed = check_int(
-            block_seed, "block_seed", 0,
+            block_seed,
+            "block_seed",
+            0,
             advice="For str or tuple keys use reproducible_block.ReproducibleBlock.",
         )
         self.reset_state_after = check_bool(reset_state_after, "reset_state_after")

@@ -48,7 +48,10 @@ def process_group(rank: int, world_size: int, port: int) -> Iterator[None]:
     # workers between collectives): a generous timeout, and this rank's stacks if it is stuck.
     faulthandler.dump_traceback_later(STUCK_AFTER_S, exit=False, file=sys.stderr)
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
         timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
     )
     try:
@@ -67,14 +70,19 @@ def write(workdir: str, rank: int, results: dict[str, Any]) -> None:
 # Two ranks: DataLoader workers.
 
 
-def load_in_workers(context: str = "fork", init: Callable[[int], None] | None = seed_worker,
-                    per_rank: bool = False) -> dict[str, Any]:
+def load_in_workers(
+    context: str = "fork", init: Callable[[int], None] | None = seed_worker, per_rank: bool = False
+) -> dict[str, Any]:
     """set_seed(SEED), then every sample through WORKERS workers: each worker's first draws
     outside blocks (its global streams), its torch seed, and every sample's augmentation."""
     set_seed(SEED)  # alike on every rank, as identical model initialisation needs
     loader = DataLoader(
-        AugmentedSamples(per_rank=per_rank), batch_size=1, num_workers=WORKERS,
-        multiprocessing_context=context, worker_init_fn=init, timeout=120,
+        AugmentedSamples(per_rank=per_rank),
+        batch_size=1,
+        num_workers=WORKERS,
+        multiprocessing_context=context,
+        worker_init_fn=init,
+        timeout=120,
     )
     samples = unbatch(loader)
     first: dict[int, Any] = {}
@@ -126,8 +134,10 @@ def refusal(call: Callable[[], object]) -> dict[str, Any]:
         message = None
     except ReproducibleBlockError as error:
         message = str(error)
-    return {"error": message,
-            "untouched": torch.equal(torch.get_rng_state(), before) and _root.peek_seed() == root}
+    return {
+        "error": message,
+        "untouched": torch.equal(torch.get_rng_state(), before) and _root.peek_seed() == root,
+    }
 
 
 def seeding_checks(rank: int) -> dict[str, Any]:
@@ -147,8 +157,9 @@ def seeding_checks(rank: int) -> dict[str, Any]:
     with ReproducibleBlock("open on rank 0", enabled=rank == 0):
         results["in_block"] = refusal(lambda: set_seed(5))
     set_seed(5)
-    loader = DataLoader(SeedsInWorker(), batch_size=None, num_workers=1,
-                        multiprocessing_context="fork", timeout=60)
+    loader = DataLoader(
+        SeedsInWorker(), batch_size=None, num_workers=1, multiprocessing_context="fork", timeout=60
+    )
     results["in_worker"] = [sample.tolist() for sample in loader]
     logger.removeHandler(handler)
     results["logs"] = handler.messages

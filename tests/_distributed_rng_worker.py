@@ -89,8 +89,9 @@ def checks(rank: int) -> dict[str, Any]:
     saved = through_file(get_rng_state())
 
     # Rank 1 cannot have the lock (another thread holds a block open): it times out.
-    hold = threading.Thread(target=hold_a_block, args=(opened := threading.Event(),
-                                                       done := threading.Event()))
+    hold = threading.Thread(
+        target=hold_a_block, args=(opened := threading.Event(), done := threading.Event())
+    )
     if rank == 1:
         hold.start()
         assert opened.wait(timeout=60)
@@ -121,13 +122,19 @@ def install_refusal(call: Any) -> dict[str, Any]:
         call()
     except Exception as failure:
         error = f"{type(failure).__name__}: {failure}"
-    return {"error": error, "untouched": torch.equal(torch.get_rng_state(), before),
-            "root": peek_seed() == root}
+    return {
+        "error": error,
+        "untouched": torch.equal(torch.get_rng_state(), before),
+        "root": peek_seed() == root,
+    }
 
 
 def rank_main(rank: int, world_size: int, port: int, workdir: str) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
         timeout=timedelta(seconds=60),
     )
     try:

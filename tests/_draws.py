@@ -58,7 +58,8 @@ def _registered_torch() -> GeneratorKind:
     generator = torch.Generator()
     register_generator(generator, name="user-torch")
     return GeneratorKind(
-        "registered-torch", lambda: torch.rand(3, generator=generator).tolist(),
+        "registered-torch",
+        lambda: torch.rand(3, generator=generator).tolist(),
         lambda: generator.get_state().tolist(),
     )
 
@@ -67,7 +68,8 @@ def _registered_numpy() -> GeneratorKind:
     generator = np.random.default_rng(0)
     register_generator(generator, name="user-numpy")
     return GeneratorKind(
-        "registered-numpy", lambda: generator.random(3).tolist(),
+        "registered-numpy",
+        lambda: generator.random(3).tolist(),
         lambda: generator.bit_generator.state,
     )
 

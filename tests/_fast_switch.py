@@ -18,4 +18,3 @@ def fast_paths(enabled: bool) -> Iterator[None]:
         yield
     finally:
         views.ENABLED = saved
-

@@ -38,5 +38,6 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     model = Model()
     trace = trace_ops(model, torch.ones(len(WEIGHTS)))
-    Path(sys.argv[1]).write_text(json.dumps({"order": list(model.mixer.names),
-                                             "trace": trace.to_json()}))
+    Path(sys.argv[1]).write_text(
+        json.dumps({"order": list(model.mixer.names), "trace": trace.to_json()})
+    )

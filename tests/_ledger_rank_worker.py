@@ -30,7 +30,10 @@ def record(run: str, workdir: Path, rank: int, world_size: int) -> str:
 
 def rank_main(rank: int, world_size: int, port: int, workdir: str) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
         timeout=timedelta(seconds=60),
     )
     try:

@@ -86,5 +86,6 @@ def global_states() -> bytes:
     import numpy as np
     import torch
 
-    return pickle.dumps((random.getstate(), np.random.get_state(legacy=False),
-                         torch.get_rng_state().tolist()))
+    return pickle.dumps(
+        (random.getstate(), np.random.get_state(legacy=False), torch.get_rng_state().tolist())
+    )

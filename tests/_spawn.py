@@ -17,9 +17,15 @@ import torch.multiprocessing as mp
 
 
 def run_python(
-    code: str | None = None, *, module: str | None = None, args: Sequence[str] = (),
-    flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None, timeout: float = 120.0, check: bool = False,
+    code: str | None = None,
+    *,
+    module: str | None = None,
+    args: Sequence[str] = (),
+    flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 120.0,
+    check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python [flags] -c code [args]`` (or ``-m module``, or neither: ``args`` starts with a
     script) in a fresh interpreter, stdout and stderr captured as text, killed after ``timeout``
@@ -33,8 +39,13 @@ def run_python(
     elif module is not None:
         command += ["-m", module]
     result = subprocess.run(
-        [*command, *args], env=None if env is None else dict(env), cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, check=False,
+        [*command, *args],
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -54,7 +65,10 @@ def spawn_ranks(
 ) -> list[dict[str, Any]]:
     """Run ``rank_main(rank, world_size, port, workdir)`` per rank; each writes rank-N.json."""
     context = mp.start_processes(
-        rank_main, args=(world_size, free_port(), str(workdir)), nprocs=world_size, join=False,
+        rank_main,
+        args=(world_size, free_port(), str(workdir)),
+        nprocs=world_size,
+        join=False,
         start_method="spawn",
     )
     deadline = time.monotonic() + timeout_s

@@ -36,11 +36,13 @@ class AugmentedSamples(Dataset[Row]):
 
     def __getitem__(self, index: int) -> Row:
         with ReproducibleBlock(("sample", index), per_rank=self.per_rank):
-            augmentation = torch.cat([
-                torch.rand(DRAWS, dtype=torch.float64),
-                torch.from_numpy(np.random.rand(DRAWS)),
-                torch.tensor([random.random() for _ in range(DRAWS)], dtype=torch.float64),
-            ])
+            augmentation = torch.cat(
+                [
+                    torch.rand(DRAWS, dtype=torch.float64),
+                    torch.from_numpy(np.random.rand(DRAWS)),
+                    torch.tensor([random.random() for _ in range(DRAWS)], dtype=torch.float64),
+                ]
+            )
         outside = torch.tensor(
             [torch.rand((), dtype=torch.float64).item(), np.random.rand(), random.random()],
             dtype=torch.float64,
@@ -61,13 +63,15 @@ def unbatch(batches: Iterable[Row]) -> list[Row]:
     samples = []
     for batch in batches:
         for position, index in enumerate(batch["index"].tolist()):
-            samples.append({
-                "index": index,
-                "worker": int(batch["worker"][position]),
-                "torch_seed": int(batch["torch_seed"][position]),
-                "augmentation": batch["augmentation"][position],
-                "outside": batch["outside"][position],
-            })
+            samples.append(
+                {
+                    "index": index,
+                    "worker": int(batch["worker"][position]),
+                    "torch_seed": int(batch["torch_seed"][position]),
+                    "augmentation": batch["augmentation"][position],
+                    "outside": batch["outside"][position],
+                }
+            )
     return samples
 
 

@@ -156,8 +156,9 @@ class ReproducibleBlock:
         if per_rank is not False and per_rank is not True:
             per_rank = check_per_rank(per_rank)
         if per_worker is not False:
-            check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own "
-                       "stream.")
+            check_bool(
+                per_worker, "per_worker", "True gives every DataLoader worker its own stream."
+            )
         self._key_from = key_from if key_from is None else check_key_from(key_from)
         self._enabled = enabled
         self._per_rank = per_rank
@@ -176,8 +177,14 @@ class ReproducibleBlock:
         return (_rebuild, self._options())
 
     def _options(self) -> tuple[Any, ...]:
-        return (self._key, self._source_names, self._enabled, self._per_rank, self._per_worker,
-                self._key_from)
+        return (
+            self._key,
+            self._source_names,
+            self._enabled,
+            self._per_rank,
+            self._per_worker,
+            self._key_from,
+        )
 
     def __copy__(self) -> ReproducibleBlock:
         return _rebuild(*self._options())
@@ -222,8 +229,9 @@ class ReproducibleBlock:
 
     def _for_call(self, key: BlockKey) -> ReproducibleBlock:
         """A block with this one's options and ``key`` (a call's key, see ``key_from``)."""
-        return ReproducibleBlock(key, sources=self._source_names, per_rank=self._per_rank,
-                                 per_worker=self._per_worker)
+        return ReproducibleBlock(
+            key, sources=self._source_names, per_rank=self._per_rank, per_worker=self._per_worker
+        )
 
     def _refuse_key_from(self, use: str) -> BlockUsageError:
         return BlockUsageError(
@@ -237,8 +245,7 @@ class ReproducibleBlock:
         """The sources the block manages and the states to install (derived if not cached)."""
         if self._key_from is not None:
             raise self._refuse_key_from("entered with `with`")
-        return block_states(self._key_bytes, self._source_names, self._per_rank,
-                            self._per_worker)
+        return block_states(self._key_bytes, self._source_names, self._per_rank, self._per_worker)
 
     def _open(self) -> _stack.Frame:
         """Switch to the block's stream; :func:`_stack.leave` switches back."""
@@ -355,6 +362,10 @@ def _rebuild(
     key_from: str | Callable[..., Any] | None = None,
 ) -> ReproducibleBlock:
     return ReproducibleBlock(
-        key, sources=sources, enabled=enabled, per_rank=per_rank, per_worker=per_worker,
+        key,
+        sources=sources,
+        enabled=enabled,
+        per_rank=per_rank,
+        per_worker=per_worker,
         key_from=key_from,
     )

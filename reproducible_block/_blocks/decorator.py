@@ -124,9 +124,7 @@ class _BlockFunction(_FunctionWrapper):  # type: ignore[misc]
         return self
 
 
-def _block_for(
-    block: Any, keyed: KeyFrom | None, instance: Any, args: Any, kwargs: Any
-) -> Any:
+def _block_for(block: Any, keyed: KeyFrom | None, instance: Any, args: Any, kwargs: Any) -> Any:
     """The block one call runs in: ``block``, or with ``key_from`` the call's own block."""
     if keyed is None:
         return block

@@ -43,8 +43,16 @@ def check_key_from(key_from: object) -> str | Callable[..., Any] | None:
 class KeyFrom:
     """``key_from`` resolved for one decorated function: the key of each call."""
 
-    __slots__ = ("_base", "_default", "_function", "_index", "_keyword", "_name", "_static",
-                 "_where")
+    __slots__ = (
+        "_base",
+        "_default",
+        "_function",
+        "_index",
+        "_keyword",
+        "_name",
+        "_static",
+        "_where",
+    )
 
     def __init__(self, key_from: str | Callable[..., Any], base: BlockKey, wrapped: Any) -> None:
         function = getattr(wrapped, "__func__", wrapped)  # staticmethod / classmethod objects
@@ -65,10 +73,15 @@ class KeyFrom:
             parameters = {}  # type: ignore[assignment]
         parameter = parameters.get(key_from)
         if parameter is None or parameter.kind in (
-            inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
         ):
-            named = [name for name, item in parameters.items() if item.kind not in (
-                inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+            named = [
+                name
+                for name, item in parameters.items()
+                if item.kind
+                not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            ]
             raise ReproducibleBlockValueError(
                 f"{self._where} names no argument of it; its arguments are {named!r}. Name one "
                 "of them, or pass a callable that takes the call's arguments and returns a key "

@@ -125,8 +125,10 @@ def _closer(coroutine: Coroutine[Any, Any, Any]) -> Callable[[weakref.ref[Any]],
         _watching.discard(watch)
         # Only one that never started: a suspended one is closed by the outer one's own close
         # (which Python runs after this), inside the block's stream.
-        if getattr(coroutine, "cr_frame", None) is not None and \
-                inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+        if (
+            getattr(coroutine, "cr_frame", None) is not None
+            and inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED
+        ):
             coroutine.close()
 
     return close

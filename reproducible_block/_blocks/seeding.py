@@ -252,12 +252,18 @@ def set_seed(seed: int | None = None, *, deterministic: bool = False) -> int:
 def _log_chosen(value: int, origin: str, ranks: int) -> None:
     shared = f" for the {ranks} ranks" if ranks > 1 else ""
     if origin == "environment":
-        logger.info("set_seed: no seed given; using %s=%d%s", SEED_ENVIRONMENT_VARIABLE, value,
-                    shared)
+        logger.info(
+            "set_seed: no seed given; using %s=%d%s", SEED_ENVIRONMENT_VARIABLE, value, shared
+        )
     else:
         drew = "rank 0 drew" if ranks > 1 else "drew"
-        logger.info("set_seed: no seed given, %s %d%s; call set_seed(%d) to repeat this run",
-                    drew, value, shared, value)
+        logger.info(
+            "set_seed: no seed given, %s %d%s; call set_seed(%d) to repeat this run",
+            drew,
+            value,
+            shared,
+            value,
+        )
 
 
 def _different_seeds(seeds: Sequence[int]) -> str:

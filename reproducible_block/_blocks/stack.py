@@ -313,9 +313,15 @@ def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
             for position, source in enumerate(sources):
                 # By identity: a user's source may define __eq__ (a dataclass), and two sources
                 # that compare equal are still two generators.
-                above, at = next(((other, at) for other in newer
-                                  for at, managed in enumerate(other[1]) if managed is source),
-                                 (None, 0))
+                above, at = next(
+                    (
+                        (other, at)
+                        for other in newer
+                        for at, managed in enumerate(other[1])
+                        if managed is source
+                    ),
+                    (None, 0),
+                )
                 if above is not None:
                     above[2][at] = saved[position]
                     continue

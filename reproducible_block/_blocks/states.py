@@ -133,9 +133,7 @@ def cached_states() -> int:
     return len(derived)
 
 
-def derivation_tail(
-    key_bytes: bytes, per_rank: bool | ProcessGroup, per_worker: bool
-) -> bytes:
+def derivation_tail(key_bytes: bytes, per_rank: bool | ProcessGroup, per_worker: bool) -> bytes:
     """The folds (the rank with ``per_rank``, the DataLoader worker id with ``per_worker``) and
     the encoded key: what derivation reads after the root seed, for blocks and loader
     generators alike."""

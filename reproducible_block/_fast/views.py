@@ -68,7 +68,8 @@ def _before_fork() -> None:
     if not _held_for_fork:  # a switch that never ends (a hung source)
         logging.getLogger("reproducible_block").warning(
             "os.fork() went ahead after waiting %g s for another thread to finish switching "
-            "the random generators; the child may find them half switched.", FORK_WAIT
+            "the random generators; the child may find them half switched.",
+            FORK_WAIT,
         )
 
 

@@ -188,8 +188,9 @@ class GeneratorSource(ABC, Generic[StateT]):
         wrong: a load checks every source before it changes any.
         """
         if not _is_plain(data):
-            raise invalid(where, data, f"plain data, as {type(self).__name__}.to_checkpoint "
-                          "writes it")
+            raise invalid(
+                where, data, f"plain data, as {type(self).__name__}.to_checkpoint writes it"
+            )
         return data  # type: ignore[return-value]
 
     def __repr__(self) -> str:

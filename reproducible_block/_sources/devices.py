@@ -167,15 +167,21 @@ class CudaSource(GeneratorSource[Any]):
             fields = read_fields(data, where, ("device_count", "queued"))
             _device_count(fields["device_count"], f"{where}['device_count']", "CUDA", now)
             calls = fields["queued"]
-            if not isinstance(calls, list) or len(calls) > 2 or not all(
-                isinstance(call, list) and len(call) == 2 and call[0] in ("all", "current")
-                for call in calls
+            if (
+                not isinstance(calls, list)
+                or len(calls) > 2
+                or not all(
+                    isinstance(call, list) and len(call) == 2 and call[0] in ("all", "current")
+                    for call in calls
+                )
             ):
                 raise invalid(f"{where}['queued']", calls, "a list of ['all' or 'current', seed]")
-            return QueuedSeeds(tuple(
-                (kind, read_int(seed, f"{where}['queued'][{index}][1]", 0, _MAX_U64))
-                for index, (kind, seed) in enumerate(calls)
-            ))
+            return QueuedSeeds(
+                tuple(
+                    (kind, read_int(seed, f"{where}['queued'][{index}][1]", 0, _MAX_U64))
+                    for index, (kind, seed) in enumerate(calls)
+                )
+            )
         fields = read_fields(data, where, ("device_count", "states"))
         count = _device_count(fields["device_count"], f"{where}['device_count']", "CUDA", now)
         if self._initialized():  # pragma: no cover - needs a GPU

@@ -181,12 +181,14 @@ def _other_kind_state(data: object, where: str) -> dict[str, Any]:
         scratch.set_state(state)
     except (TypeError, ValueError, KeyError, OverflowError) as error:
         raise invalid(
-            f"{where}['state']", fields["state"],
+            f"{where}['state']",
+            fields["state"],
             f"a state of {kind} ({type(error).__name__}: {error})",
         ) from None
     if not same_state(scratch.get_state(legacy=False), state):
         raise invalid(
-            f"{where}['state']", fields["state"],
+            f"{where}['state']",
+            fields["state"],
             f"a state that {kind} keeps as it is (values out of range?)",
         )
     return state
@@ -295,13 +297,15 @@ class NumpyGeneratorSource(GeneratorSource[Mapping[str, Any]]):
             scratch.state = state
         except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise invalid(
-                f"{where}['state']", fields["state"],
+                f"{where}['state']",
+                fields["state"],
                 f"a state of {type(scratch).__name__}, the bit generator of {self.name!r} "
                 f"({type(error).__name__}: {error})",
             ) from None
         if not same_state(scratch.state, state):
             raise invalid(
-                f"{where}['state']", fields["state"],
+                f"{where}['state']",
+                fields["state"],
                 f"a state that {type(scratch).__name__} keeps as it is (values out of range?)",
             )
         return state

@@ -112,7 +112,9 @@ class SourceRegistry:
             with self._lock:
                 if self._builtin is None:
                     sources: list[GeneratorSource[Any]] = [
-                        PythonRandomSource(), NumpyGlobalSource(), TorchDefaultSource()
+                        PythonRandomSource(),
+                        NumpyGlobalSource(),
+                        TorchDefaultSource(),
                     ]
                     accelerator = _accelerator_source()
                     if accelerator is not None:  # pragma: no cover - needs a device

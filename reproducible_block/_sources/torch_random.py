@@ -103,7 +103,8 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         device = str(self.generator.device)
         if fields["device"] != device:
             raise invalid(
-                f"{where}['device']", fields["device"],
+                f"{where}['device']",
+                fields["device"],
                 f"{device!r}, the device of the generator {self.name!r} in this process",
             )
         size = self.generator.get_state().numel()

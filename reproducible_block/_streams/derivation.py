@@ -157,9 +157,7 @@ def block_message(root_seed: int, tail: bytes) -> bytes:
 
 
 def _digest(domain: int, message: bytes, size: int) -> bytes:
-    return hashlib.blake2b(
-        bytes((domain,)) + message, digest_size=size, person=PERSON
-    ).digest()
+    return hashlib.blake2b(bytes((domain,)) + message, digest_size=size, person=PERSON).digest()
 
 
 def _name_part(name: str) -> bytes:

@@ -82,9 +82,7 @@ def validate_key(key: object) -> BlockKey:
             return key
     if isinstance(key, tuple):
         if not key:
-            raise ReproducibleBlockValueError(
-                f"block key is the empty tuple; allowed: {_ALLOWED}."
-            )
+            raise ReproducibleBlockValueError(f"block key is the empty tuple; allowed: {_ALLOWED}.")
         if len(key) > MAX_KEY_TUPLE_LENGTH:
             raise ReproducibleBlockValueError(
                 f"block key is a tuple of {len(key)} items; allowed: {_ALLOWED}."

@@ -41,8 +41,10 @@ def noticed() -> None:
     root = _root.seed
     if root is None or expected is None or get_worker_info() is not None:
         return
-    fix = f"reproducible_block.set_seed({found})" if found <= MAX_SEED else (
-        "reproducible_block.set_seed(seed)"
+    fix = (
+        f"reproducible_block.set_seed({found})"
+        if found <= MAX_SEED
+        else ("reproducible_block.set_seed(seed)")
     )
     warn_at_user_line(
         f"torch was seeded with {found} after reproducible_block.set_seed({root}), so the "

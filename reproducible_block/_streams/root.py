@@ -55,7 +55,10 @@ def validate_seed(value: object) -> int:
     reproducible_block.ReproducibleBlockTypeError: seed must be from 0 to MAX_SEED ...
     """
     return check_int(
-        value, "seed", 0, MAX_SEED,
+        value,
+        "seed",
+        0,
+        MAX_SEED,
         "Pass int(seed) if it holds a whole number, seed % (MAX_SEED + 1) to fold a larger "
         "number into range, or None to draw a fresh seed.",
         allowed=f"from 0 to MAX_SEED = {MAX_SEED} (2**32 - 1), an int (NumPy integers too)",

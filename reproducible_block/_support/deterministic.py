@@ -74,7 +74,8 @@ def _warn_once(key: str, message: str) -> None:
 
 def _check_warn_only(warn_only: object) -> bool:
     return check_bool(
-        warn_only, "warn_only",
+        warn_only,
+        "warn_only",
         "False raises at an operation without a deterministic kernel, True only warns.",
     )
 

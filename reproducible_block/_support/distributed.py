@@ -194,6 +194,5 @@ def raise_if_refused(action: str, reports: Sequence[object]) -> None:
     for rank, report in enumerate(reports):
         if isinstance(report, str):
             raise ReproducibleBlockValueError(
-                f"{action} was refused on rank {rank}, so no rank changed its generators: "
-                f"{report}"
+                f"{action} was refused on rank {rank}, so no rank changed its generators: {report}"
             )

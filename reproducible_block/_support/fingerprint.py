@@ -20,7 +20,11 @@ from reproducible_block._support.errors import ReproducibleBlockTypeError
 from reproducible_block._support.transforms import outside_functorch
 
 __all__ = [
-    "FINGERPRINT_LENGTH", "fingerprint", "plain_tensor", "same_state", "state_digest",
+    "FINGERPRINT_LENGTH",
+    "fingerprint",
+    "plain_tensor",
+    "same_state",
+    "state_digest",
 ]
 
 #: Hex characters in a printed fingerprint (48 bits: enough to tell states apart by eye).

@@ -137,10 +137,15 @@ def _after_fork_in_child() -> None:
     if fd is not None:
         os.close(fd)
     if recording._from_environment:
-        parent_rank = (recording._file_rank if recording.path is not None
-                       else launcher_rank())
-        set_recording(BlockLedger(recording._requested, from_environment=True,
-                                  parent=(os.getppid(), parent_rank), forked=True))
+        parent_rank = recording._file_rank if recording.path is not None else launcher_rank()
+        set_recording(
+            BlockLedger(
+                recording._requested,
+                from_environment=True,
+                parent=(os.getppid(), parent_rank),
+                forked=True,
+            )
+        )
         _processes.announce(parent_rank)
     else:
         set_recording(None)

@@ -156,8 +156,9 @@ def _array_difference(path: str, first: np.ndarray, second: np.ndarray) -> Diffe
         return None
     index = summary.first_index
     a, b = first[index].item(), second[index].item()
-    return Difference(path + _index_text(index), f"{_show(a)} vs {_show(b)}",
-                      _number_gap(a, b), str(summary))
+    return Difference(
+        path + _index_text(index), f"{_show(a)} vs {_show(b)}", _number_gap(a, b), str(summary)
+    )
 
 
 def _tensor_difference(path: str, first: torch.Tensor, second: torch.Tensor) -> Difference | None:
@@ -175,17 +176,22 @@ def _tensor_difference(path: str, first: torch.Tensor, second: torch.Tensor) -> 
     if a.layout != torch.strided:
         a, b = a.to_dense(), b.to_dense()
     x, y = a[index].item(), b[index].item()
-    return Difference(path + _index_text(index), f"{_show(x)} vs {_show(y)}",
-                      _number_gap(x, y), str(summary))
+    return Difference(
+        path + _index_text(index), f"{_show(x)} vs {_show(y)}", _number_gap(x, y), str(summary)
+    )
 
 
-def _mapping_difference(path: str, first: Mapping[Any, Any],
-                        second: Mapping[Any, Any]) -> Difference | None:
+def _mapping_difference(
+    path: str, first: Mapping[Any, Any], second: Mapping[Any, Any]
+) -> Difference | None:
     only_first = [key for key in first if key not in second]
     only_second = [key for key in second if key not in first]
     if only_first or only_second:
-        return Difference(path, f"keys only in the first: {_show(only_first)}, "
-                                f"only in the second: {_show(only_second)}")
+        return Difference(
+            path,
+            f"keys only in the first: {_show(only_first)}, "
+            f"only in the second: {_show(only_second)}",
+        )
     for key in first:
         found = _difference(f"{path}[{key!r}]", first[key], second[key])
         if found is not None:
@@ -218,8 +224,9 @@ def _difference(path: str, first: Any, second: Any) -> Difference | None:
         return _mapping_difference(path, first, second)
     if dataclasses.is_dataclass(first) and not isinstance(first, type):
         for field in dataclasses.fields(first):
-            found = _difference(f"{path}.{field.name}", getattr(first, field.name),
-                                getattr(second, field.name))
+            found = _difference(
+                f"{path}.{field.name}", getattr(first, field.name), getattr(second, field.name)
+            )
             if found is not None:
                 return found
         return None

@@ -113,10 +113,12 @@ def track_consumption(sources: Iterable[str] | None = None) -> Iterator[Consumpt
         yield report
     finally:
         after = _digests(tracked)
-        report._finish({
-            source.name: start != end
-            for source, start, end in zip(tracked, before, after, strict=True)
-        })
+        report._finish(
+            {
+                source.name: start != end
+                for source, start, end in zip(tracked, before, after, strict=True)
+            }
+        )
 
 
 def run_from_same_state(calls: Sequence[Callable[[], R]]) -> list[R]:
@@ -174,14 +176,17 @@ def assert_deterministic(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
     if found is not None:
         name = getattr(fn, "__qualname__", repr(fn))
         detail = "; ".join(
-            part for part in (
+            part
+            for part in (
                 "" if found.magnitude is None else f"absolute difference {found.magnitude:.3g}",
                 found.summary,
-            ) if part
+            )
+            if part
         )
         raise NondeterminismError(
             f"{name} gave different results on two runs from the same random state, first at "
-            f"result{found.path}: {found.description}" + (f" ({detail})" if detail else "")
+            f"result{found.path}: {found.description}"
+            + (f" ({detail})" if detail else "")
             + ". Look for a generator reproducible_block does not manage (register_generator), "
             "state that the function changes between calls, or a nondeterministic kernel (run "
             "inside deterministic_mode() to make torch raise at it).",

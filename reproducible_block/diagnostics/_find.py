@@ -51,8 +51,12 @@ def _storages(value: object) -> Iterator[torch.UntypedStorage]:
     """The storages of a tensor or of a list of tensors (``Tensor(a!)[]`` arguments); none for
     tensors without memory of their own (meta, sparse, wrapper subclasses such as DTensor)."""
     for leaf in value if isinstance(value, (list, tuple)) else (value,):
-        if isinstance(leaf, torch.Tensor) and leaf.layout == torch.strided \
-                and not leaf.is_meta and not leaf.is_quantized:
+        if (
+            isinstance(leaf, torch.Tensor)
+            and leaf.layout == torch.strided
+            and not leaf.is_meta
+            and not leaf.is_quantized
+        ):
             try:
                 storage = leaf.untyped_storage()
                 storage.data_ptr()  # raises for a wrapper subclass's placeholder storage
@@ -86,16 +90,22 @@ class _Writes:
                     self._before[key] = (storage, storage.clone())  # type: ignore[no-untyped-call]
         return mine
 
-    def wrote(self, func: Any, args: Any, kwargs: dict[str, Any], result: Any,
-              mine: list[int]) -> None:
+    def wrote(
+        self, func: Any, args: Any, kwargs: dict[str, Any], result: Any, mine: list[int]
+    ) -> None:
         """Note the storages ``func`` made (``set_``, ``resize_`` may give a tensor a new one)."""
         new = _makes_new(func)
         if new is not False:
-            inputs = set() if new else {
-                storage._cdata for storage in _storages(tree_leaves((args, kwargs)))
-            }
-            self._made.update(storage._cdata for storage in _storages(tree_leaves(result))
-                              if storage._cdata not in inputs)
+            inputs = (
+                set()
+                if new
+                else {storage._cdata for storage in _storages(tree_leaves((args, kwargs)))}
+            )
+            self._made.update(
+                storage._cdata
+                for storage in _storages(tree_leaves(result))
+                if storage._cdata not in inputs
+            )
         if mine:
             for position, name in _written(func):
                 value = args[position] if position < len(args) else kwargs.get(name)
@@ -108,8 +118,9 @@ class _Writes:
                 storage.copy_(before)
 
 
-def find_nondeterminism(fn: Callable[P, Any], /, *args: P.args,
-                        **kwargs: P.kwargs) -> OpDivergence | None:
+def find_nondeterminism(
+    fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs
+) -> OpDivergence | None:
     """Run ``fn`` twice from the same random state and name the first torch op that differs.
 
     Like :func:`assert_deterministic`, both runs start from the caller's state of every managed
@@ -147,7 +158,8 @@ def find_nondeterminism(fn: Callable[P, Any], /, *args: P.args,
         return traced(None, fn, *args, **kwargs)
 
     first_run: Callable[[], tuple[OpTrace, Any]] = functools.partial(
-        traced, writes, fn, *args, **kwargs)
+        traced, writes, fn, *args, **kwargs
+    )
     runs = run_from_same_state([first_run, second_run])
     (first, first_result), (second, second_result) = runs
     found = compare_traces(first, second)

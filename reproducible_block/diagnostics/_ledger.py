@@ -77,8 +77,9 @@ def set_recording(ledger: BlockLedger | None) -> BlockLedger | None:
 # ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
 # used from the current key (624: all of them, the next draw twists).
 
-_Readers = tuple[tuple[str, Callable[[], Any], Callable[[Any], Any] | None,
-                       GeneratorSource[Any]], ...]
+_Readers = tuple[
+    tuple[str, Callable[[], Any], Callable[[Any], Any] | None, GeneratorSource[Any]], ...
+]
 #: Each block selection's readers, by the identity of its sources tuple (one per selection).
 #: Sources need not be hashable (a user's dataclass source with eq=True is not); a value holds
 #: its tuple, so the id is not reused while it is cached.
@@ -118,9 +119,15 @@ class BlockLedger:
     pickled (pass ``path``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], watch: object = None, *,
-                 from_environment: bool = False,
-                 parent: tuple[int, int | None] | None = None, forked: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        watch: object = None,
+        *,
+        from_environment: bool = False,
+        parent: tuple[int, int | None] | None = None,
+        forked: bool = False,
+    ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ReproducibleBlockTypeError(
                 f"the ledger path must be a non-empty str or os.PathLike, such as "
@@ -200,7 +207,8 @@ class BlockLedger:
             "world_size": world_size(),
             "pid": os.getpid(),
             # The recording process this one is a child of (its own .pid file), or None.
-            "parent": None if not self._is_child(self._file_rank) or self._parent is None
+            "parent": None
+            if not self._is_child(self._file_rank) or self._parent is None
             else self._parent[0],
             "versions": {
                 "python": platform.python_version(),
@@ -288,9 +296,7 @@ class BlockLedger:
             if twister is None:
                 parts.append(f'{name}["{fingerprint(source.get_state())}"]')
             else:
-                parts.append(
-                    f'{name}["{crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]'
-                )
+                parts.append(f'{name}["{crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]')
         line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{",".join(parts)}}}'
         per_rank = getattr(owner, "per_rank", False)
         if per_rank is not False:  # True: the global rank; a process group: the rank in it

@@ -87,22 +87,31 @@ class OpTrace:
 
     def to_json(self) -> str:
         """The trace as JSON text (kept values included)."""
-        return json.dumps({
-            "format": _TRACE_FORMAT,
-            "version": _TRACE_VERSION,
-            "ops": [
-                {
-                    "op": call.op, "module": call.module, "module_type": call.module_type,
-                    "line": call.line, "source": call.source,
-                    "outputs": [
-                        {"fingerprint": output.fingerprint, "dtype": output.dtype,
-                         "shape": list(output.shape), "values": _tensor_json(output.values)}
-                        for output in call.outputs
-                    ],
-                }
-                for call in self.ops
-            ],
-        })
+        return json.dumps(
+            {
+                "format": _TRACE_FORMAT,
+                "version": _TRACE_VERSION,
+                "ops": [
+                    {
+                        "op": call.op,
+                        "module": call.module,
+                        "module_type": call.module_type,
+                        "line": call.line,
+                        "source": call.source,
+                        "outputs": [
+                            {
+                                "fingerprint": output.fingerprint,
+                                "dtype": output.dtype,
+                                "shape": list(output.shape),
+                                "values": _tensor_json(output.values),
+                            }
+                            for output in call.outputs
+                        ],
+                    }
+                    for call in self.ops
+                ],
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> OpTrace:
@@ -122,13 +131,27 @@ class OpTrace:
             calls = []
             for index, call in enumerate(data["ops"]):
                 outputs = tuple(
-                    OpOutput(output["fingerprint"], output["dtype"], tuple(output["shape"]),
-                             _tensor_from_json(output["values"], output["dtype"],
-                                               tuple(output["shape"])))
+                    OpOutput(
+                        output["fingerprint"],
+                        output["dtype"],
+                        tuple(output["shape"]),
+                        _tensor_from_json(
+                            output["values"], output["dtype"], tuple(output["shape"])
+                        ),
+                    )
                     for output in call["outputs"]
                 )
-                calls.append(OpCall(index, call["op"], call["module"], call["module_type"],
-                                    call["line"], call["source"], outputs))
+                calls.append(
+                    OpCall(
+                        index,
+                        call["op"],
+                        call["module"],
+                        call["module_type"],
+                        call["line"],
+                        call["source"],
+                        outputs,
+                    )
+                )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ReproducibleBlockValueError(
                 f"this text is not an op trace that OpTrace.from_json reads ({error}); pass "
@@ -164,4 +187,3 @@ class OpDivergence:
 
     def __str__(self) -> str:
         return self.description
-

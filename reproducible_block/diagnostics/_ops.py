@@ -55,10 +55,17 @@ R = TypeVar("R")
 #: A trace keeps a CPU copy of op outputs up to this many bytes, to measure a difference.
 KEPT_VALUES_BYTES = 256 * 2**20
 # Ops whose outputs are uninitialised memory: their values differ between runs by design.
-_UNINITIALISED = frozenset({
-    "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided",
-    "resize_",
-})
+_UNINITIALISED = frozenset(
+    {
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "empty_permuted",
+        "new_empty",
+        "new_empty_strided",
+        "resize_",
+    }
+)
 _TORCH_DIRECTORY = os.path.dirname(torch.__file__) + os.sep
 _LIBRARY_DIRECTORY = PACKAGE_DIRECTORY
 
@@ -68,8 +75,9 @@ class WriteWatch(Protocol):
 
     def will_write(self, func: Any, args: Any, kwargs: dict[str, Any]) -> list[int]: ...
 
-    def wrote(self, func: Any, args: Any, kwargs: dict[str, Any], result: Any,
-              mine: list[int]) -> None: ...
+    def wrote(
+        self, func: Any, args: Any, kwargs: dict[str, Any], result: Any, mine: list[int]
+    ) -> None: ...
 
 
 class _ModuleStack:
@@ -90,8 +98,10 @@ class _ModuleStack:
             return type(module).__name__
         found = self._names.get((parent[0], module))
         if found is None:
-            name = next((name for name, child in parent[0].named_modules()
-                         if child is module and name), f"<{type(module).__name__}>")
+            name = next(
+                (name for name, child in parent[0].named_modules() if child is module and name),
+                f"<{type(module).__name__}>",
+            )
             found = self._names[(parent[0], module)] = name
         return f"{parent[1]}.{found}"
 
@@ -140,14 +150,17 @@ def _calling_line() -> tuple[str, str] | None:
     if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRECTORY):
         if frame.f_code is not traced.__code__:
             return None
-        while frame is not None and (_is_torch(frame.f_code.co_filename)
-                                     or frame.f_code.co_filename.startswith(_LIBRARY_DIRECTORY)):
+        while frame is not None and (
+            _is_torch(frame.f_code.co_filename)
+            or frame.f_code.co_filename.startswith(_LIBRARY_DIRECTORY)
+        ):
             frame = frame.f_back
     if frame is None:  # every frame is torch's (a caller's frame is usually there)
         return "<torch>", ""
     line = frame.f_lineno
-    return f"{frame.f_code.co_filename}:{line}", linecache.getline(frame.f_code.co_filename,
-                                                                   line).strip()
+    return f"{frame.f_code.co_filename}:{line}", linecache.getline(
+        frame.f_code.co_filename, line
+    ).strip()
 
 
 class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
@@ -164,8 +177,7 @@ class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def _output(self, value: object, compared: bool) -> OpOutput | None:
         if isinstance(value, torch.Tensor):
             dtype, shape = str(value.dtype), tuple(value.shape)
-            if not compared or value.layout != torch.strided or value.is_quantized \
-                    or value.is_meta:
+            if not compared or value.layout != torch.strided or value.is_quantized or value.is_meta:
                 return OpOutput(None, dtype, shape)
             values = None
             size = value.numel() * value.element_size()
@@ -173,20 +185,19 @@ class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 self._budget -= size
                 values = value.detach().to("cpu", copy=True)
             # The fingerprint reads the kept copy when there is one: one copy off the device.
-            return OpOutput(fingerprint(value if values is None else values), dtype, shape,
-                            values)
+            return OpOutput(fingerprint(value if values is None else values), dtype, shape, values)
         if isinstance(value, (bool, int, float, complex)):
             kind = type(value).__name__
             try:
                 kept: torch.Tensor | None = torch.tensor(
-                    value, dtype=SCALAR_DTYPES.get(kind, torch.complex128))
+                    value, dtype=SCALAR_DTYPES.get(kind, torch.complex128)
+                )
             except (OverflowError, RuntimeError, ValueError):  # an int beyond int64
                 kept = None
             return OpOutput(fingerprint(value), kind, (), kept)
         return None  # dtypes, devices, None...: not results
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
-                           kwargs: Any = None) -> Any:
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         writes = self._writes
         if writes is None:
@@ -198,16 +209,20 @@ class _Tracer(TorchDispatchMode):  # type: ignore[no-untyped-call]
         called_from = _calling_line()
         if called_from is None:
             return result
-        compared = (func.overloadpacket.__name__ not in _UNINITIALISED
-                    and torch.Tag.nondeterministic_bitwise not in func.tags)
+        compared = (
+            func.overloadpacket.__name__ not in _UNINITIALISED
+            and torch.Tag.nondeterministic_bitwise not in func.tags
+        )
         outputs = tuple(
-            output for output in (self._output(leaf, compared) for leaf in tree_leaves(result))
+            output
+            for output in (self._output(leaf, compared) for leaf in tree_leaves(result))
             if output is not None
         )
         module, module_type = self._modules.current()
         line, source = called_from
-        self.calls.append(OpCall(len(self.calls), str(func), module, module_type, line, source,
-                                 outputs))
+        self.calls.append(
+            OpCall(len(self.calls), str(func), module, module_type, line, source, outputs)
+        )
         return result
 
 
@@ -219,8 +234,9 @@ def check_callable(fn: object) -> None:
         )
 
 
-def traced(writes: WriteWatch | None, fn: Callable[P, R], *args: P.args,
-            **kwargs: P.kwargs) -> tuple[OpTrace, R]:
+def traced(
+    writes: WriteWatch | None, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+) -> tuple[OpTrace, R]:
     """One traced run of ``fn``; with ``writes``, what it overwrites (see :class:`WriteWatch`)."""
     check_callable(fn)
     modules = _ModuleStack()
@@ -256,7 +272,6 @@ def _where(call: OpCall) -> str:
     return place + f", called at {call.line}" + (f": {call.source}" if call.source else "")
 
 
-
 def _size(first: OpOutput, second: OpOutput) -> tuple[int | None, int | None, float | None, str]:
     """(differing elements, elements, max abs difference, words) for two outputs that differ."""
     if first.dtype != second.dtype:
@@ -266,12 +281,23 @@ def _size(first: OpOutput, second: OpOutput) -> tuple[int | None, int | None, fl
     elements = math.prod(first.shape)
     a, b = first.values, second.values
     if a is None or b is None:
-        return None, elements, None, ("the values differ (not kept: over the trace's "
-                                      "KEPT_VALUES_BYTES, or an int beyond int64)")
+        return (
+            None,
+            elements,
+            None,
+            (
+                "the values differ (not kept: over the trace's "
+                "KEPT_VALUES_BYTES, or an int beyond int64)"
+            ),
+        )
     found = mismatch(a, b)
     if found.differing == 0:
-        return 0, elements, 0.0, ("the bits differ where the values compare equal "
-                                  "(signed zeros or NaN payloads)")
+        return (
+            0,
+            elements,
+            0.0,
+            ("the bits differ where the values compare equal (signed zeros or NaN payloads)"),
+        )
     return found.differing, elements, found.largest, str(found)
 
 
@@ -294,21 +320,36 @@ def compare_traces(first: OpTrace, second: OpTrace) -> OpDivergence | None:
             return OpDivergence(
                 f"the runs took different paths at op {call_a.index}: the first ran "
                 f"{_where(call_a)}, the second {_where(call_b)}",
-                call_a.index, call_a.op, call_a.module, call_a.module_type, call_a.line,
+                call_a.index,
+                call_a.op,
+                call_a.module,
+                call_a.module_type,
+                call_a.line,
                 call_a.source,
             )
         for number, (out_a, out_b) in enumerate(zip(call_a.outputs, call_b.outputs)):  # noqa: B905
             if out_a.fingerprint is None or out_b.fingerprint is None:
                 continue
-            if (out_a.fingerprint, out_a.dtype, out_a.shape) == (out_b.fingerprint, out_b.dtype,
-                                                                 out_b.shape):
+            if (out_a.fingerprint, out_a.dtype, out_a.shape) == (
+                out_b.fingerprint,
+                out_b.dtype,
+                out_b.shape,
+            ):
                 continue
             differing, elements, gap, words = _size(out_a, out_b)
             which = "" if len(call_a.outputs) == 1 else f" (output {number})"
             return OpDivergence(
                 f"the first op whose outputs differ is {_where(call_a)}{which}: {words}",
-                call_a.index, call_a.op, call_a.module, call_a.module_type, call_a.line,
-                call_a.source, number, differing, elements, gap,
+                call_a.index,
+                call_a.op,
+                call_a.module,
+                call_a.module_type,
+                call_a.line,
+                call_a.source,
+                number,
+                differing,
+                elements,
+                gap,
             )
     if len(first.ops) != len(second.ops):
         shorter, longer = (first, second) if len(first.ops) < len(second.ops) else (second, first)
@@ -317,6 +358,11 @@ def compare_traces(first: OpTrace, second: OpTrace) -> OpDivergence | None:
         return OpDivergence(
             f"every op both runs ran agrees, but the {which} ran more: it goes on with "
             f"{_where(extra)} ({len(longer.ops)} ops against {len(shorter.ops)})",
-            extra.index, extra.op, extra.module, extra.module_type, extra.line, extra.source,
+            extra.index,
+            extra.op,
+            extra.module,
+            extra.module_type,
+            extra.line,
+            extra.source,
         )
     return None

@@ -98,8 +98,9 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
     header = records.pop(0)
     if header.get("version") != LEDGER_VERSION:
         raise _unreadable(
-            location, f"it has format version {header.get('version')!r} and this "
-            f"reproducible_block reads version {LEDGER_VERSION}; use the version that wrote it"
+            location,
+            f"it has format version {header.get('version')!r} and this "
+            f"reproducible_block reads version {LEDGER_VERSION}; use the version that wrote it",
         )
     number = 1
     try:
@@ -136,8 +137,12 @@ def _check(field: str, value: object, ok: bool, expected: str) -> None:
 
 
 def _check_seed(field: str, value: object) -> None:
-    _check(field, value, value is None or _is_int(value, 0, MAX_SEED),
-           f"a root seed (an int from 0 to {MAX_SEED}, or null)")
+    _check(
+        field,
+        value,
+        value is None or _is_int(value, 0, MAX_SEED),
+        f"a root seed (an int from 0 to {MAX_SEED}, or null)",
+    )
 
 
 def _check_header(header: Mapping[str, Any]) -> None:
@@ -146,14 +151,23 @@ def _check_header(header: Mapping[str, Any]) -> None:
     _check_seed("root_seed", header.get("root_seed"))
     rank = header.get("rank")
     _check("rank", rank, rank is None or _is_int(rank), "a rank (an int >= 0, or null)")
-    _check("world_size", header.get("world_size"), _is_int(header.get("world_size"), 1),
-           "a world size (an int >= 1)")
+    _check(
+        "world_size",
+        header.get("world_size"),
+        _is_int(header.get("world_size"), 1),
+        "a world size (an int >= 1)",
+    )
     _check("pid", header.get("pid"), _is_int(header.get("pid")), "a process id (an int)")
     parent = header.get("parent")
     _check("parent", parent, parent is None or _is_int(parent), "a process id, or null")
     versions = header.get("versions", {})
-    _check("versions", versions, isinstance(versions, dict) and all(
-        isinstance(version, str) for version in versions.values()), "a map of names to str")
+    _check(
+        "versions",
+        versions,
+        isinstance(versions, dict)
+        and all(isinstance(version, str) for version in versions.values()),
+        "a map of names to str",
+    )
 
 
 def _check_named(field: str, values: object) -> None:
@@ -161,10 +175,15 @@ def _check_named(field: str, values: object) -> None:
     if not isinstance(values, dict):
         raise _Invalid(field, values, "a map of names to [fingerprint, value]")
     for name, entry in values.items():
-        _check(f"{field}.{name}", entry, isinstance(entry, list) and 1 <= len(entry) <= 2
-               and isinstance(entry[0], str) and (len(entry) == 1 or (
-                   type(entry[1]) in (int, float, str))),
-               "[fingerprint] or [fingerprint, number] (a str, then an int, float or str)")
+        _check(
+            f"{field}.{name}",
+            entry,
+            isinstance(entry, list)
+            and 1 <= len(entry) <= 2
+            and isinstance(entry[0], str)
+            and (len(entry) == 1 or (type(entry[1]) in (int, float, str))),
+            "[fingerprint] or [fingerprint, number] (a str, then an int, float or str)",
+        )
 
 
 def _check_state(states: object) -> None:
@@ -172,16 +191,29 @@ def _check_state(states: object) -> None:
         raise _Invalid("state", states, "a map of generator names to entries")
     for name, entry in states.items():
         field = f"state.{name}"
-        _check(field, entry, isinstance(entry, list) and len(entry) in (1, 3),
-               "[fingerprint] or [fingerprint, position, key digest]")
+        _check(
+            field,
+            entry,
+            isinstance(entry, list) and len(entry) in (1, 3),
+            "[fingerprint] or [fingerprint, position, key digest]",
+        )
         _check(f"{field}[0]", entry[0], isinstance(entry[0], str), "a fingerprint (a str)")
         if len(entry) == 3:
-            _check(f"{field}[1]", entry[1], _is_int(entry[1], 0, MT_WORDS),
-                   f"a position in the key (an int from 0 to {MT_WORDS})")
+            _check(
+                f"{field}[1]",
+                entry[1],
+                _is_int(entry[1], 0, MT_WORDS),
+                f"a position in the key (an int from 0 to {MT_WORDS})",
+            )
             digest = entry[2]
-            _check(f"{field}[2]", digest, isinstance(digest, str) and len(digest) == 16
-                   and all(c in "0123456789abcdef" for c in digest),
-                   "a key digest (16 hex digits)")
+            _check(
+                f"{field}[2]",
+                digest,
+                isinstance(digest, str)
+                and len(digest) == 16
+                and all(c in "0123456789abcdef" for c in digest),
+                "a key digest (16 hex digits)",
+            )
 
 
 def _check_record(record: Mapping[str, Any]) -> None:
@@ -201,8 +233,12 @@ def _check_record(record: Mapping[str, Any]) -> None:
         validate_key(key_from_json(record["key"]))
     except (TypeError, ValueError) as error:
         raise _Invalid("key", record["key"], f"a block key ({error})") from None
-    _check("entry", record.get("entry"), _is_int(record.get("entry"), 1),
-           "the count of this key's exits (an int >= 1)")
+    _check(
+        "entry",
+        record.get("entry"),
+        _is_int(record.get("entry"), 1),
+        "the count of this key's exits (an int >= 1)",
+    )
     _check_state(record.get("state"))
     for fold in ("per_rank", "per_worker"):
         if fold in record:
@@ -238,10 +274,18 @@ def _run_files(run: str | os.PathLike[str]) -> list[Path]:
     else:
         stem, suffix = (location.stem, location.suffix) if location.suffix else (location.name, "")
         pattern = f"{stem}.rank*{suffix}"
-        found = sorted({
-            path for kind in ("rank", "pid")
-            for path in location.parent.glob(f"{stem}.{kind}*{suffix}") if path.is_file()
-        }) if location.parent.is_dir() else []
+        found = (
+            sorted(
+                {
+                    path
+                    for kind in ("rank", "pid")
+                    for path in location.parent.glob(f"{stem}.{kind}*{suffix}")
+                    if path.is_file()
+                }
+            )
+            if location.parent.is_dir()
+            else []
+        )
         where = f"{str(location)!r} does not exist, nor do rank files {pattern!r} next to it"
     if not found:
         raise ReproducibleBlockValueError(

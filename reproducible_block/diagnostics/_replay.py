@@ -81,8 +81,10 @@ def count_draws(entry_key: bytes, exit_key_digest: str, position: int) -> int | 
     if mt_key_digest(entry_key) == exit_key_digest:
         return 0 if position == MT_WORDS else None
     bits = np.random.MT19937(0)
-    bits.state = {"bit_generator": "MT19937",
-                  "state": {"key": np.frombuffer(entry_key, dtype="<u4"), "pos": MT_WORDS}}
+    bits.state = {
+        "bit_generator": "MT19937",
+        "state": {"key": np.frombuffer(entry_key, dtype="<u4"), "pos": MT_WORDS},
+    }
     for twists in range(1, (limit + MT_WORDS - 1) // MT_WORDS + 2):
         bits.random_raw(MT_WORDS)  # one twist: the key becomes the next one
         key = bits.state["state"]["key"]
@@ -92,17 +94,22 @@ def count_draws(entry_key: bytes, exit_key_digest: str, position: int) -> int | 
     return None
 
 
-
-def replayed_draws(derivation: object, root_seed: int | None, record: Mapping[str, Any],
-                   source: str) -> int | str:
+def replayed_draws(
+    derivation: object, root_seed: int | None, record: Mapping[str, Any], source: str
+) -> int | str:
     """How many numbers the block of ``record`` (checked by the reader) drew from ``source``, in
     a ledger of the ``derivation`` scheme whose root seed is ``root_seed`` there, or why they
     were not counted."""
     entry = record["state"][source]
     if root_seed is None or derivation != DERIVATION:
         return "no root seed, or another derivation scheme"
-    images = entry_state_images(root_seed, key_from_json(record["key"]),
-                                record.get("per_rank"), (source,), record.get("per_worker"))
+    images = entry_state_images(
+        root_seed,
+        key_from_json(record["key"]),
+        record.get("per_rank"),
+        (source,),
+        record.get("per_worker"),
+    )
     image = images.get(source)
     if image is None:
         return "the draws of registered generators are not replayed"

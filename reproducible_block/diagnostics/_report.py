@@ -85,35 +85,37 @@ def environment_report() -> EnvironmentReport:
         blocks = _stack.open_count()
     root = _root.peek_seed()
     settings = DeterministicSettings.current()
-    return EnvironmentReport({
-        "versions": {
-            "python": f"{platform.python_version()} ({platform.python_implementation()})",
-            "platform": platform.platform(),
-            "reproducible_block": __version__,
-            "derivation": DERIVATION_VERSION,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "cuda": torch.version.cuda,
-            "cudnn": _cudnn_version(),
-        },
-        "devices": {
-            "cuda_available": torch.cuda.is_available(),
-            "cuda_initialized": cuda_initialized,
-            "cuda_device_count": torch.cuda.device_count(),
-            "torch_cpu_threads": torch.get_num_threads(),
-        },
-        "deterministic": {
-            "use_deterministic_algorithms": settings.algorithms,
-            "warn_only": settings.warn_only,
-            "cudnn.deterministic": settings.cudnn_deterministic,
-            "cudnn.benchmark": settings.cudnn_benchmark,
-            "str_hashes_fixed": _str_hashes_fixed(),
-        },
-        "environment": {name: os.environ.get(name) for name in REPORTED_VARIABLES},
-        "root_seed": root,
-        "open_blocks": blocks,
-        "generators": states,
-    })
+    return EnvironmentReport(
+        {
+            "versions": {
+                "python": f"{platform.python_version()} ({platform.python_implementation()})",
+                "platform": platform.platform(),
+                "reproducible_block": __version__,
+                "derivation": DERIVATION_VERSION,
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "cuda": torch.version.cuda,
+                "cudnn": _cudnn_version(),
+            },
+            "devices": {
+                "cuda_available": torch.cuda.is_available(),
+                "cuda_initialized": cuda_initialized,
+                "cuda_device_count": torch.cuda.device_count(),
+                "torch_cpu_threads": torch.get_num_threads(),
+            },
+            "deterministic": {
+                "use_deterministic_algorithms": settings.algorithms,
+                "warn_only": settings.warn_only,
+                "cudnn.deterministic": settings.cudnn_deterministic,
+                "cudnn.benchmark": settings.cudnn_benchmark,
+                "str_hashes_fixed": _str_hashes_fixed(),
+            },
+            "environment": {name: os.environ.get(name) for name in REPORTED_VARIABLES},
+            "root_seed": root,
+            "open_blocks": blocks,
+            "generators": states,
+        }
+    )
 
 
 _SETTING_LABELS = {
@@ -142,35 +144,58 @@ def _rows(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     environment = report["environment"]
     cuda_built = versions["cuda"] or "- (torch built without CUDA)"
     return [
-        ("Versions", [
-            ("Python", f"{versions['python']} on {versions['platform']}"),
-            ("reproducible_block", versions["reproducible_block"]),
-            ("stream derivation", f"version {versions['derivation']}"),
-            ("torch", versions["torch"]),
-            ("NumPy", versions["numpy"]),
-            ("CUDA (torch built with)", cuda_built),
-            ("cuDNN", _text(versions["cudnn"])),
-        ]),
-        ("Devices", [
-            ("CUDA available", _text(devices["cuda_available"])),
-            ("CUDA initialised", _text(devices["cuda_initialized"])),
-            ("CUDA devices", _text(devices["cuda_device_count"])),
-            ("torch CPU threads", _text(devices["torch_cpu_threads"])),
-        ]),
-        ("Deterministic settings", [
-            (_SETTING_LABELS.get(name, name), _text(value))
-            for name, value in report["deterministic"].items()
-        ]),
-        ("Environment variables", [
-            (name, _text(value) if value is not None or name not in _NOTES
-             else f"unset: {_NOTES[name]}")
-            for name, value in environment.items()
-        ]),
-        ("Root", [
-            ("root seed", "not set (call set_seed)" if report["root_seed"] is None
-             else str(report["root_seed"])),
-            ("open blocks", _text(report["open_blocks"])),
-        ]),
+        (
+            "Versions",
+            [
+                ("Python", f"{versions['python']} on {versions['platform']}"),
+                ("reproducible_block", versions["reproducible_block"]),
+                ("stream derivation", f"version {versions['derivation']}"),
+                ("torch", versions["torch"]),
+                ("NumPy", versions["numpy"]),
+                ("CUDA (torch built with)", cuda_built),
+                ("cuDNN", _text(versions["cudnn"])),
+            ],
+        ),
+        (
+            "Devices",
+            [
+                ("CUDA available", _text(devices["cuda_available"])),
+                ("CUDA initialised", _text(devices["cuda_initialized"])),
+                ("CUDA devices", _text(devices["cuda_device_count"])),
+                ("torch CPU threads", _text(devices["torch_cpu_threads"])),
+            ],
+        ),
+        (
+            "Deterministic settings",
+            [
+                (_SETTING_LABELS.get(name, name), _text(value))
+                for name, value in report["deterministic"].items()
+            ],
+        ),
+        (
+            "Environment variables",
+            [
+                (
+                    name,
+                    _text(value)
+                    if value is not None or name not in _NOTES
+                    else f"unset: {_NOTES[name]}",
+                )
+                for name, value in environment.items()
+            ],
+        ),
+        (
+            "Root",
+            [
+                (
+                    "root seed",
+                    "not set (call set_seed)"
+                    if report["root_seed"] is None
+                    else str(report["root_seed"]),
+                ),
+                ("open blocks", _text(report["open_blocks"])),
+            ],
+        ),
         ("Generator state fingerprints", list(report["generators"].items())),
     ]
 

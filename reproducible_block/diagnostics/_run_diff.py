@@ -32,7 +32,6 @@ class _Context:
         return replayed_draws(self.ledger.header.get("derivation"), self.root_seed, record, source)
 
 
-
 def _show_key(key: object) -> str:
     return repr(key_from_json(key))
 
@@ -64,17 +63,18 @@ def _named_differences(kind: str, first: object, second: object) -> list[str]:
             reasons.append(f"only B {kind} {name!r}")
         elif a[name] != b[name]:
             label = "watched" if kind == "watched" else "noted"
-            reasons.append(f"the {label} {name} differs (A {_value_text(a[name])}, "
-                           f"B {_value_text(b[name])})")
+            reasons.append(
+                f"the {label} {name} differs (A {_value_text(a[name])}, B {_value_text(b[name])})"
+            )
     return reasons
 
 
-def _state_differences(a: Mapping[str, Any], b: Mapping[str, Any],
-                       context_a: _Context, context_b: _Context) -> list[str]:
+def _state_differences(
+    a: Mapping[str, Any], b: Mapping[str, Any], context_a: _Context, context_b: _Context
+) -> list[str]:
     states_a, states_b = a.get("state", {}), b.get("state", {})
     if list(states_a) != list(states_b):
-        return [f"the block managed different generators (A {list(states_a)}, "
-                f"B {list(states_b)})"]
+        return [f"the block managed different generators (A {list(states_a)}, B {list(states_b)})"]
     reasons = []
     for source in states_a:
         entry_a, entry_b = states_a[source], states_b[source]
@@ -86,23 +86,31 @@ def _state_differences(a: Mapping[str, Any], b: Mapping[str, Any],
         drawn_a, drawn_b = context_a.drawn(a, source), context_b.drawn(b, source)
         if isinstance(drawn_a, int) and isinstance(drawn_b, int):
             if drawn_a == drawn_b:
-                reasons.append(f"{source} state differs at exit although both drew {drawn_a:,} "
-                               "numbers (other kinds of draws, or a cached normal)")
+                reasons.append(
+                    f"{source} state differs at exit although both drew {drawn_a:,} "
+                    "numbers (other kinds of draws, or a cached normal)"
+                )
             else:
-                reasons.append(f"{source} stream consumed differently (A drew {drawn_a:,} "
-                               f"numbers, B {drawn_b:,})")
+                reasons.append(
+                    f"{source} stream consumed differently (A drew {drawn_a:,} "
+                    f"numbers, B {drawn_b:,})"
+                )
         elif drawn_a == drawn_b:
             reasons.append(f"{source} stream consumed differently (not counted: {drawn_a})")
         else:
-            described = [f"{run} drew {drawn:,} numbers" if isinstance(drawn, int)
-                         else f"{run} not counted: {drawn}"
-                         for run, drawn in (("A", drawn_a), ("B", drawn_b))]
+            described = [
+                f"{run} drew {drawn:,} numbers"
+                if isinstance(drawn, int)
+                else f"{run} not counted: {drawn}"
+                for run, drawn in (("A", drawn_a), ("B", drawn_b))
+            ]
             reasons.append(f"{source} stream consumed differently ({'; '.join(described)})")
     return reasons
 
 
-def _record_differences(a: Mapping[str, Any], b: Mapping[str, Any],
-                        context_a: _Context, context_b: _Context) -> list[str]:
+def _record_differences(
+    a: Mapping[str, Any], b: Mapping[str, Any], context_a: _Context, context_b: _Context
+) -> list[str]:
     kind_a, kind_b = _describe(a), _describe(b)
     if ("key" in a) != ("key" in b) or ("root" in a) != ("root" in b):
         return [f"A {kind_a} where B {kind_b}"]
@@ -114,8 +122,9 @@ def _record_differences(a: Mapping[str, Any], b: Mapping[str, Any],
         reasons = []
         for field_name, label in (("entry", "entry"), ("rank", "rank"), ("per_rank", "per_rank")):
             if a.get(field_name) != b.get(field_name):
-                reasons.append(f"the {label} differs (A {a.get(field_name)!r}, "
-                               f"B {b.get(field_name)!r})")
+                reasons.append(
+                    f"the {label} differs (A {a.get(field_name)!r}, B {b.get(field_name)!r})"
+                )
         reasons += _state_differences(a, b, context_a, context_b)
         reasons += _named_differences("watched", a.get("watch"), b.get("watch"))
         return reasons + _named_differences("noted", a.get("notes"), b.get("notes"))
@@ -135,7 +144,7 @@ class _RankDiff:
 
     @property
     def label(self) -> str:
-        """"rank 1", "child 2 of rank 1", "child 2", or "" (one process, no rank)."""
+        """ "rank 1", "child 2 of rank 1", "child 2", or "" (one process, no rank)."""
         rank = "" if self.rank is None else f"rank {self.rank}"
         if not self.child:
             return rank
@@ -150,9 +159,16 @@ def _diff_ledgers(a: LedgerFile, b: LedgerFile) -> _RankDiff:
     context_a = _Context(a, a.header.get("root_seed"))
     context_b = _Context(b, b.header.get("root_seed"))
     if context_a.root_seed != context_b.root_seed:
-        return _RankDiff(a.rank, 0, -1, None, (
-            f"the runs start from different root seeds (A {context_a.root_seed}, "
-            f"B {context_b.root_seed}): every block's stream differs",))
+        return _RankDiff(
+            a.rank,
+            0,
+            -1,
+            None,
+            (
+                f"the runs start from different root seeds (A {context_a.root_seed}, "
+                f"B {context_b.root_seed}): every block's stream differs",
+            ),
+        )
     agreed = 0
     for index, (record_a, record_b) in enumerate(zip(a.records, b.records)):  # noqa: B905
         reasons = _record_differences(record_a, record_b, context_a, context_b)
@@ -167,9 +183,13 @@ def _diff_ledgers(a: LedgerFile, b: LedgerFile) -> _RankDiff:
     index = len(cut.records)
     following = (a if longer == "A" else b).records[index]
     killed = " (its last line is torn: it was killed while writing)" if cut.torn else ""
-    return _RankDiff(a.rank, agreed, index, following, (
-        f"{shorter} stops here{killed} where {longer} goes on: {longer} "
-        f"{_describe(following)}",))
+    return _RankDiff(
+        a.rank,
+        agreed,
+        index,
+        following,
+        (f"{shorter} stops here{killed} where {longer} goes on: {longer} {_describe(following)}",),
+    )
 
 
 def _where(diff: _RankDiff, *, with_rank: bool = True) -> str:
@@ -185,8 +205,11 @@ def _where(diff: _RankDiff, *, with_rank: bool = True) -> str:
 
 def _versions(a: LedgerFile, b: LedgerFile) -> list[str]:
     first, second = a.header.get("versions", {}), b.header.get("versions", {})
-    return [f"{name} {first.get(name)} vs {second.get(name)}"
-            for name in sorted(set(first) | set(second)) if first.get(name) != second.get(name)]
+    return [
+        f"{name} {first.get(name)} vs {second.get(name)}"
+        for name in sorted(set(first) | set(second))
+        if first.get(name) != second.get(name)
+    ]
 
 
 @dataclass(frozen=True)
@@ -286,14 +309,16 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
         )
     context = tuple(_versions(any_a, any_b))
     diffs: list[_RankDiff] = []
-    for slot in sorted(set(ledgers_a) | set(ledgers_b),
-                       key=lambda s: (-1 if s[0] is None else s[0], s[1])):
+    for slot in sorted(
+        set(ledgers_a) | set(ledgers_b), key=lambda s: (-1 if s[0] is None else s[0], s[1])
+    ):
         rank, child = slot
         if slot not in ledgers_b or slot not in ledgers_a:
             having = "A" if slot in ledgers_a else "B"
             what = f"rank {rank}" if not child else _RankDiff(rank, 0, child=child).label
-            diffs.append(_RankDiff(rank, 0, -1, None, (
-                f"only {having} has a ledger for {what}",), child))
+            diffs.append(
+                _RankDiff(rank, 0, -1, None, (f"only {having} has a ledger for {what}",), child)
+            )
             continue
         diffs.append(replace(_diff_ledgers(ledgers_a[slot], ledgers_b[slot]), child=child))
     summaries = tuple(_rank_summary(diff) for diff in diffs)
@@ -305,13 +330,20 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
         ranks = "" if count == 1 else f" on {count} ranks"
         children = len(diffs) - count
         ranks += f" and {children} child process ledger{'s' * (children > 1)}" if children else ""
-        return RunDiff(True, f"the runs agree: {blocks:,} blocks{ranks}, every record the same"
-                       + suffix, blocks, ranks=summaries, context=context)
-    first = min(differing, key=lambda diff: (diff.index if diff.index is not None else 0))
+        return RunDiff(
+            True,
+            f"the runs agree: {blocks:,} blocks{ranks}, every record the same" + suffix,
+            blocks,
+            ranks=summaries,
+            context=context,
+        )
+    first = min(differing, key=lambda diff: diff.index if diff.index is not None else 0)
     record = first.record or {}
     in_block = first.index is not None and first.index >= 0 and "key" in record
-    message = (f"both runs agree for {first.agreed:,} blocks; they first differ at "
-               f"{_where(first)}: {'; '.join(first.reasons)}")
+    message = (
+        f"both runs agree for {first.agreed:,} blocks; they first differ at "
+        f"{_where(first)}: {'; '.join(first.reasons)}"
+    )
     others = [diff for diff in differing if diff is not first]
     if others:
         message += "; " + "; ".join(
@@ -319,8 +351,14 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
             for diff in others
         )
     return RunDiff(
-        False, message + suffix, first.agreed, first.rank,
+        False,
+        message + suffix,
+        first.agreed,
+        first.rank,
         key_from_json(record["key"]) if in_block else None,
-        record.get("entry") if in_block else None, first.reasons, summaries, context,
+        record.get("entry") if in_block else None,
+        first.reasons,
+        summaries,
+        context,
         first.child or None,
     )

@@ -64,6 +64,7 @@ def test_caller_state_is_restored_when_the_block_raises(
     set_seed(0)
     expected = draw()
     set_seed(0)
+
     def failing_section() -> None:
         with ReproducibleBlock("failing"):
             draw()
@@ -141,8 +142,10 @@ def test_unknown_source_names_are_refused_on_entry() -> None:
     assert torch.equal(torch.get_rng_state(), state)
 
 
-@pytest.mark.skipif(torch.cuda.is_available() or torch.accelerator.is_available(),
-                    reason="this machine has an accelerator")
+@pytest.mark.skipif(
+    torch.cuda.is_available() or torch.accelerator.is_available(),
+    reason="this machine has an accelerator",
+)
 @pytest.mark.parametrize("absent", ["cuda", "xpu"])
 def test_an_accelerator_this_machine_lacks_is_a_no_op_source(absent: str) -> None:
     # Code written on a GPU machine, sources=("torch", "cuda"), runs in CPU CI.
@@ -164,8 +167,10 @@ def test_an_accelerator_this_machine_lacks_is_a_no_op_source(absent: str) -> Non
 @pytest.mark.parametrize("misspelt", ["cdua", "CUDA", "gpu"])
 def test_a_misspelt_source_name_is_still_refused(misspelt: str) -> None:
     set_seed(0)
-    with pytest.raises(rb.ReproducibleBlockValueError, match=misspelt) as info, \
-            ReproducibleBlock("t", sources=("torch", misspelt)):
+    with (
+        pytest.raises(rb.ReproducibleBlockValueError, match=misspelt) as info,
+        ReproducibleBlock("t", sources=("torch", misspelt)),
+    ):
         pass  # pragma: no cover - never entered
     assert "'cuda', a no-op on a machine without one" in str(info.value)
 

@@ -190,8 +190,10 @@ def test_a_child_forked_while_another_thread_holds_a_block_draws_the_callers_str
     inside, release = threading.Event(), threading.Event()
 
     def holder() -> None:
-        with ReproducibleBlock("holder", sources=("torch", "numpy")), \
-                ReproducibleBlock("inner", sources=("random", "torch")):
+        with (
+            ReproducibleBlock("holder", sources=("torch", "numpy")),
+            ReproducibleBlock("inner", sources=("random", "torch")),
+        ):
             inside.set()
             release.wait(timeout=60)
 

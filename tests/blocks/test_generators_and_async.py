@@ -382,10 +382,15 @@ def _unstarted_warnings(run: Callable[[], object]) -> list[str]:
     return [str(warning.message) for warning in caught]
 
 
-@pytest.mark.parametrize("stop", [
-    _task_cancelled_before_it_runs, _gather_cancelled_before_it_runs,
-    _wait_for_timed_out_before_it_runs, _closed_without_being_awaited,
-])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        _task_cancelled_before_it_runs,
+        _gather_cancelled_before_it_runs,
+        _wait_for_timed_out_before_it_runs,
+        _closed_without_being_awaited,
+    ],
+)
 @pytest.mark.parametrize("kind", list(COROUTINES))
 def test_a_coroutine_stopped_before_it_starts_does_not_warn(
     kind: str, stop: Callable[[Callable[[], Coroutine[Any, Any, None]]], Awaitable[None]]

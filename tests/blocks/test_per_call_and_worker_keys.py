@@ -265,16 +265,17 @@ def test_key_from_functions_and_blocks_pickle() -> None:
     assert pickle.loads(pickle.dumps(step_noise)) is step_noise
     assert torch.equal(step_noise(3), in_block(("step-noise", 3)))
     block = ReproducibleBlock("step", key_from="step")
-    assert repr(copy.deepcopy(block)) == repr(block) == (
-        "ReproducibleBlock('step', key_from='step')"
+    assert (
+        repr(copy.deepcopy(block)) == repr(block) == ("ReproducibleBlock('step', key_from='step')")
     )
     assert block.key_from == "step"
 
 
 def worker_draws(dataset: IterableDataset[tuple[int, float]]) -> dict[int, list[float]]:
     """Each of two fork workers' draws, by worker id."""
-    loader = DataLoader(dataset, batch_size=None, num_workers=2,
-                        multiprocessing_context="fork", timeout=120)
+    loader = DataLoader(
+        dataset, batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=120
+    )
     draws: dict[int, list[float]] = {0: [], 1: []}
     for worker, value in loader:
         draws[worker].append(value)

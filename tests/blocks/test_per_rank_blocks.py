@@ -90,8 +90,10 @@ def test_a_group_folds_the_rank_within_it_as_true_folds_the_global_rank() -> Non
     assert torch.equal(draw(block), draw(ReproducibleBlock("dropout", per_rank=True)))
     assert not torch.equal(draw(block), draw(ReproducibleBlock("dropout")))
     loader_order = torch_generator("dropout", per_rank=group)
-    assert torch.equal(torch.rand(4, generator=loader_order),
-                       torch.rand(4, generator=torch_generator("dropout", per_rank=True)))
+    assert torch.equal(
+        torch.rand(4, generator=loader_order),
+        torch.rand(4, generator=torch_generator("dropout", per_rank=True)),
+    )
 
 
 @pytest.mark.usefixtures("single_rank_group")
@@ -132,15 +134,21 @@ def test_a_group_needs_its_process_group(tmp_path: Path, single_rank_group: None
         with pytest.raises(ReproducibleBlockValueError, match="no initialised process group"):
             draw(block)
     finally:  # a new default group, which the fixture destroys
-        dist.init_process_group("gloo", init_method=f"file://{tmp_path}/again", rank=0,
-                                world_size=1, timeout=timedelta(seconds=60))
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{tmp_path}/again",
+            rank=0,
+            world_size=1,
+            timeout=timedelta(seconds=60),
+        )
     with pytest.raises(ReproducibleBlockValueError, match="gives no rank of this process"):
         draw(block)
 
 
-@pytest.mark.parametrize(("variable", "expected"),
-                         [(None, None), ("2", 2), ("", None), ("-1", None), ("x", None),
-                          ("²", None)])
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [(None, None), ("2", 2), ("", None), ("-1", None), ("x", None), ("²", None)],
+)
 def test_the_launchers_rank_is_read_one_way(
     monkeypatch: pytest.MonkeyPatch, variable: str | None, expected: int | None
 ) -> None:

@@ -58,7 +58,7 @@ def test_a_module_level_decorated_function_pickles_by_reference(protocol: int) -
 def test_a_decorated_function_keeps_name_doc_and_signature() -> None:
     assert noise.__name__ == "noise"
     assert noise.__module__ == _decorated.__name__
-    assert noise.__doc__ == "Draws ``size`` numbers in the block \"noise\"."
+    assert noise.__doc__ == 'Draws ``size`` numbers in the block "noise".'
     assert str(__import__("inspect").signature(noise)) == "(size: 'int') -> 'torch.Tensor'"
 
 
@@ -112,8 +112,9 @@ def test_decorated_methods_pickle_bound_and_unbound() -> None:
     assert pickle.loads(pickle.dumps(Net.jitter))(model, x).shape == (2,)
 
 
-@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy,
-                                       lambda b: pickle.loads(pickle.dumps(b))])
+@pytest.mark.parametrize(
+    "duplicate", [copy.copy, copy.deepcopy, lambda b: pickle.loads(pickle.dumps(b))]
+)
 def test_a_copy_of_an_entered_block_isolates_like_the_original(duplicate: object) -> None:
     set_seed(0)
     block = ReproducibleBlock("noise", sources=("torch", "numpy"), per_rank=True)
@@ -218,13 +219,12 @@ def test_a_block_ledger_refuses_to_be_copied_or_pickled(
         with ReproducibleBlock("after"):  # the ledger still writes
             pass
     assert ledger.records == 1
-    assert [record["key"] for record in read_ledger(tmp_path / "ledger.jsonl").records] == [
-        "after"
-    ]
+    assert [record["key"] for record in read_ledger(tmp_path / "ledger.jsonl").records] == ["after"]
 
 
-@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy,
-                                       lambda mode: pickle.loads(pickle.dumps(mode))])
+@pytest.mark.parametrize(
+    "duplicate", [copy.copy, copy.deepcopy, lambda mode: pickle.loads(pickle.dumps(mode))]
+)
 def test_a_copy_of_an_open_deterministic_mode_is_a_new_closed_section(
     duplicate: Callable[[Any], Any],
 ) -> None:
@@ -253,9 +253,14 @@ def test_a_consumption_report_is_copied_after_its_section() -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [ReproducibleBlockError("m"), ReproducibleBlockTypeError("m"), ReproducibleBlockValueError("m"),
-     NotSeededError("m"), BlockUsageError("m"),
-     NondeterminismError("m", path="[1]['logits'][3, 0]", difference=0.25)],
+    [
+        ReproducibleBlockError("m"),
+        ReproducibleBlockTypeError("m"),
+        ReproducibleBlockValueError("m"),
+        NotSeededError("m"),
+        BlockUsageError("m"),
+        NondeterminismError("m", path="[1]['logits'][3, 0]", difference=0.25),
+    ],
     ids=lambda error: type(error).__name__,
 )
 def test_every_exception_pickles_with_its_message_and_fields(error: Exception) -> None:
@@ -269,8 +274,11 @@ def test_an_op_trace_equals_its_copies_and_its_json() -> None:
     set_seed(0)
     trace = trace_ops(lambda: torch.nn.Linear(3, 2)(torch.ones(4, 3)).relu())
     assert any(output.values is not None for call in trace.ops for output in call.outputs)
-    for twin in (copy.deepcopy(trace), pickle.loads(pickle.dumps(trace)),
-                 OpTrace.from_json(trace.to_json())):
+    for twin in (
+        copy.deepcopy(trace),
+        pickle.loads(pickle.dumps(trace)),
+        OpTrace.from_json(trace.to_json()),
+    ):
         assert twin == trace
         assert compare_traces(twin, trace) is None
 

@@ -32,10 +32,14 @@ pytestmark = [
 def batches(num_workers: int, context: str | None = None) -> list[torch.Tensor]:
     workers = {}
     if num_workers:
-        workers = {"multiprocessing_context": context, "worker_init_fn": seed_worker,
-                   "timeout": 120}
-    loader = DataLoader(NoiseTable(), batch_size=3, collate_fn=jitter_collate,
-                        num_workers=num_workers, **workers)
+        workers = {
+            "multiprocessing_context": context,
+            "worker_init_fn": seed_worker,
+            "timeout": 120,
+        }
+    loader = DataLoader(
+        NoiseTable(), batch_size=3, collate_fn=jitter_collate, num_workers=num_workers, **workers
+    )
     return list(loader)
 
 
@@ -60,8 +64,9 @@ def test_a_spawn_pool_maps_a_decorated_function() -> None:
 
 def test_torch_multiprocessing_spawns_a_decorated_function(tmp_path: Path) -> None:
     set_seed(0)
-    context = torch_mp.start_processes(spawned_draws, args=(str(tmp_path),), nprocs=2,
-                                       join=False, start_method="spawn")
+    context = torch_mp.start_processes(
+        spawned_draws, args=(str(tmp_path),), nprocs=2, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + 120
     try:
         while not context.join(timeout=max(0.0, deadline - time.monotonic())):

@@ -69,9 +69,7 @@ programs = st.lists(
         draws,
         lambda children: st.one_of(
             st.tuples(st.just("block"), keys, st.lists(children, max_size=4), st.booleans()),
-            st.tuples(
-                st.just("gen"), keys, st.integers(0, SOURCES - 1), st.integers(1, 3)
-            ),
+            st.tuples(st.just("gen"), keys, st.integers(0, SOURCES - 1), st.integers(1, 3)),
         ),
         max_leaves=12,
     ),
@@ -92,9 +90,7 @@ def _decorated_generator(key: Any, source: int, steps: int) -> Iterator[list[flo
     return generate()
 
 
-def _execute(
-    program: list[Any], own: list[Any], records: list[Any], with_blocks: bool
-) -> None:
+def _execute(program: list[Any], own: list[Any], records: list[Any], with_blocks: bool) -> None:
     for operation in program:
         kind = operation[0]
         if kind == "draw":

@@ -140,8 +140,13 @@ def test_set_seed_is_all_or_nothing_when_a_source_fails() -> None:
     with ReproducibleBlock("k"):
         in_block = torch.rand(2)
     draw_all()
-    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state(),
-              seeded_first.get_state(), unseedable.state)
+    states = (
+        random.getstate(),
+        np.random.get_state()[1].copy(),
+        torch.get_rng_state(),
+        seeded_first.get_state(),
+        unseedable.state,
+    )
     unseedable.lost = True
     with pytest.raises(OSError, match="device lost"):
         set_seed(9)
@@ -303,7 +308,8 @@ def test_rank_0_warns_when_the_ranks_end_up_with_different_seeds(
     from reproducible_block._blocks import seeding
 
     monkeypatch.setattr(seeding, "owns_process_group", lambda: True)
-    monkeypatch.setattr(seeding, "_agree_with_peers",
-                        lambda seed, deterministic: (seed, "given", [seed, seed + 1]))
+    monkeypatch.setattr(
+        seeding, "_agree_with_peers", lambda seed, deterministic: (seed, "given", [seed, seed + 1])
+    )
     with pytest.warns(UserWarning, match=r"different seeds \(rank 0: 5, rank 1: 6\)"):
         assert set_seed(5) == 5

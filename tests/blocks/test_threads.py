@@ -148,8 +148,10 @@ def _train(
 def test_a_thread_pool_loader_inside_a_decorated_train_fails_naming_the_block() -> None:
     set_seed(0)
     set_block_wait_timeout(0.2)
-    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="loader") as pool, \
-            pytest.raises(BlockUsageError) as info:
+    with (
+        concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="loader") as pool,
+        pytest.raises(BlockUsageError) as info,
+    ):
         _train(_sample_in_a_block, pool)
     message = str(info.value)
     assert "waited 0.2 s for thread 'MainThread'" in message
@@ -201,8 +203,14 @@ def test_the_wait_limit_is_set_and_read_back() -> None:
 
 @pytest.mark.parametrize(
     ("bad", "error"),
-    [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
-     ("5", TypeError), (True, TypeError)],
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("5", TypeError),
+        (True, TypeError),
+    ],
 )
 def test_a_bad_wait_limit_is_refused_and_changes_nothing(bad: object, error: type) -> None:
     set_block_wait_timeout(7)
@@ -217,7 +225,8 @@ def test_the_environment_sets_the_default_wait(value: str, expected: str) -> Non
     env = {**os.environ, WAIT_TIMEOUT_VARIABLE: value}
     printed = run_python(
         "from reproducible_block._blocks.stack import get_block_wait_timeout as get; print(get())",
-        env=env, check=True,
+        env=env,
+        check=True,
     ).stdout.strip()
     assert printed == expected
 
@@ -236,8 +245,10 @@ FRESH_KEYS = 300  # per thread: together they evict the derived-state cache many
 @pytest.mark.parametrize("way", ["enter", "prepare"])
 def test_threads_deriving_fresh_keys_at_once_get_the_single_threaded_streams(way: str) -> None:
     set_seed(0)
-    keys = [[(f"fresh-{i}", j) if j % 2 else f"fresh-{i}-{j}" for j in range(FRESH_KEYS)]
-            for i in range(THREADS)]
+    keys = [
+        [(f"fresh-{i}", j) if j % 2 else f"fresh-{i}-{j}" for j in range(FRESH_KEYS)]
+        for i in range(THREADS)
+    ]
     expected = {}
     for key in (key for per_thread in keys for key in per_thread):
         with ReproducibleBlock(key):

@@ -167,13 +167,23 @@ class Output:
         (torch.tensor([1, 2]), torch.tensor([1, 7]), "[1]", 5.0, "2 vs 7"),
         (torch.tensor(True), torch.tensor(False), "", None, "True vs False"),
         (torch.zeros(2), torch.zeros(2, device="meta"), "", None, "device cpu vs meta"),
-        (np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3) * [1, 1, 2],
-         "[0, 2]", 2.0, "2.0 vs 4.0"),
+        (
+            np.arange(6.0).reshape(2, 3),
+            np.arange(6.0).reshape(2, 3) * [1, 1, 2],
+            "[0, 2]",
+            2.0,
+            "2.0 vs 4.0",
+        ),
         (np.zeros(2), np.zeros(3), "", None, "shape (2,) vs (3,)"),
         (np.zeros(2, np.int32), np.zeros(2, np.int64), "", None, "dtype"),
         (np.array(["a", "b"]), np.array(["a", "c"]), "[1]", None, "'b' vs 'c'"),
-        (np.array([1, "z"], dtype=object), np.array([1, "w"], dtype=object), "[1]", None,
-         "'z' vs 'w'"),
+        (
+            np.array([1, "z"], dtype=object),
+            np.array([1, "w"], dtype=object),
+            "[1]",
+            None,
+            "'z' vs 'w'",
+        ),
         (np.float32(1), np.float32(3), "", 2.0, "vs"),
         ([1], (1,), "", None, "type list vs tuple"),
         ([1, 2], [1], "", None, "length 2 vs 1"),
@@ -183,8 +193,9 @@ class Output:
         (frozenset({1}), frozenset({2}), "", None, "frozenset({1}) vs frozenset({2})"),
     ],
 )
-def test_first_difference_is_located(first: object, second: object, path: str,
-                                     difference: float | None, says: str) -> None:
+def test_first_difference_is_located(
+    first: object, second: object, path: str, difference: float | None, says: str
+) -> None:
     error = _differing(first, second)
     assert error.path == path
     assert error.difference == difference
@@ -231,8 +242,9 @@ def test_a_non_callable_is_refused() -> None:
     data=st.data(),
     change=st.floats(0.25, 100.0),
 )
-def test_changed_element_is_the_one_reported(shape: list[int], data: st.DataObject,
-                                             change: float) -> None:
+def test_changed_element_is_the_one_reported(
+    shape: list[int], data: st.DataObject, change: float
+) -> None:
     """Change one element of a nested tensor; the error names exactly that element."""
     index = tuple(data.draw(st.integers(0, size - 1)) for size in shape)
     key = data.draw(st.sampled_from(["logits", "loss", "x"]))

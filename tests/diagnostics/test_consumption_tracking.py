@@ -125,8 +125,12 @@ def test_reading_inside_the_section_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("sources", "error"),
-    [(("nope",), ReproducibleBlockValueError), ((), ReproducibleBlockValueError),
-     ((1,), ReproducibleBlockTypeError), (3, ReproducibleBlockTypeError)],
+    [
+        (("nope",), ReproducibleBlockValueError),
+        ((), ReproducibleBlockValueError),
+        ((1,), ReproducibleBlockTypeError),
+        (3, ReproducibleBlockTypeError),
+    ],
 )
 def test_bad_sources_are_refused(sources: object, error: type[Exception]) -> None:
     with pytest.raises(error), track_consumption(sources=sources):  # type: ignore[arg-type]

@@ -128,8 +128,14 @@ def test_table_shows_each_section_and_value() -> None:
     set_seed(99)
     report = environment_report()
     table = str(report)
-    for title in ("Versions", "Devices", "Deterministic settings", "Environment variables",
-                  "Root", "Generator state fingerprints"):
+    for title in (
+        "Versions",
+        "Devices",
+        "Deterministic settings",
+        "Environment variables",
+        "Root",
+        "Generator state fingerprints",
+    ):
         assert f"\n{title}\n" in table
     assert torch.__version__ in table
     assert np.__version__ in table
@@ -154,15 +160,22 @@ def test_main_prints_json_or_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 _HASH_PROBE = "import sys; print(hash('reproducible_block'), file=sys.stderr)"
-_REPORT = f"{_HASH_PROBE}; import json, reproducible_block as rb; " \
+_REPORT = (
+    f"{_HASH_PROBE}; import json, reproducible_block as rb; "
     "print(json.dumps(rb.diagnostics.environment_report()))"
+)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("flags", "hash_seed", "fixed"),
-    [([], "123", True), ([], "0", True), ([], "", False), (["-E"], "0", False),
-     (["-E"], "123", False)],
+    [
+        ([], "123", True),
+        ([], "0", True),
+        ([], "", False),
+        (["-E"], "0", False),
+        (["-E"], "123", False),
+    ],
     ids=["123", "0", "empty", "-E and 0", "-E and 123"],
 )
 def test_a_fresh_process_reports_whether_its_str_hashes_are_fixed(
@@ -172,10 +185,7 @@ def test_a_fresh_process_reports_whether_its_str_hashes_are_fixed(
     # a str alike exactly when hashes are fixed (two random hashes agree with odds of 2**-64).
     # -E makes Python ignore PYTHONHASHSEED, though os.environ still holds it.
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    runs = [
-        run_python(program, flags=flags, env=env)
-        for program in (_REPORT, _HASH_PROBE)
-    ]
+    runs = [run_python(program, flags=flags, env=env) for program in (_REPORT, _HASH_PROBE)]
     assert runs[0].returncode == 0, runs[0].stderr
     report = json.loads(runs[0].stdout)
     assert report["environment"]["PYTHONHASHSEED"] == hash_seed

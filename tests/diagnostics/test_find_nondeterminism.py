@@ -38,8 +38,11 @@ HERE = Path(__file__).resolve()
 
 def line_of(marker: str, path: Path = HERE) -> str:
     """``file:line`` of the line in ``path`` that holds ``marker`` (once)."""
-    lines = [number for number, text in enumerate(path.read_text().splitlines(), start=1)
-             if marker in text and "line_of(" not in text]
+    lines = [
+        number
+        for number, text in enumerate(path.read_text().splitlines(), start=1)
+        if marker in text and "line_of(" not in text
+    ]
     assert len(lines) == 1, lines
     return f"{path}:{lines[0]}"
 
@@ -124,8 +127,9 @@ def test_a_set_iterated_in_hash_order_differs_across_processes(tmp_path: Path) -
     for seed in ("1", "2"):
         out = tmp_path / f"trace-{seed}.json"
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        run_python(module="tests._hash_order_worker", args=[str(out)], cwd=ROOT, env=env,
-                   check=True)
+        run_python(
+            module="tests._hash_order_worker", args=[str(out)], cwd=ROOT, env=env, check=True
+        )
         data = json.loads(out.read_text())
         orders.append(data["order"])
         traces.append(OpTrace.from_json(data["trace"]))
@@ -217,8 +221,10 @@ def test_a_difference_outside_torch_ops_is_reported_without_an_op() -> None:
     assert found is not None
     assert found.op is None
     assert found.index is None
-    assert "every torch op's outputs agree (2 ops), but the results differ at result[1]: 0 vs 1" \
+    assert (
+        "every torch op's outputs agree (2 ops), but the results differ at result[1]: 0 vs 1"
         in str(found)
+    )
 
 
 def test_runs_that_take_different_paths_are_named() -> None:
@@ -265,8 +271,9 @@ def test_outputs_of_another_dtype_or_shape_are_described(second: object, words: 
 
 def test_values_over_the_budget_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_ops, "KEPT_VALUES_BYTES", 0)
-    found = compare_traces(trace_ops(lambda: torch.full((3,), 1.0)),
-                           trace_ops(lambda: torch.full((3,), 0.0)))
+    found = compare_traces(
+        trace_ops(lambda: torch.full((3,), 1.0)), trace_ops(lambda: torch.full((3,), 0.0))
+    )
     assert found is not None
     assert found.op == "aten.full.default"
     assert found.differing is None
@@ -275,8 +282,9 @@ def test_values_over_the_budget_are_not_kept(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_signed_zeros_differ_in_bits_not_values() -> None:
-    flipped = compare_traces(trace_ops(lambda: torch.tensor([0.0]) * 1),
-                             trace_ops(lambda: torch.tensor([-0.0]) * 1))
+    flipped = compare_traces(
+        trace_ops(lambda: torch.tensor([0.0]) * 1), trace_ops(lambda: torch.tensor([-0.0]) * 1)
+    )
     assert flipped is not None
     assert flipped.differing == 0
     assert "signed zeros" in str(flipped)
@@ -292,8 +300,7 @@ def test_scalar_outputs_and_several_outputs_are_compared() -> None:
     assert any(out.dtype == "float" for call in one.ops for out in call.outputs)
     sorted_a, sorted_b = one.ops[-1], two.ops[-1]
     assert len(sorted_a.outputs) == 2
-    assert sorted_a.outputs[0].fingerprint == \
-        sorted_b.outputs[0].fingerprint
+    assert sorted_a.outputs[0].fingerprint == sorted_b.outputs[0].fingerprint
     indices = compare_traces(OpTrace((sorted_a,)), OpTrace((sorted_b,)))
     assert indices is not None
     assert indices.output == 1
@@ -302,9 +309,15 @@ def test_scalar_outputs_and_several_outputs_are_compared() -> None:
 
 def test_traces_travel_as_json() -> None:
     third = torch.tensor([1 / 3], dtype=torch.float64)
-    trace = trace_ops(lambda: (torch.arange(4).float() / 3, torch.tensor([True]),
-                               torch.tensor([1 + 2j]), third.sum().item(),
-                               torch.ones(2, dtype=torch.long).sum().item()))
+    trace = trace_ops(
+        lambda: (
+            torch.arange(4).float() / 3,
+            torch.tensor([True]),
+            torch.tensor([1 + 2j]),
+            third.sum().item(),
+            torch.ones(2, dtype=torch.long).sum().item(),
+        )
+    )
     again = OpTrace.from_json(trace.to_json())
     assert compare_traces(trace, again) is None
     scalars = [out for call in again.ops for out in call.outputs if out.dtype in ("float", "int")]
@@ -335,8 +348,12 @@ def test_scalars_beyond_int64_are_fingerprinted_not_kept() -> None:
 
 def test_meta_and_sparse_outputs_are_not_compared() -> None:
     trace = trace_ops(lambda: (torch.ones(2, device="meta") + 1, torch.eye(2).to_sparse()))
-    compared = [out.fingerprint for call in trace.ops for out in call.outputs
-                if out.dtype == "torch.float32" and call.op != "aten.eye.default"]
+    compared = [
+        out.fingerprint
+        for call in trace.ops
+        for out in call.outputs
+        if out.dtype == "torch.float32" and call.op != "aten.eye.default"
+    ]
     assert compared
     assert all(fingerprint is None for fingerprint in compared)
 
@@ -370,8 +387,11 @@ def test_modules_called_outside_their_parent_get_their_class_name() -> None:
 
     trace = trace_ops(Outer(), torch.ones(2))
     assert [(call.op, call.module) for call in trace.ops] == [
-        ("aten.relu.default", "Outer.<ReLU>"), ("aten.tanh.default", "Outer.inner"),
-        ("aten.tanh.default", "Outer.inner"), ("aten.add.Tensor", "Outer")]
+        ("aten.relu.default", "Outer.<ReLU>"),
+        ("aten.tanh.default", "Outer.inner"),
+        ("aten.tanh.default", "Outer.inner"),
+        ("aten.add.Tensor", "Outer"),
+    ]
 
 
 def test_tracing_started_inside_a_module_sees_no_module_around_it() -> None:
@@ -391,7 +411,8 @@ def test_a_torch_function_traced_directly_gets_the_line_that_asked() -> None:
     assert found is None
     trace = trace_ops(torch.stack, [torch.ones(2)])  # DIRECT TRACE
     assert [(call.op, call.line) for call in trace.ops] == [
-        ("aten.stack.default", line_of("# DIRECT TRACE"))]
+        ("aten.stack.default", line_of("# DIRECT TRACE"))
+    ]
 
 
 def test_ops_that_return_nothing_are_traced_without_outputs() -> None:

@@ -75,8 +75,14 @@ def test_one_record_per_block_exit_inner_first_with_a_count_per_key(tmp_path: Pa
         with ReproducibleBlock(1), ReproducibleBlock("1"):
             pass
     keys = [(key_from_json(record["key"]), record["entry"]) for record in _blocks(ledger.path)]
-    assert keys == [("augment", 1), (("sample", 0), 1), ("augment", 2), (("sample", 1), 1),
-                    ("1", 1), (1, 1)]
+    assert keys == [
+        ("augment", 1),
+        (("sample", 0), 1),
+        ("augment", 2),
+        (("sample", 1), 1),
+        ("1", 1),
+        (1, 1),
+    ]
     assert all(record["rank"] == 0 for record in _blocks(ledger.path))
 
 
@@ -124,11 +130,13 @@ def test_recording_changes_no_stream(tmp_path: Path) -> None:
         for index in range(3):
             np.random.standard_normal()  # leaves a cached Gaussian in the caller's state
             with ReproducibleBlock(("sample", index)):
-                drawn.append((float(np.random.standard_normal()), random.gauss(0, 1),
-                              float(torch.randn(1))))
+                drawn.append(
+                    (float(np.random.standard_normal()), random.gauss(0, 1), float(torch.randn(1)))
+                )
             drawn.append(next(steps))
-            drawn.append((float(np.random.standard_normal()), random.random(),
-                          float(torch.rand(1))))
+            drawn.append(
+                (float(np.random.standard_normal()), random.random(), float(torch.rand(1)))
+            )
         drawn.append(list(steps))  # the generator's last step runs to its end
         return drawn
 
@@ -152,9 +160,7 @@ def test_notes_go_into_the_innermost_block_and_stand_alone_outside(tmp_path: Pat
         ledger_note("epoch", torch.ones(2))
     records = read_ledger(ledger.path).records
     assert records[0]["key"] == "eval"
-    assert records[0]["notes"] == {
-        "accuracy": [records[0]["notes"]["accuracy"][0], 0.75]
-    }
+    assert records[0]["notes"] == {"accuracy": [records[0]["notes"]["accuracy"][0], 0.75]}
     assert set(records[1]["notes"]) == {"loss", "step"}
     assert records[1]["notes"]["loss"][1] == 0.5
     assert records[1]["notes"]["step"][1] == 3
@@ -174,9 +180,10 @@ def test_watched_values_are_fingerprinted_at_every_exit(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 1)
     weights = torch.zeros(2)
     calls = []
-    with record_blocks(tmp_path / "ledger.jsonl",
-                       watch={"model": model, "weights": weights,
-                              "lr": lambda: calls.append(1) or 0.1}) as ledger:
+    with record_blocks(
+        tmp_path / "ledger.jsonl",
+        watch={"model": model, "weights": weights, "lr": lambda: calls.append(1) or 0.1},
+    ) as ledger:
         with ReproducibleBlock("a"):
             pass
         weights += 1  # watched in place: the next record sees the new values
@@ -208,22 +215,30 @@ def test_special_numbers_are_recorded_as_words(tmp_path: Path) -> None:
     ],
 )
 def test_bad_watch_arguments_are_refused(tmp_path: Path, watch: Any, message: str) -> None:
-    with pytest.raises(ReproducibleBlockTypeError, match=message.replace("[", r"\[")), \
-            record_blocks(tmp_path / "ledger.jsonl", watch=watch):
+    with (
+        pytest.raises(ReproducibleBlockTypeError, match=message.replace("[", r"\[")),
+        record_blocks(tmp_path / "ledger.jsonl", watch=watch),
+    ):
         pass
     assert _ledger.recording is None
 
 
 def test_bad_paths_and_note_names_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ReproducibleBlockTypeError, match=r"non-empty str or os\.PathLike"), \
-            record_blocks(3):  # type: ignore[arg-type]
+    with (
+        pytest.raises(ReproducibleBlockTypeError, match=r"non-empty str or os\.PathLike"),
+        record_blocks(3),
+    ):  # type: ignore[arg-type]
         pass
     (tmp_path / "file").write_text("")
-    with pytest.raises(ReproducibleBlockValueError, match="cannot write the block ledger"), \
-            record_blocks(tmp_path / "file" / "ledger.jsonl"):
+    with (
+        pytest.raises(ReproducibleBlockValueError, match="cannot write the block ledger"),
+        record_blocks(tmp_path / "file" / "ledger.jsonl"),
+    ):
         pass
-    with record_blocks(tmp_path / "ledger.jsonl"), \
-            pytest.raises(ReproducibleBlockTypeError, match="a note's name"):
+    with (
+        record_blocks(tmp_path / "ledger.jsonl"),
+        pytest.raises(ReproducibleBlockTypeError, match="a note's name"),
+    ):
         ledger_note(7, 1.0)  # type: ignore[arg-type]
 
 
@@ -251,8 +266,11 @@ def test_a_failing_write_stops_the_ledger_with_a_warning_and_the_run_goes_on(
 def test_a_watch_that_raises_stops_the_ledger_not_the_block(tmp_path: Path) -> None:
     set_seed(0)
     before = torch.get_rng_state()
-    with record_blocks(tmp_path / "ledger.jsonl", watch={"bad": lambda: 1 / 0}), \
-            pytest.warns(RuntimeWarning, match="ZeroDivisionError"), ReproducibleBlock("x"):
+    with (
+        record_blocks(tmp_path / "ledger.jsonl", watch={"bad": lambda: 1 / 0}),
+        pytest.warns(RuntimeWarning, match="ZeroDivisionError"),
+        ReproducibleBlock("x"),
+    ):
         torch.rand(3)
     assert torch.equal(torch.get_rng_state(), before)  # the caller's state came back
 
@@ -378,8 +396,9 @@ class _PerSample(Dataset[torch.Tensor]):
 def test_blocks_in_forked_loader_workers_are_not_recorded(tmp_path: Path) -> None:
     set_seed(0)
     with record_blocks(tmp_path / "ledger.jsonl") as ledger:
-        loader = DataLoader(_PerSample(), batch_size=2, num_workers=1,
-                            multiprocessing_context="fork")
+        loader = DataLoader(
+            _PerSample(), batch_size=2, num_workers=1, multiprocessing_context="fork"
+        )
         batches = list(loader)
         with ReproducibleBlock("parent"):
             pass
@@ -408,8 +427,9 @@ def test_a_killed_run_leaves_a_readable_prefix(tmp_path: Path) -> None:
     target = tmp_path / "ledger.jsonl"
     env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target)}
     env.pop(_processes.PARENT_VARIABLE, None)
-    process = subprocess.Popen([sys.executable, "-c", _KILLED_RUN], env=env,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"  # 200 blocks have exited
@@ -498,8 +518,10 @@ def test_a_note_outside_blocks_after_set_seed_comes_after_the_root(tmp_path: Pat
     with record_blocks(tmp_path / "ledger.jsonl") as ledger:
         set_seed(9)
         ledger_note("epoch", 1)
-    assert read_ledger(ledger.path).records == [{"root": 9},
-                                                {"notes": {"epoch": [ledger_fp(1), 1]}, "rank": 0}]
+    assert read_ledger(ledger.path).records == [
+        {"root": 9},
+        {"notes": {"epoch": [ledger_fp(1), 1]}, "rank": 0},
+    ]
 
 
 def ledger_fp(value: object) -> str:
@@ -548,8 +570,7 @@ with ReproducibleBlock("rank-after"):
 @pytest.mark.slow
 def test_children_of_a_rank_write_their_own_pid_files(tmp_path: Path) -> None:
     target = tmp_path / "ledger.jsonl"
-    env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target), "RANK": "1",
-           "WORLD_SIZE": "2"}
+    env = {**os.environ, LEDGER_ENVIRONMENT_VARIABLE: str(target), "RANK": "1", "WORLD_SIZE": "2"}
     env.pop(_processes.PARENT_VARIABLE, None)
     run_python(_RANK_WITH_CHILDREN, env=env, timeout=240, check=True)
     rank_file = tmp_path / "ledger.rank1.jsonl"
@@ -656,8 +677,11 @@ def test_a_note_inside_a_compiled_function_is_recorded(tmp_path: Path) -> None:
     assert result.item() == 7.0
     assert _note_of(ledger.path, "loss")[0] == _format.noted(torch.tensor(6.0))  # type: ignore[arg-type]
     # Dynamo never traced the ledger's work: at most one graph break, at the note itself.
-    traced = {(Path(frame.filename).name, frame.name)
-              for reason in explained.break_reasons for frame in reason.user_stack}
+    traced = {
+        (Path(frame.filename).name, frame.name)
+        for reason in explained.break_reasons
+        for frame in reason.user_stack
+    }
     assert traced <= {(Path(__file__).name, "step"), ("_arming.py", "ledger_note")}
     assert explained.graph_break_count <= 1
 

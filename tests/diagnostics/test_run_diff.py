@@ -35,8 +35,9 @@ from .._ledger_rank_worker import CHANGED_SAMPLE, rank_main
 from .._spawn import run_python, spawn_ranks
 
 
-def record(path: Path, program: Callable[[], None], seed: int = 0,
-           watch: dict[str, Any] | None = None) -> Path:
+def record(
+    path: Path, program: Callable[[], None], seed: int = 0, watch: dict[str, Any] | None = None
+) -> Path:
     set_seed(seed)
     with record_blocks(path, watch=watch):
         program()
@@ -87,9 +88,11 @@ def test_one_changed_draw_is_located_to_its_block_and_counted(
     assert not found.identical
     assert (found.key, found.entry, found.agreed) == (("sample", 13), 1, 13)
     assert found.reasons == (f"{source} stream consumed differently ({counts})",)
-    assert found.message == (f"both runs agree for 13 blocks; they first differ at "
-                             f"('sample', 13), entry 1: {source} stream consumed differently "
-                             f"({counts})")
+    assert found.message == (
+        f"both runs agree for 13 blocks; they first differ at "
+        f"('sample', 13), entry 1: {source} stream consumed differently "
+        f"({counts})"
+    )
 
 
 def test_the_entry_of_a_repeated_key_is_named(tmp_path: Path) -> None:
@@ -98,10 +101,12 @@ def test_the_entry_of_a_repeated_key_is_named(tmp_path: Path) -> None:
             for epoch in range(5):
                 with ReproducibleBlock("augment"):
                     torch.rand(10 + (epoch == changed))
+
         return program
 
-    found = diff_runs(record(tmp_path / "a.jsonl", epochs(None)),
-                      record(tmp_path / "b.jsonl", epochs(2)))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", epochs(None)), record(tmp_path / "b.jsonl", epochs(2))
+    )
     assert (found.key, found.entry) == ("augment", 3)
     assert "A drew 10 numbers, B 11" in found.message
 
@@ -114,12 +119,15 @@ def test_a_changed_watched_loss_is_located(tmp_path: Path) -> None:
             for step in range(10):
                 with ReproducibleBlock(("train", step)):
                     loss.fill_(1.0 / (step + 1) * (lr if step >= 7 else 1.0))
+
         return program, {"loss": loss}
 
     program_a, watch_a = training(1.0)
     program_b, watch_b = training(0.5)
-    found = diff_runs(record(tmp_path / "a.jsonl", program_a, watch=watch_a),
-                      record(tmp_path / "b.jsonl", program_b, watch=watch_b))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program_a, watch=watch_a),
+        record(tmp_path / "b.jsonl", program_b, watch=watch_b),
+    )
     assert (found.key, found.entry) == (("train", 7), 1)
     assert found.reasons == ("the watched loss differs (A 0.125, B 0.0625)",)
 
@@ -131,10 +139,12 @@ def test_a_changed_note_is_located(tmp_path: Path) -> None:
                 with ReproducibleBlock(("train", step)):
                     ledger_note("loss", torch.tensor(step * (scale if step == 2 else 1.0)))
             ledger_note("final", 1.0)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(1.0)),
-                      record(tmp_path / "b.jsonl", program(3.0)))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(1.0)), record(tmp_path / "b.jsonl", program(3.0))
+    )
     assert found.key == ("train", 2)
     assert found.reasons == ("the noted loss differs (A 2.0, B 6.0)",)
 
@@ -145,10 +155,13 @@ def test_another_block_order_is_named(tmp_path: Path) -> None:
             for index in order:
                 with ReproducibleBlock(("sample", index)):
                     torch.rand(2)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program([1, 2, 3, 5, 6])),
-                      record(tmp_path / "b.jsonl", program([1, 2, 3, 6, 5])))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program([1, 2, 3, 5, 6])),
+        record(tmp_path / "b.jsonl", program([1, 2, 3, 6, 5])),
+    )
     assert found.agreed == 3
     assert found.key == ("sample", 5)
     assert found.reasons == ("A exited ('sample', 5) where B exited ('sample', 6)",)
@@ -162,14 +175,18 @@ def test_a_shorter_run_is_named_and_a_torn_line_mentioned(tmp_path: Path) -> Non
     found = diff_runs(a, b)
     assert found.agreed == 12
     assert found.key == ("sample", 12)
-    assert found.reasons == ("B stops here (its last line is torn: it was killed while "
-                             "writing) where A goes on: A exited ('sample', 12)",)
+    assert found.reasons == (
+        "B stops here (its last line is torn: it was killed while "
+        "writing) where A goes on: A exited ('sample', 12)",
+    )
     assert "B goes on" in diff_runs(b, a).reasons[0]
 
 
 def test_different_root_seeds_are_the_first_difference(tmp_path: Path) -> None:
-    found = diff_runs(record(tmp_path / "a.jsonl", per_sample, seed=1),
-                      record(tmp_path / "b.jsonl", per_sample, seed=2))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", per_sample, seed=1),
+        record(tmp_path / "b.jsonl", per_sample, seed=2),
+    )
     assert found.agreed == 0
     assert found.key is None
     assert "start from different root seeds (A 1, B 2)" in found.message
@@ -181,45 +198,55 @@ def test_a_set_seed_inside_the_run_is_compared(tmp_path: Path) -> None:
             per_sample(samples=3)
             set_seed(seed)
             per_sample(samples=3)
+
         return run
 
-    same = diff_runs(record(tmp_path / "a.jsonl", program(4)),
-                     record(tmp_path / "b.jsonl", program(4)))
+    same = diff_runs(
+        record(tmp_path / "a.jsonl", program(4)), record(tmp_path / "b.jsonl", program(4))
+    )
     assert same.identical
     assert same.agreed == 6
-    found = diff_runs(record(tmp_path / "a.jsonl", program(4)),
-                      record(tmp_path / "c.jsonl", program(5)))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(4)), record(tmp_path / "c.jsonl", program(5))
+    )
     assert found.reasons == ("A called set_seed(4) where B called set_seed(5)",)
 
 
 @pytest.mark.parametrize("option", ["per_rank", "per_worker"])
 def test_blocks_with_folds_are_replayed_with_their_rank_or_worker(
-        tmp_path: Path, option: str) -> None:
+    tmp_path: Path, option: str
+) -> None:
     def program(count: int) -> Callable[[], None]:
         def run() -> None:
             with ReproducibleBlock("dropout", **{option: True}):
                 torch.rand(count)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(100)),
-                      record(tmp_path / "b.jsonl", program(1000)))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(100)), record(tmp_path / "b.jsonl", program(1000))
+    )
     assert found.reasons == ("torch stream consumed differently (A drew 100 numbers, B 1,000)",)
 
 
-def test_draws_beyond_the_replay_bound_say_so(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_draws_beyond_the_replay_bound_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def program(extra: int) -> Callable[[], None]:
         def run() -> None:
             with ReproducibleBlock("big"):
                 torch.rand(5000 + extra)
+
         return run
 
     a = record(tmp_path / "a.jsonl", program(0))
     b = record(tmp_path / "b.jsonl", program(1))
     monkeypatch.setattr(_replay, "MAX_REPLAYED_DRAWS", 3000)
     reason = diff_runs(a, b).reasons[0]
-    assert reason == ("torch stream consumed differently (not counted: more than 3,000 numbers, "
-                      "or a reseeded generator)")
+    assert reason == (
+        "torch stream consumed differently (not counted: more than 3,000 numbers, "
+        "or a reseeded generator)"
+    )
 
 
 @pytest.mark.slow
@@ -228,12 +255,16 @@ def test_a_reseeded_stream_cannot_be_counted(tmp_path: Path) -> None:
         def run() -> None:
             with ReproducibleBlock("reseeds"):
                 torch.manual_seed(seed)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(1)),
-                      record(tmp_path / "b.jsonl", program(2)))
-    assert found.reasons == ("torch stream consumed differently (not counted: more than "
-                             "10,000,000 numbers, or a reseeded generator)",)
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(1)), record(tmp_path / "b.jsonl", program(2))
+    )
+    assert found.reasons == (
+        "torch stream consumed differently (not counted: more than "
+        "10,000,000 numbers, or a reseeded generator)",
+    )
 
 
 def test_other_generators_differ_by_fingerprint(tmp_path: Path) -> None:
@@ -244,10 +275,12 @@ def test_other_generators_differ_by_fingerprint(tmp_path: Path) -> None:
         def run() -> None:
             with ReproducibleBlock("x"):
                 generator.random(1 + extra)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(0)),
-                      record(tmp_path / "b.jsonl", program(1)))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(0)), record(tmp_path / "b.jsonl", program(1))
+    )
     assert found.reasons == ("augment state differs at exit",)
 
 
@@ -261,8 +294,9 @@ def test_other_versions_are_mentioned(tmp_path: Path) -> None:
     found = diff_runs(a, b)
     assert found.identical
     assert found.context == (f"torch {torch.__version__} vs 0.0.1",)
-    assert found.message.endswith(f"(the runs used different versions: torch "
-                                  f"{torch.__version__} vs 0.0.1)")
+    assert found.message.endswith(
+        f"(the runs used different versions: torch {torch.__version__} vs 0.0.1)"
+    )
 
 
 def test_json_output_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -336,8 +370,7 @@ def test_a_two_rank_run_writes_a_ledger_per_rank_and_the_diff_names_the_rank(
     two_rank_runs: Path,
 ) -> None:
     a, b = two_rank_runs / "a", two_rank_runs / "b"
-    assert sorted(path.name for path in a.iterdir()) == ["ledger.rank0.jsonl",
-                                                         "ledger.rank1.jsonl"]
+    assert sorted(path.name for path in a.iterdir()) == ["ledger.rank0.jsonl", "ledger.rank1.jsonl"]
     assert read_ledger(a / "ledger.rank1.jsonl").header["world_size"] == 2
     for run_a, run_b in ((a, b), (a / "ledger.jsonl", b / "ledger.jsonl")):
         found = diff_runs(run_a, run_b)
@@ -349,8 +382,7 @@ def test_a_two_rank_run_writes_a_ledger_per_rank_and_the_diff_names_the_rank(
         assert [rank["identical"] for rank in found.ranks] == [True, False]
     same = diff_runs(a, a)
     assert same.identical
-    assert same.message == ("the runs agree: 14 blocks on 2 ranks, every "
-                                               "record the same")
+    assert same.message == ("the runs agree: 14 blocks on 2 ranks, every record the same")
 
 
 def test_a_folder_is_not_a_ledger_file(tmp_path: Path) -> None:
@@ -380,11 +412,14 @@ def test_draws_that_cannot_be_replayed_say_why(tmp_path: Path) -> None:
     other = _rewritten(b, lambda header: header.update(derivation="another"), header=True)
     assert diff_runs(a, other).reasons == (
         "torch stream consumed differently (A drew 3 numbers; B not counted: no root seed, or "
-        "another derivation scheme)",)
-    float_keys = _rewritten(b, lambda r: r.update(key=1.5) if r.get("key") == ["sample", 2]
-                            else None)
-    float_keys_a = _rewritten(a, lambda r: r.update(key=1.5) if r.get("key") == ["sample", 2]
-                              else None)
+        "another derivation scheme)",
+    )
+    float_keys = _rewritten(
+        b, lambda r: r.update(key=1.5) if r.get("key") == ["sample", 2] else None
+    )
+    float_keys_a = _rewritten(
+        a, lambda r: r.update(key=1.5) if r.get("key") == ["sample", 2] else None
+    )
     with pytest.raises(ReproducibleBlockValueError, match=r"line 4, field key: 1\.5"):
         diff_runs(float_keys_a, float_keys)  # no block has such a key: a damaged ledger
 
@@ -397,12 +432,16 @@ def test_registered_torch_generators_are_not_replayed(tmp_path: Path) -> None:
         def run() -> None:
             with ReproducibleBlock("x"):
                 torch.rand(1 + extra, generator=generator)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(0)),
-                      record(tmp_path / "b.jsonl", program(1)))
-    assert found.reasons == ("augment stream consumed differently (not counted: the draws of "
-                             "registered generators are not replayed)",)
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(0)), record(tmp_path / "b.jsonl", program(1))
+    )
+    assert found.reasons == (
+        "augment stream consumed differently (not counted: the draws of "
+        "registered generators are not replayed)",
+    )
 
 
 def test_the_same_count_of_other_draws_is_told_apart(tmp_path: Path) -> None:
@@ -418,8 +457,10 @@ def test_the_same_count_of_other_draws_is_told_apart(tmp_path: Path) -> None:
             np.random.rand(words // 2)  # as many words, no cached normal
 
     found = diff_runs(a, record(tmp_path / "b.jsonl", uniform))
-    assert found.reasons == (f"numpy state differs at exit although both drew {words:,} numbers "
-                             "(other kinds of draws, or a cached normal)",)
+    assert found.reasons == (
+        f"numpy state differs at exit although both drew {words:,} numbers "
+        "(other kinds of draws, or a cached normal)",
+    )
 
 
 def test_notes_and_blocks_of_other_kinds_are_named(tmp_path: Path) -> None:
@@ -430,14 +471,18 @@ def test_notes_and_blocks_of_other_kinds_are_named(tmp_path: Path) -> None:
             with ReproducibleBlock("x"):
                 pass
             ledger_note("epoch", value)
+
         return run
 
-    found = diff_runs(record(tmp_path / "a.jsonl", program(True)),
-                      record(tmp_path / "b.jsonl", program(False)))
+    found = diff_runs(
+        record(tmp_path / "a.jsonl", program(True)), record(tmp_path / "b.jsonl", program(False))
+    )
     assert found.reasons == ("A noted 'epoch' outside every block where B exited 'x'",)
     assert found.key is None
-    notes = diff_runs(record(tmp_path / "c.jsonl", program(False, 1.0)),
-                      record(tmp_path / "d.jsonl", program(False, 2.0)))
+    notes = diff_runs(
+        record(tmp_path / "c.jsonl", program(False, 1.0)),
+        record(tmp_path / "d.jsonl", program(False, 2.0)),
+    )
     assert notes.reasons == ("the noted epoch differs (A 1.0, B 2.0)",)
     assert notes.agreed == 1
 
@@ -459,14 +504,20 @@ def test_other_sources_and_per_rank_are_named(tmp_path: Path) -> None:
         def run() -> None:
             with ReproducibleBlock("x", **options):
                 pass
+
         return run
 
-    sources = diff_runs(record(tmp_path / "a.jsonl", program()),
-                        record(tmp_path / "b.jsonl", program(sources=("torch",))))
-    assert sources.reasons == ("the block managed different generators (A ['random', 'numpy', "
-                               "'torch'], B ['torch'])",)
-    per_rank = diff_runs(record(tmp_path / "a.jsonl", program()),
-                         record(tmp_path / "c.jsonl", program(per_rank=True)))
+    sources = diff_runs(
+        record(tmp_path / "a.jsonl", program()),
+        record(tmp_path / "b.jsonl", program(sources=("torch",))),
+    )
+    assert sources.reasons == (
+        "the block managed different generators (A ['random', 'numpy', 'torch'], B ['torch'])",
+    )
+    per_rank = diff_runs(
+        record(tmp_path / "a.jsonl", program()),
+        record(tmp_path / "c.jsonl", program(per_rank=True)),
+    )
     assert per_rank.reasons[0] == "the per_rank differs (A None, B 0)"
 
 
@@ -475,8 +526,12 @@ def _ranked(path: Path, ranks: dict[int, int], monkeypatch: pytest.MonkeyPatch) 
     for rank, draws in ranks.items():
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", str(len(ranks)))
-        record(path, lambda draws=draws: per_sample(lambda i: torch.rand(draws) if i == 1
-                                                    else None, samples=3))
+        record(
+            path,
+            lambda draws=draws: per_sample(
+                lambda i: torch.rand(draws) if i == 1 else None, samples=3
+            ),
+        )
     return path
 
 
@@ -509,12 +564,14 @@ def _damage(path: Path, line: int, change: Callable[[dict[str, Any]], None]) -> 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     """A change that sets the field at ``path`` (names and list indexes, '/'-separated)."""
+
     def change(record: dict[str, Any]) -> None:
         *parents, last = [int(part) if part.isdigit() else part for part in path.split("/")]
         target: Any = record
         for part in parents:
             target = target[part]
         target[last] = value
+
     return change
 
 
@@ -543,8 +600,11 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     ],
 )
 def test_a_damaged_record_is_refused_naming_the_file_line_and_field(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: int,
-    change: Callable[[dict[str, Any]], None], field: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    line: int,
+    change: Callable[[dict[str, Any]], None],
+    field: str,
 ) -> None:
     good = record(tmp_path / "a.jsonl", per_sample)
     damaged = _damage(good, line, change)

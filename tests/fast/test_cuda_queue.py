@@ -88,8 +88,14 @@ def _at_cuda_start(calls: tuple[tuple[str, int], ...]) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize(
-    "calls", [(), (("all", 5),), (("all", 5), ("current", 2**64 - 1)), (("current", 1), ("all", 2)),
-              (("current", 3),)]
+    "calls",
+    [
+        (),
+        (("all", 5),),
+        (("all", 5), ("current", 2**64 - 1)),
+        (("current", 1), ("all", 2)),
+        (("current", 3),),
+    ],
 )
 def test_without_the_fast_paths_cuda_starts_in_the_same_states(
     cuda: CudaSource, calls: tuple[tuple[str, int], ...]
@@ -157,7 +163,8 @@ def test_checkpoints_save_and_load_the_queued_seeding(cuda: CudaSource) -> None:
     assert entry["sources"]["cuda"] == {
         "kind": "cuda",
         "state": {
-            "device_count": torch.cuda.device_count(), "queued": [["all", 1], ["current", 6]]
+            "device_count": torch.cuda.device_count(),
+            "queued": [["all", 1], ["current", 6]],
         },
     }
     torch.manual_seed(2)

@@ -44,9 +44,16 @@ def epochs(loader: DataLoader[Any], count: int, first: int = 0) -> Seen:
 
 
 def persistent(**options: Any) -> DataLoader[Any]:
-    return DataLoader(EpochAugmented(), batch_size=4, num_workers=2, persistent_workers=True,
-                      multiprocessing_context="fork", worker_init_fn=seed_worker, timeout=120,
-                      **options)
+    return DataLoader(
+        EpochAugmented(),
+        batch_size=4,
+        num_workers=2,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+        worker_init_fn=seed_worker,
+        timeout=120,
+        **options,
+    )
 
 
 @pytest.mark.slow
@@ -61,11 +68,12 @@ def test_an_epoch_set_on_the_dataset_never_reaches_persistent_workers() -> None:
 def test_a_sampler_that_yields_the_epoch_reaches_persistent_workers() -> None:
     set_seed(0)
     seen = epochs(persistent(sampler=EpochSamples(LENGTH)), 3)
-    expected = epochs(DataLoader(EpochAugmented(), batch_size=4,
-                                 sampler=EpochSamples(LENGTH)), 3)
-    assert sorted(seen) == sorted(expected) == [
-        (epoch, index) for epoch in range(3) for index in range(LENGTH)
-    ]
+    expected = epochs(DataLoader(EpochAugmented(), batch_size=4, sampler=EpochSamples(LENGTH)), 3)
+    assert (
+        sorted(seen)
+        == sorted(expected)
+        == [(epoch, index) for epoch in range(3) for index in range(LENGTH)]
+    )
     assert all(torch.equal(seen[key], expected[key]) for key in expected)
     assert not torch.equal(seen[(0, 5)], seen[(1, 5)])  # a new augmentation every epoch
     resumed = epochs(persistent(sampler=EpochSamples(LENGTH)), 1, first=2)
@@ -80,8 +88,11 @@ def test_seed_worker_under_a_forkserver_sees_the_root_of_each_loader() -> None:
         set_seed(seed)
         workers = {}
         if num_workers:
-            workers = {"multiprocessing_context": "forkserver", "worker_init_fn": seed_worker,
-                       "timeout": 120}
+            workers = {
+                "multiprocessing_context": "forkserver",
+                "worker_init_fn": seed_worker,
+                "timeout": 120,
+            }
         loader = DataLoader(AugmentedSamples(), batch_size=4, num_workers=num_workers, **workers)
         return {sample["index"]: sample["augmentation"] for sample in unbatch(loader)}
 

@@ -69,7 +69,8 @@ def test_a_refusal_on_one_rank_is_a_refusal_on_every_rank(ranks: list[dict[str, 
 
 @pytest.mark.parametrize("call", ["install", "seed"])
 def test_a_refusal_while_installing_on_one_rank_changes_nothing_on_any_rank(
-    ranks: list[dict[str, Any]], call: str,
+    ranks: list[dict[str, Any]],
+    call: str,
 ) -> None:
     # load_rng_state and set_seed: rank 1's user source rejects its state at install time.
     assert "device unplugged" in ranks[1][call]["error"]
@@ -80,7 +81,8 @@ def test_a_refusal_while_installing_on_one_rank_changes_nothing_on_any_rank(
 
 @pytest.mark.parametrize("call", ["busy_seed", "busy_load", "busy_get"])
 def test_a_rank_that_times_out_on_the_lock_is_a_refusal_on_every_rank(
-    ranks: list[dict[str, Any]], call: str,
+    ranks: list[dict[str, Any]],
+    call: str,
 ) -> None:
     # set_seed, load_rng_state, get_rng_state: rank 1 waits in vain for another thread's block.
     assert "held-by-another-thread" in ranks[1][call]["error"]

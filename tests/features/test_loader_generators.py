@@ -97,9 +97,16 @@ def worker_torch_seeds(between: Callable[[], None], use_generator: bool) -> list
     """The torch seed of each fork worker in two epochs, with ``between`` run in between."""
     set_seed(0)
     generator = torch_generator("data") if use_generator else None
-    loader = DataLoader(AugmentedSamples(), batch_size=4, shuffle=True, generator=generator,
-                        num_workers=2, multiprocessing_context="fork", timeout=120,
-                        worker_init_fn=seed_worker)
+    loader = DataLoader(
+        AugmentedSamples(),
+        batch_size=4,
+        shuffle=True,
+        generator=generator,
+        num_workers=2,
+        multiprocessing_context="fork",
+        timeout=120,
+        worker_init_fn=seed_worker,
+    )
     seeds = []
     for _ in range(2):
         seeds.append(sorted({sample["torch_seed"] for sample in unbatch(loader)}))
@@ -135,15 +142,11 @@ def test_same_key_same_stream_other_keys_or_roots_other_streams() -> None:
     epoch0 = ("data", 0)
     first = torch.rand(5, generator=torch_generator(epoch0))
     assert torch.equal(torch.rand(5, generator=torch_generator(epoch0)), first)
-    assert torch.equal(torch.rand(5, generator=torch_generator(("data", 0))),
-                       first)
-    assert not torch.equal(
-        torch.rand(5, generator=torch_generator(("data", 1))), first
-    )
+    assert torch.equal(torch.rand(5, generator=torch_generator(("data", 0))), first)
+    assert not torch.equal(torch.rand(5, generator=torch_generator(("data", 1))), first)
     numpy_first = numpy_generator(epoch0).random(5)
     assert np.array_equal(numpy_generator(epoch0).random(5), numpy_first)
-    assert not np.array_equal(numpy_generator(("data", 1)).random(5),
-                              numpy_first)
+    assert not np.array_equal(numpy_generator(("data", 1)).random(5), numpy_first)
     set_seed(1)
     assert not torch.equal(torch.rand(5, generator=torch_generator(epoch0)), first)
     assert not np.array_equal(numpy_generator(epoch0).random(5), numpy_first)

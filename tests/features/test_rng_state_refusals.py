@@ -121,83 +121,229 @@ USER_NUMPY = ("sources", "user-numpy", "state", "state")
 CORRUPTIONS: list[tuple[str, Callable[[list[Entry]], object], type[Exception], str]] = [
     ("a dict, not the list", lambda states: states[0], ReproducibleBlockTypeError, "the list"),
     ("an empty list", lambda states: [], ReproducibleBlockTypeError, "the list"),
-    ("an entry that is no dict", lambda states: ["entry"], ReproducibleBlockValueError,
-     r"states\[0\] is str"),
-    ("an unknown format version", edited(_set(("format_version",), 2)),
-     ReproducibleBlockValueError, "reads format_version 1"),
-    ("a format version that is a bool", edited(_set(("format_version",), True)),
-     ReproducibleBlockValueError, "reads format_version 1"),
-    ("no format version", edited(_delete("format_version")), ReproducibleBlockValueError,
-     "format_version"),
-    ("another derivation version", edited(_set(("derivation",), 2)), ReproducibleBlockValueError,
-     r"derivation version 2.*derives version 1.*version that saved"),
-    ("no derivation version", edited(_delete("derivation")), ReproducibleBlockValueError,
-     r"\['derivation'\] is NoneType"),
+    (
+        "an entry that is no dict",
+        lambda states: ["entry"],
+        ReproducibleBlockValueError,
+        r"states\[0\] is str",
+    ),
+    (
+        "an unknown format version",
+        edited(_set(("format_version",), 2)),
+        ReproducibleBlockValueError,
+        "reads format_version 1",
+    ),
+    (
+        "a format version that is a bool",
+        edited(_set(("format_version",), True)),
+        ReproducibleBlockValueError,
+        "reads format_version 1",
+    ),
+    (
+        "no format version",
+        edited(_delete("format_version")),
+        ReproducibleBlockValueError,
+        "format_version",
+    ),
+    (
+        "another derivation version",
+        edited(_set(("derivation",), 2)),
+        ReproducibleBlockValueError,
+        r"derivation version 2.*derives version 1.*version that saved",
+    ),
+    (
+        "no derivation version",
+        edited(_delete("derivation")),
+        ReproducibleBlockValueError,
+        r"\['derivation'\] is NoneType",
+    ),
     ("a truncated entry", edited(_delete("root")), ReproducibleBlockValueError, "keys"),
-    ("another rank's entry", edited(_set(("rank",), 1)), ReproducibleBlockValueError,
-     r"\['rank'\] is int 1"),
-    ("a world size that is not the list's", edited(_set(("world_size",), 2)),
-     ReproducibleBlockValueError, r"\['world_size'\]"),
-    ("a source missing", edited(_delete("sources", "user-torch")), ReproducibleBlockValueError,
-     r"missing from the states: \['user-torch'\]"),
-    ("a source of another kind", edited(_set(("sources", "user-torch", "kind"), "numpy-generator")),
-     ReproducibleBlockValueError, "'torch-generator'"),
-    ("a truncated torch state", edited(_edit_tensor((*TORCH, "state"), lambda t: t[:-1])),
-     ReproducibleBlockValueError, "5056 elements"),
-    ("a torch state of another dtype", edited(_edit_tensor((*TORCH, "state"), lambda t: t.float())),
-     ReproducibleBlockValueError, "uint8"),
-    ("a torch state torch rejects", edited(_edit_tensor((*TORCH, "state"), _torch_position)),
-     ReproducibleBlockValueError, "valid torch CPU state"),
-    ("a torch generator on another device", edited(_set((*TORCH, "device"), "cuda:0")),
-     ReproducibleBlockValueError, r"\['device'\]"),
-    ("a Python key word out of range", edited(_edit_tensor((*PYTHON, "key"), _word(2**32))),
-     ReproducibleBlockValueError, "2\\*\\*32 - 1"),
-    ("a Python key word below zero", edited(_edit_tensor((*PYTHON, "key"), _word(-1))),
-     ReproducibleBlockValueError, "from 0 to"),
-    ("a Python position out of range", edited(_set((*PYTHON, "pos"), 625)),
-     ReproducibleBlockValueError, r"\['pos'\] is int 625"),
-    ("a Python version that is not 3", edited(_set((*PYTHON, "version"), 2)),
-     ReproducibleBlockValueError, r"\['version'\]"),
-    ("a cached Gaussian that is no float", edited(_set((*PYTHON, "gauss_next"), "0.5")),
-     ReproducibleBlockValueError, r"\['gauss_next'\]"),
-    ("a truncated NumPy key", edited(_edit_tensor((*NUMPY, "key"), lambda t: t[:-1])),
-     ReproducibleBlockValueError, "624 elements"),
-    ("a NumPy has_gauss out of range", edited(_set((*NUMPY, "has_gauss"), 2)),
-     ReproducibleBlockValueError, r"\['has_gauss'\]"),
-    ("a bool where NumPy has an int", edited(_set((*NUMPY, "pos"), True)),
-     ReproducibleBlockValueError, r"\['pos'\] is bool"),
-    ("a NumPy legacy state of another bit generator",
-     edited(_set((*NUMPY, "bit_generator"), "PCG64")),
-     ReproducibleBlockValueError, "'MT19937'"),
-    ("a cached NumPy Gaussian that is no float", edited(_set((*NUMPY, "cached_gaussian"), 1)),
-     ReproducibleBlockValueError, "a float"),
-    ("a Generator state of another bit generator", edited(_set((*USER_NUMPY, "bit_generator"),
-     "MT19937")), ReproducibleBlockValueError, "PCG64"),
-    ("a Generator state that overflows", edited(_set((*USER_NUMPY, "state", "state"), 2**200)),
-     ReproducibleBlockValueError, "a state of PCG64.*OverflowError"),
-    ("a Generator flag NumPy would keep", edited(_set((*USER_NUMPY, "has_uint32"), 5)),
-     ReproducibleBlockValueError, r"\['has_uint32'\] is int 5"),
-    ("a Generator state that is no dict", edited(_set(USER_NUMPY, 5)),
-     ReproducibleBlockValueError, "a dict"),
-    ("a Generator state with a float array", edited(_set((*USER_NUMPY, "has_uint32"),
-     ("ndarray", "float64", [1], [1]))), ReproducibleBlockValueError, "ndarray"),
-    ("a Generator state with an array value out of range", edited(_set(
-     (*USER_NUMPY, "has_uint32"), ("ndarray", "uint8", [1], [256]))),
-     ReproducibleBlockValueError, "uint8 values"),
-    ("a Generator state holding a list", edited(_set((*USER_NUMPY, "state", "inc"), [1])),
-     ReproducibleBlockValueError, "an int, float, str"),
-    ("a root seed out of range", edited(_set(("root", "seed"), -1)), ReproducibleBlockValueError,
-     r"\['seed'\]"),
-    ("a root seed that is a bool", edited(_set(("root", "seed"), True)),
-     ReproducibleBlockValueError, r"\['seed'\] is bool"),
-    ("a truncated root", edited(_delete("root", "seed")), ReproducibleBlockValueError,
-     r"\['root'\] is a dict with the keys \[\]; expected a dict with the keys \['seed'\]"),
-    ("a root with an extra field", edited(_set(("root", "snapshot"), {})),
-     ReproducibleBlockValueError, r"\['root'\]"),
-    ("open blocks that are no list", edited(_set(("open_blocks",), "none")),
-     ReproducibleBlockValueError, r"\['open_blocks'\]"),
-    ("sources that are no dict", edited(_set(("sources",), [])), ReproducibleBlockValueError,
-     r"\['sources'\]"),
+    (
+        "another rank's entry",
+        edited(_set(("rank",), 1)),
+        ReproducibleBlockValueError,
+        r"\['rank'\] is int 1",
+    ),
+    (
+        "a world size that is not the list's",
+        edited(_set(("world_size",), 2)),
+        ReproducibleBlockValueError,
+        r"\['world_size'\]",
+    ),
+    (
+        "a source missing",
+        edited(_delete("sources", "user-torch")),
+        ReproducibleBlockValueError,
+        r"missing from the states: \['user-torch'\]",
+    ),
+    (
+        "a source of another kind",
+        edited(_set(("sources", "user-torch", "kind"), "numpy-generator")),
+        ReproducibleBlockValueError,
+        "'torch-generator'",
+    ),
+    (
+        "a truncated torch state",
+        edited(_edit_tensor((*TORCH, "state"), lambda t: t[:-1])),
+        ReproducibleBlockValueError,
+        "5056 elements",
+    ),
+    (
+        "a torch state of another dtype",
+        edited(_edit_tensor((*TORCH, "state"), lambda t: t.float())),
+        ReproducibleBlockValueError,
+        "uint8",
+    ),
+    (
+        "a torch state torch rejects",
+        edited(_edit_tensor((*TORCH, "state"), _torch_position)),
+        ReproducibleBlockValueError,
+        "valid torch CPU state",
+    ),
+    (
+        "a torch generator on another device",
+        edited(_set((*TORCH, "device"), "cuda:0")),
+        ReproducibleBlockValueError,
+        r"\['device'\]",
+    ),
+    (
+        "a Python key word out of range",
+        edited(_edit_tensor((*PYTHON, "key"), _word(2**32))),
+        ReproducibleBlockValueError,
+        "2\\*\\*32 - 1",
+    ),
+    (
+        "a Python key word below zero",
+        edited(_edit_tensor((*PYTHON, "key"), _word(-1))),
+        ReproducibleBlockValueError,
+        "from 0 to",
+    ),
+    (
+        "a Python position out of range",
+        edited(_set((*PYTHON, "pos"), 625)),
+        ReproducibleBlockValueError,
+        r"\['pos'\] is int 625",
+    ),
+    (
+        "a Python version that is not 3",
+        edited(_set((*PYTHON, "version"), 2)),
+        ReproducibleBlockValueError,
+        r"\['version'\]",
+    ),
+    (
+        "a cached Gaussian that is no float",
+        edited(_set((*PYTHON, "gauss_next"), "0.5")),
+        ReproducibleBlockValueError,
+        r"\['gauss_next'\]",
+    ),
+    (
+        "a truncated NumPy key",
+        edited(_edit_tensor((*NUMPY, "key"), lambda t: t[:-1])),
+        ReproducibleBlockValueError,
+        "624 elements",
+    ),
+    (
+        "a NumPy has_gauss out of range",
+        edited(_set((*NUMPY, "has_gauss"), 2)),
+        ReproducibleBlockValueError,
+        r"\['has_gauss'\]",
+    ),
+    (
+        "a bool where NumPy has an int",
+        edited(_set((*NUMPY, "pos"), True)),
+        ReproducibleBlockValueError,
+        r"\['pos'\] is bool",
+    ),
+    (
+        "a NumPy legacy state of another bit generator",
+        edited(_set((*NUMPY, "bit_generator"), "PCG64")),
+        ReproducibleBlockValueError,
+        "'MT19937'",
+    ),
+    (
+        "a cached NumPy Gaussian that is no float",
+        edited(_set((*NUMPY, "cached_gaussian"), 1)),
+        ReproducibleBlockValueError,
+        "a float",
+    ),
+    (
+        "a Generator state of another bit generator",
+        edited(_set((*USER_NUMPY, "bit_generator"), "MT19937")),
+        ReproducibleBlockValueError,
+        "PCG64",
+    ),
+    (
+        "a Generator state that overflows",
+        edited(_set((*USER_NUMPY, "state", "state"), 2**200)),
+        ReproducibleBlockValueError,
+        "a state of PCG64.*OverflowError",
+    ),
+    (
+        "a Generator flag NumPy would keep",
+        edited(_set((*USER_NUMPY, "has_uint32"), 5)),
+        ReproducibleBlockValueError,
+        r"\['has_uint32'\] is int 5",
+    ),
+    (
+        "a Generator state that is no dict",
+        edited(_set(USER_NUMPY, 5)),
+        ReproducibleBlockValueError,
+        "a dict",
+    ),
+    (
+        "a Generator state with a float array",
+        edited(_set((*USER_NUMPY, "has_uint32"), ("ndarray", "float64", [1], [1]))),
+        ReproducibleBlockValueError,
+        "ndarray",
+    ),
+    (
+        "a Generator state with an array value out of range",
+        edited(_set((*USER_NUMPY, "has_uint32"), ("ndarray", "uint8", [1], [256]))),
+        ReproducibleBlockValueError,
+        "uint8 values",
+    ),
+    (
+        "a Generator state holding a list",
+        edited(_set((*USER_NUMPY, "state", "inc"), [1])),
+        ReproducibleBlockValueError,
+        "an int, float, str",
+    ),
+    (
+        "a root seed out of range",
+        edited(_set(("root", "seed"), -1)),
+        ReproducibleBlockValueError,
+        r"\['seed'\]",
+    ),
+    (
+        "a root seed that is a bool",
+        edited(_set(("root", "seed"), True)),
+        ReproducibleBlockValueError,
+        r"\['seed'\] is bool",
+    ),
+    (
+        "a truncated root",
+        edited(_delete("root", "seed")),
+        ReproducibleBlockValueError,
+        r"\['root'\] is a dict with the keys \[\]; expected a dict with the keys \['seed'\]",
+    ),
+    (
+        "a root with an extra field",
+        edited(_set(("root", "snapshot"), {})),
+        ReproducibleBlockValueError,
+        r"\['root'\]",
+    ),
+    (
+        "open blocks that are no list",
+        edited(_set(("open_blocks",), "none")),
+        ReproducibleBlockValueError,
+        r"\['open_blocks'\]",
+    ),
+    (
+        "sources that are no dict",
+        edited(_set(("sources",), [])),
+        ReproducibleBlockValueError,
+        r"\['sources'\]",
+    ),
 ]
 
 
@@ -223,7 +369,9 @@ def test_states_from_a_different_number_of_ranks_are_refused(managed: Managed) -
     states = [{**entry, "world_size": 2}, second]
     managed.draw()
     assert_refused_changes_nothing(
-        managed, lambda: load_rng_state(states), ReproducibleBlockValueError,
+        managed,
+        lambda: load_rng_state(states),
+        ReproducibleBlockValueError,
         "saved by 2 rank.* this run has 1.*on_world_size_change='derive'",
     )
 
@@ -240,8 +388,10 @@ def test_derive_restores_the_ranks_the_checkpoint_has(managed: Managed) -> None:
 def test_an_unknown_world_size_policy_is_refused(managed: Managed) -> None:
     states = get_rng_state()
     assert_refused_changes_nothing(
-        managed, lambda: load_rng_state(states, on_world_size_change="ignore"),  # type: ignore[arg-type]
-        ReproducibleBlockValueError, "'error' .* or 'derive'",
+        managed,
+        lambda: load_rng_state(states, on_world_size_change="ignore"),  # type: ignore[arg-type]
+        ReproducibleBlockValueError,
+        "'error' .* or 'derive'",
     )
 
 
@@ -249,7 +399,9 @@ def test_a_generator_registered_since_the_save_is_refused(managed: Managed) -> N
     states = get_rng_state()
     register_generator(torch.Generator(), name="late")
     assert_refused_changes_nothing(
-        managed, lambda: load_rng_state(states), ReproducibleBlockValueError,
+        managed,
+        lambda: load_rng_state(states),
+        ReproducibleBlockValueError,
         r"missing from the states: \['late'\]",
     )
 
@@ -280,7 +432,9 @@ def test_states_saved_inside_a_block_are_refused_elsewhere(managed: Managed) -> 
     with ReproducibleBlock("train"):
         states = get_rng_state()
     assert_refused_changes_nothing(
-        managed, lambda: load_rng_state(states), BlockUsageError,
+        managed,
+        lambda: load_rng_state(states),
+        BlockUsageError,
         r"saved inside the blocks \[\"ReproducibleBlock\('train'\)\"\].*inside no block",
     )
 
@@ -304,7 +458,8 @@ def test_a_queued_cuda_seed_round_trips_without_cuda() -> None:
     state = QueuedSeeds((("all", 2**64 - 1), ("current", 7)))
     data = source.to_checkpoint(state)
     assert data == {
-        "device_count": torch.cuda.device_count(), "queued": [["all", 2**64 - 1], ["current", 7]]
+        "device_count": torch.cuda.device_count(),
+        "queued": [["all", 2**64 - 1], ["current", 7]],
     }
     assert source.from_checkpoint(data, "cuda") == state
 
@@ -347,7 +502,10 @@ def test_numpy_arrays_are_saved_as_tagged_int_lists() -> None:
     (entry,) = get_rng_state()
     saved = entry["sources"]["philox"]["state"]["state"]
     assert saved["state"]["key"] == (
-        "ndarray", "uint64", [2], generator.bit_generator.state["state"]["key"].tolist()
+        "ndarray",
+        "uint64",
+        [2],
+        generator.bit_generator.state["state"]["key"].tolist(),
     )
 
 
@@ -366,14 +524,21 @@ def test_a_checkpoint_loaded_on_the_meta_device_is_refused_untouched(managed: Ma
     states = through_file(get_rng_state(), map_location="meta")
     managed.draw()
     assert_refused_changes_nothing(
-        managed, lambda: load_rng_state(states), ReproducibleBlockValueError,
+        managed,
+        lambda: load_rng_state(states),
+        ReproducibleBlockValueError,
         r"on the meta device.*expected a dense 1-D .* with data",
     )
 
 
 @pytest.mark.parametrize(
-    "field", [(*TORCH, "state"), (*PYTHON, "key"), (*NUMPY, "key"), ("sources", "user-torch",
-                                                                        "state", "state")],
+    "field",
+    [
+        (*TORCH, "state"),
+        (*PYTHON, "key"),
+        (*NUMPY, "key"),
+        ("sources", "user-torch", "state", "state"),
+    ],
     ids=["torch", "random", "numpy", "registered torch.Generator"],
 )
 def test_a_sparse_tensor_in_an_entry_is_refused_untouched(
@@ -382,7 +547,9 @@ def test_a_sparse_tensor_in_an_entry_is_refused_untouched(
     states = through_file(edited(_edit_tensor(field, lambda t: t.to_sparse()))(get_rng_state()))
     managed.draw()
     assert_refused_changes_nothing(
-        managed, lambda: load_rng_state(states), ReproducibleBlockValueError,
+        managed,
+        lambda: load_rng_state(states),
+        ReproducibleBlockValueError,
         r"sparse_coo.*expected a dense 1-D",
     )
 
@@ -416,8 +583,14 @@ def _replaced(entry: Any, path: tuple[Any, ...], value: Any) -> Any:
 def _wrong_values(value: Any) -> list[Any]:
     """Values of other types than ``value``, and tensors without data, sparse or misshapen."""
     if isinstance(value, torch.Tensor):
-        return [value.to("meta"), value.to_sparse(), value.double(), value[:-1], value.view(1, -1),
-                value.tolist()]
+        return [
+            value.to("meta"),
+            value.to_sparse(),
+            value.double(),
+            value[:-1],
+            value.view(1, -1),
+            value.tolist(),
+        ]
     others = ["text", -1, 2**70, 0.5, True, None, [], {}]
     return [other for other in others if type(other) is not type(value)]
 
@@ -433,14 +606,22 @@ def test_every_field_corrupted_removed_or_added_is_refused_untouched(managed: Ma
     cases: list[tuple[str, Any]] = []
     for path, value in _fields(entry):
         if path:
-            cases += [(f"{path} = {describe(wrong)}", _replaced(entry, path, wrong))
-                      for wrong in _wrong_values(value) if not _is_allowed(path, wrong)]
+            cases += [
+                (f"{path} = {describe(wrong)}", _replaced(entry, path, wrong))
+                for wrong in _wrong_values(value)
+                if not _is_allowed(path, wrong)
+            ]
         if isinstance(value, dict):
-            cases += [(f"{path} without {key!r}",
-                       _replaced(entry, path, {k: v for k, v in value.items() if k != key}))
-                      for key in value]
-            cases.append((f"{path} with an extra field", _replaced(entry, path,
-                                                                  {**value, "extra": 0})))
+            cases += [
+                (
+                    f"{path} without {key!r}",
+                    _replaced(entry, path, {k: v for k, v in value.items() if k != key}),
+                )
+                for key in value
+            ]
+            cases.append(
+                (f"{path} with an extra field", _replaced(entry, path, {**value, "extra": 0}))
+            )
     assert len(cases) > 150
     managed.draw()
     before = managed.capture()
@@ -465,11 +646,13 @@ def test_every_field_corrupted_removed_or_added_is_refused_untouched(managed: Ma
 
 REPLACEMENTS = {
     "torch.Generator -> np.random.Generator": (
-        torch.Generator, np.random.default_rng,
+        torch.Generator,
+        np.random.default_rng,
         r"saved 'augment' as a 'torch-generator' and 'augment' is a 'numpy-generator' here",
     ),
     "np.random.Generator -> torch.Generator": (
-        np.random.default_rng, torch.Generator,
+        np.random.default_rng,
+        torch.Generator,
         r"saved 'augment' as a 'numpy-generator' and 'augment' is a 'torch-generator' here",
     ),
     "PCG64 -> Philox": (
@@ -517,7 +700,6 @@ def test_a_checkpoint_saved_in_a_numpy_str_key_loads_in_the_same_str_key() -> No
     with ReproducibleBlock("train"):
         load_rng_state(states)
         assert torch.equal(torch.rand(3), expected)
-
 
 
 def test_a_load_that_fails_while_installing_changes_nothing(managed: Managed) -> None:

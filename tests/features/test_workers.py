@@ -55,8 +55,11 @@ def load(
     """Every sample of ``AugmentedSamples`` through a real DataLoader, in the order loaded."""
     workers: dict[str, Any] = {}
     if num_workers:
-        workers = {"multiprocessing_context": context or "fork", "timeout": 120,
-                   "worker_init_fn": init}
+        workers = {
+            "multiprocessing_context": context or "fork",
+            "timeout": 120,
+            "worker_init_fn": init,
+        }
     loader = DataLoader(
         AugmentedSamples(),
         batch_size=batch_size,
@@ -113,8 +116,7 @@ def test_per_sample_augmentation_is_the_same_whatever_the_fork_workers(
     # Draws outside the blocks do depend on the workers: without blocks this test would fail.
     outside_reference = {sample["index"]: sample["outside"] for sample in reference}
     assert any(
-        not torch.equal(sample["outside"], outside_reference[sample["index"]])
-        for sample in samples
+        not torch.equal(sample["outside"], outside_reference[sample["index"]]) for sample in samples
     )
 
 
@@ -286,8 +288,10 @@ def test_a_process_without_a_root_takes_the_one_its_parent_exported(
         assert torch.equal(torch.rand(4), expected)
     assert _root.peek_seed() == ROOT_SEED
     become_fresh_worker(monkeypatch, "seven")
-    with pytest.raises(ReproducibleBlockValueError, match=SEED_ENVIRONMENT_VARIABLE), \
-            ReproducibleBlock("x"):
+    with (
+        pytest.raises(ReproducibleBlockValueError, match=SEED_ENVIRONMENT_VARIABLE),
+        ReproducibleBlock("x"),
+    ):
         pass  # pragma: no cover - never entered
 
 
@@ -339,8 +343,7 @@ def test_seed_worker_refuses_a_bad_exported_seed_and_changes_nothing(
     with pytest.raises(ReproducibleBlockValueError, match=SEED_ENVIRONMENT_VARIABLE):
         seed_worker(0)
     assert random.getstate() == states[0]
-    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), states[1],
-                                                    strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), states[1], strict=True))
     assert torch.equal(torch.get_rng_state(), states[2])
     assert _root.peek_seed() is None
 
@@ -414,9 +417,15 @@ def test_worker_initial_seeds_fit_pytorch_convention_and_collate(way: str) -> No
     # torch.initial_seed() from __getitem__: default_collate makes an int64 tensor of them.
     set_seed(ROOT_SEED)
     init = seed_worker if way == "seed_worker" else WorkerInit()
-    loader = DataLoader(InitialSeeds(), batch_size=2, num_workers=2, worker_init_fn=init,
-                        multiprocessing_context="fork", timeout=120,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        InitialSeeds(),
+        batch_size=2,
+        num_workers=2,
+        worker_init_fn=init,
+        multiprocessing_context="fork",
+        timeout=120,
+        generator=torch.Generator().manual_seed(0),
+    )
     seeds = [[int(seed) for seed in batch] for _ in range(3) for batch in loader]  # 3 epochs
     flat = [seed for batch in seeds for seed in batch]
     assert len(flat) == 3 * LENGTH
@@ -426,8 +435,9 @@ def test_worker_initial_seeds_fit_pytorch_convention_and_collate(way: str) -> No
         assert 0 <= torch.initial_seed() < 2**63
 
 
-@pytest.mark.parametrize("make_init", [lambda: seed_worker, WorkerInit], ids=["seed_worker",
-                                                                           "WorkerInit"])
+@pytest.mark.parametrize(
+    "make_init", [lambda: seed_worker, WorkerInit], ids=["seed_worker", "WorkerInit"]
+)
 def test_worker_seeding_is_all_or_nothing(
     monkeypatch: pytest.MonkeyPatch, make_init: Callable[[], Callable[[int], None]]
 ) -> None:

@@ -51,9 +51,7 @@ class Oracle:
             torch.set_rng_state(caller[2])
 
 
-def program(
-    set_seed: Callable[[int], None], block: Callable[..., Any]
-) -> list[object]:
+def program(set_seed: Callable[[int], None], block: Callable[..., Any]) -> list[object]:
     """The package README's program shape: model sections in blocks, draws outside them."""
     out: list[object] = []
     set_seed(42)
@@ -224,8 +222,10 @@ def test_set_reference_state_moves_the_reference_until_the_next_set_seed() -> No
     torch.manual_seed(1)
     assert torch.equal(torch.rand(2), seeded)
     rb.set_seed(2)  # a new root from the new API drops the captured reference too
-    assert torch.equal(Reproducible_Block.reference_state["torch"],  # type: ignore[index]
-                       torch.Generator().manual_seed(2).get_state())
+    assert torch.equal(
+        Reproducible_Block.reference_state["torch"],  # type: ignore[index]
+        torch.Generator().manual_seed(2).get_state(),
+    )
 
 
 def test_reset_to_reference_state_needs_a_seed() -> None:

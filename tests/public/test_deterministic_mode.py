@@ -79,9 +79,7 @@ def test_warn_only_warns_and_runs() -> None:
 
 @pytest.mark.usefixtures("relaxed")
 @pytest.mark.parametrize("value", [":4096:8", ":16:8"])
-def test_deterministic_workspace_value_is_kept(
-    monkeypatch: pytest.MonkeyPatch, value: str
-) -> None:
+def test_deterministic_workspace_value_is_kept(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(VARIABLE, value)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -121,8 +119,10 @@ def test_warning_through_an_exit_stack_points_at_the_callers_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(VARIABLE, "bad")
-    with pytest.warns(UserWarning, match="does not make cuBLAS deterministic") as seen, \
-            ExitStack() as stack:
+    with (
+        pytest.warns(UserWarning, match="does not make cuBLAS deterministic") as seen,
+        ExitStack() as stack,
+    ):
         stack.enter_context(deterministic_mode())  # entered here
     assert [w.filename for w in seen] == [__file__]
     assert "# entered here" in Path(__file__).read_text().splitlines()[seen[0].lineno - 1]

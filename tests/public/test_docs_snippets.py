@@ -63,31 +63,41 @@ def python_blocks(path: Path) -> list[Block]:
         if skip:
             after = FENCE.match(lines[index + 1]) if index + 1 < len(lines) else None
             if after is None or after["language"] != "python" or after["indent"]:
-                raise ValueError(f"{path}:{index + 1}: a skip marker must sit just above a "
-                                 "```python fence")
+                raise ValueError(
+                    f"{path}:{index + 1}: a skip marker must sit just above a ```python fence"
+                )
         fence = FENCE.match(line)
         if fence is None:
             index += 1
             continue
-        end = next((i for i in range(index + 1, len(lines))
-                    if lines[i].strip() == "```"), None)
+        end = next((i for i in range(index + 1, len(lines)) if lines[i].strip() == "```"), None)
         if end is None:
             raise ValueError(f"{path}:{index + 1}: unclosed code fence")
         if fence["language"] == "python":
             if fence["indent"]:
-                raise ValueError(f"{path}:{index + 1}: an indented ```python block does not "
-                                 "run here; put it at the start of the line")
+                raise ValueError(
+                    f"{path}:{index + 1}: an indented ```python block does not "
+                    "run here; put it at the start of the line"
+                )
             previous = SKIP.match(lines[index - 1]) if index > 0 else None
-            blocks.append(Block(index + 1, "\n".join(lines[index + 1 : end]),
-                                previous["reason"] if previous else None))
+            blocks.append(
+                Block(
+                    index + 1,
+                    "\n".join(lines[index + 1 : end]),
+                    previous["reason"] if previous else None,
+                )
+            )
         index = end + 1
     return blocks
 
 
 def page_script(page: str) -> str:
     """The runnable blocks of one page, in order, marked with where they come from."""
-    parts = [f"# {page}, line {block.line}\n{block.code}\n"
-             for block in python_blocks(ROOT / page) if block.skip_reason is None]
+    parts = [
+        f"# {page}, line {block.line}\n{block.code}\n"
+        for block in python_blocks(ROOT / page)
+        if block.skip_reason is None
+    ]
     return "\n".join(parts)
 
 
@@ -103,20 +113,32 @@ def test_each_page_has_runnable_code_unless_listed(page: str) -> None:
 
 def test_blocks_markers_and_fences_are_read_as_documented(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("text\n```python\na = 1\n```\n<!-- skip: needs two GPUs -->\n"
-                    "```python\nb = 2\n```\n```sh\nmake test\n```\n```python\nc = a\n```\n")
-    assert python_blocks(page) == [Block(2, "a = 1", None), Block(6, "b = 2", "needs two GPUs"),
-                                   Block(12, "c = a", None)]
-    for broken in ("<!-- skip -->\n```python\nx\n```\n", "<!-- skip: why -->\ntext\n",
-                   "```python\nx = 1\n", "- item\n\n    ```python\n    x = 1\n    ```\n"):
+    page.write_text(
+        "text\n```python\na = 1\n```\n<!-- skip: needs two GPUs -->\n"
+        "```python\nb = 2\n```\n```sh\nmake test\n```\n```python\nc = a\n```\n"
+    )
+    assert python_blocks(page) == [
+        Block(2, "a = 1", None),
+        Block(6, "b = 2", "needs two GPUs"),
+        Block(12, "c = a", None),
+    ]
+    for broken in (
+        "<!-- skip -->\n```python\nx\n```\n",
+        "<!-- skip: why -->\ntext\n",
+        "```python\nx = 1\n",
+        "- item\n\n    ```python\n    x = 1\n    ```\n",
+    ):
         page.write_text(broken)
         with pytest.raises(ValueError, match=str(page)):
             python_blocks(page)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.flags.optimize > 0, reason="the page scripts run in an interpreter of "
-                    "their own, without -O, exactly as in the pass without -O")
+@pytest.mark.skipif(
+    sys.flags.optimize > 0,
+    reason="the page scripts run in an interpreter of "
+    "their own, without -O, exactly as in the pass without -O",
+)
 @pytest.mark.parametrize("page", sorted(set(PAGES) - PAGES_WITHOUT_CODE))
 def test_page_code_runs(page: str, tmp_path: Path) -> None:
     for module in PAGES_NEEDING.get(page, ()):

@@ -106,21 +106,37 @@ class Regression(L.LightningModule):  # type: ignore[misc]
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(num_workers: int = 0, context: str | None = None, draws_outside_blocks: bool = False
-        ) -> torch.Tensor:
+def fit(
+    num_workers: int = 0, context: str | None = None, draws_outside_blocks: bool = False
+) -> torch.Tensor:
     """Lightning's seeding, then set_seed; a two-epoch fit; the trained weights."""
     L.seed_everything(43, verbose=False)
     set_seed(43)
     workers: dict[str, Any] = {}
     if num_workers:
-        workers = {"multiprocessing_context": context, "worker_init_fn": seed_worker,
-                   "persistent_workers": True, "timeout": 120}
-    loader = DataLoader(NoisyRegression(), batch_size=4, sampler=EpochShuffle(LENGTH),
-                        num_workers=num_workers, **workers)
+        workers = {
+            "multiprocessing_context": context,
+            "worker_init_fn": seed_worker,
+            "persistent_workers": True,
+            "timeout": 120,
+        }
+    loader = DataLoader(
+        NoisyRegression(),
+        batch_size=4,
+        sampler=EpochShuffle(LENGTH),
+        num_workers=num_workers,
+        **workers,
+    )
     model = Regression(draws_outside_blocks)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False,
-                        enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         trainer.fit(model, loader)
@@ -148,8 +164,13 @@ def test_an_accelerate_prepared_loader_keeps_the_order_and_the_augmentations() -
     set_seed(0)
 
     def loader(**workers: Any) -> DataLoader[Any]:
-        return DataLoader(AugmentedSamples(), batch_size=4, shuffle=True,
-                          generator=torch_generator(("data", 0)), **workers)
+        return DataLoader(
+            AugmentedSamples(),
+            batch_size=4,
+            shuffle=True,
+            generator=torch_generator(("data", 0)),
+            **workers,
+        )
 
     try:
         prepared = accelerate.Accelerator(cpu=True).prepare(

@@ -128,6 +128,8 @@ def test_the_root_keeps_an_everyday_api_and_diagnostics_have_their_own_package()
     assert "Reproducible_Block" in reproducible_block.__all__  # 0.0.1's import keeps working
     assert set(reproducible_block.__all__).isdisjoint(diagnostics.__all__)
     for name in (*reproducible_block.__all__, *diagnostics.__all__):
-        assert name == "__version__" or hasattr(reproducible_block, name) or (
-            hasattr(diagnostics, name)
+        assert (
+            name == "__version__"
+            or hasattr(reproducible_block, name)
+            or (hasattr(diagnostics, name))
         )

@@ -61,7 +61,6 @@ def test_isolated_random_state_puts_everything_back() -> None:
     assert torch.equal(kept.get_state(), kept_state)  # re-registered, and its state is back
 
 
-
 def test_isolated_random_state_puts_the_rest_back_when_one_source_fails() -> None:
     unplugged, kept = Unplugged(), torch.Generator()
     register_generator(unplugged, name="unplugged")  # restored before "kept"
@@ -83,6 +82,7 @@ def test_isolated_random_state_puts_the_rest_back_when_one_source_fails() -> Non
 
 def test_isolated_random_state_restores_after_an_exception() -> None:
     before = everything()
+
     def failing_test() -> None:
         with isolated_random_state():
             set_seed(5)

@@ -42,44 +42,60 @@ pytestmark = [
 ]
 
 
-def torchrun(ranks: int, workdir: Path, *options: str,
-             seed: int | None = None) -> subprocess.CompletedProcess[str]:
+def torchrun(
+    ranks: int, workdir: Path, *options: str, seed: int | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = dict(os.environ, OMP_NUM_THREADS="1")
     environment.pop(SEED_ENVIRONMENT_VARIABLE, None)
     if seed is not None:
         environment[SEED_ENVIRONMENT_VARIABLE] = str(seed)
-    arguments = ["--standalone", f"--nproc_per_node={ranks}", str(EXAMPLE), "--workdir",
-                 str(workdir), *options]
-    return run_python(module="torch.distributed.run", args=arguments, env=environment,
-                      timeout=LAUNCH_TIMEOUT_S)
+    arguments = [
+        "--standalone",
+        f"--nproc_per_node={ranks}",
+        str(EXAMPLE),
+        "--workdir",
+        str(workdir),
+        *options,
+    ]
+    return run_python(
+        module="torch.distributed.run", args=arguments, env=environment, timeout=LAUNCH_TIMEOUT_S
+    )
 
 
-def finished(launch: subprocess.CompletedProcess[str], workdir: Path,
-             ranks: int) -> list[dict[str, Any]]:
+def finished(
+    launch: subprocess.CompletedProcess[str], workdir: Path, ranks: int
+) -> list[dict[str, Any]]:
     assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
-    return [json.loads((workdir / f"report.rank{rank}.json").read_text())
-            for rank in range(ranks)]
+    return [json.loads((workdir / f"report.rank{rank}.json").read_text()) for rank in range(ranks)]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("torchrun")
     full = finished(torchrun(2, folder / "full"), folder / "full", 2)
-    preempted = torchrun(2, folder / "preempted", "--preempt-at", str(PREEMPT_AT),
-                         seed=full[0]["seed"])
+    preempted = torchrun(
+        2, folder / "preempted", "--preempt-at", str(PREEMPT_AT), seed=full[0]["seed"]
+    )
     checkpoint = folder / "preempted" / "checkpoint.pt"
     resume = ("--resume-from", str(checkpoint))
     resumed = finished(torchrun(2, folder / "resumed", *resume), folder / "resumed", 2)
     wider = [
-        finished(torchrun(3, folder / name, *resume, "--on-world-size-change", "derive"),
-                 folder / name, 3)
+        finished(
+            torchrun(3, folder / name, *resume, "--on-world-size-change", "derive"),
+            folder / name,
+            3,
+        )
         for name in ("wider", "wider-again")
     ]
     return {
-        "full": full, "preempted": preempted, "resumed": resumed, "wider": wider,
+        "full": full,
+        "preempted": preempted,
+        "resumed": resumed,
+        "wider": wider,
         "checkpoint": torch.load(checkpoint, weights_only=True),
-        "preempted_reports": sorted(path.name for path in (folder / "preempted").iterdir()
-                                    if path.name.startswith("report")),
+        "preempted_reports": sorted(
+            path.name for path in (folder / "preempted").iterdir() if path.name.startswith("report")
+        ),
     }
 
 

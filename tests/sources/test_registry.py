@@ -157,7 +157,8 @@ def _global_numpy_generator() -> np.random.Generator:
     """A Generator over np.random's own bit generator (the one np.random.seed seeds)."""
     get_bit_generator = getattr(np.random, "get_bit_generator", None)  # NumPy >= 1.25
     bit_generator = (
-        get_bit_generator() if get_bit_generator is not None
+        get_bit_generator()
+        if get_bit_generator is not None
         else np.random.mtrand._rand._bit_generator
     )
     return np.random.Generator(bit_generator)

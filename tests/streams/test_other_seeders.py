@@ -218,6 +218,12 @@ class WarningsInWorkers(Dataset[int]):
 def test_dataloader_workers_reseeding_torch_is_not_another_seeder(init: object) -> None:
     # The DataLoader seeds torch in each worker; the parent's root rightly stays.
     set_seed(42)
-    loader = DataLoader(WarningsInWorkers(), batch_size=None, num_workers=2,
-                        multiprocessing_context="fork", worker_init_fn=init, timeout=120)
+    loader = DataLoader(
+        WarningsInWorkers(),
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context="fork",
+        worker_init_fn=init,
+        timeout=120,
+    )
     assert list(loader) == [0, 0, 0, 0]

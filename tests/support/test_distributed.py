@@ -70,7 +70,8 @@ def test_without_seed_worker_the_ranks_workers_repeat_each_other(
     assert len(set(worker_streams(pair, "without_seed_worker"))) == WORKERS
     # seed_worker starts from the same DataLoader seeds and still separates the ranks.
     assert [ranked["workers"]["fork"]["torch_seeds"] for ranked in pair] == [
-        ranks[0]["torch_seeds"]] * 2
+        ranks[0]["torch_seeds"]
+    ] * 2
 
 
 @pytest.mark.parametrize("run", ["fork", "spawn", "without_seed_worker"])
@@ -124,7 +125,7 @@ def test_rank_0_warns_when_the_ranks_get_different_seeds(pair: list[dict[str, An
     assert [ranked["same"] for ranked in seeding] == [5, 5]
     assert seeding[0]["same_warnings"] == seeding[1]["same_warnings"] == []
     assert [ranked["different"] for ranked in seeding] == [5, 6]  # each keeps its own
-    (message, filename), = seeding[0]["different_warnings"]
+    ((message, filename),) = seeding[0]["different_warnings"]
     assert "different seeds (rank 0: 5, rank 1: 6)" in message
     assert "per_rank=True" in message
     assert filename == seeding[0]["file"]  # the warning points at the caller's line

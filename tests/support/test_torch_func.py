@@ -82,8 +82,9 @@ def test_a_new_key_inside_functional_call_and_its_grad(fresh_process: None) -> N
         return torch.func.functional_call(model, params, (x,)).sum()
 
     first = torch.func.grad(loss)(params, torch.ones(3))
-    assert torch.equal(torch.func.grad(loss)(params, torch.ones(3))["linear.weight"],
-                       first["linear.weight"])
+    assert torch.equal(
+        torch.func.grad(loss)(params, torch.ones(3))["linear.weight"], first["linear.weight"]
+    )
     with ReproducibleBlock("func-call"):
         mask = nn.functional.dropout(torch.ones(3), 0.5) != 0
     # The dropout mask of the block zeroes the same output rows of the weight's gradient.

@@ -118,7 +118,11 @@ load_rng_state(states, on_world_size_change="error")
 # Data loading.
 dataset = TensorDataset(torch.arange(8))
 loader = DataLoader(
-    dataset, batch_size=2, shuffle=True, num_workers=2, worker_init_fn=seed_worker,
+    dataset,
+    batch_size=2,
+    shuffle=True,
+    num_workers=2,
+    worker_init_fn=seed_worker,
     generator=torch_generator("order"),
 )
 loader = DataLoader(dataset, num_workers=2, worker_init_fn=WorkerInit())
