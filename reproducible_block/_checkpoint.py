@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from reproducible_block._blocks import atomic as _atomic
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import registry
@@ -330,15 +331,15 @@ def load_rng_state(
         # it is installed, and a rank that installed must undo it if another rank refused.
         try:
             plan = _plan(states, on_world_size_change)
-            install = _stack.install_portable if plan.portable else _stack.install
-            saved = _stack.apply_all(plan.sources, install, plan.states)
+            install = _atomic.install_portable if plan.portable else _atomic.install
+            saved = _atomic.apply_all(plan.sources, install, plan.states)
         except Exception as error:  # every rank must reach the collective, whatever went wrong
             _tell_peers(error)
             raise
         try:
             _tell_peers(None)
         except BaseException:
-            _stack.restore_all(plan.sources, saved)
+            _atomic.restore_all(plan.sources, saved)
             raise
         _root.replace_seed(plan.root_seed)
         if not _stack.open_count():  # inside a block, the states outside it are left as they are

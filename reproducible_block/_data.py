@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from reproducible_block._blocks import atomic as _atomic
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.states import derivation_tail, validate_and_encode
 from reproducible_block._sources.registry import registry
@@ -76,7 +77,7 @@ def _seed_worker_globals(worker_id: int, rank: int) -> None:
             sources.append(source)
             states.append(source.from_bits(slot(bits, source.slot)))
     with _stack.held("seed_worker()"):
-        _stack.apply_all(sources, _stack.install, states)  # all or nothing
+        _atomic.apply_all(sources, _atomic.install, states)  # all or nothing
         _other_seeders.settle()
 
 

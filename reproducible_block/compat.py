@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from reproducible_block._blocks import atomic as _atomic
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.decorator import wrap_function
 from reproducible_block._blocks.seeding import set_seed
@@ -180,7 +181,7 @@ class Reproducible_Block(metaclass=_CompatMeta):
                 cls.set_random_state(captured)
                 return
             sources = registry.builtin()
-            _stack.apply_all(sources, _stack.seed, [seed] * len(sources))
+            _atomic.apply_all(sources, _atomic.seed, [seed] * len(sources))
             if not _stack.open_count():
                 _other_seeders.settle()
 
@@ -203,12 +204,12 @@ class Reproducible_Block(metaclass=_CompatMeta):
         sources = [by_slot[slot] for slot in _STATE_SLOTS.values()]
         values = [state[key] for key in _STATE_SLOTS]
         with _stack.held("Reproducible_Block.set_random_state()"):
-            saved = _stack.apply_all(sources, _stack.install_portable, values)
+            saved = _atomic.apply_all(sources, _atomic.install_portable, values)
             if "torch_cuda" in state:  # pragma: no cover - needs a GPU
                 try:
                     torch.cuda.set_rng_state(state["torch_cuda"])
                 except BaseException:
-                    _stack.restore_all(sources, saved)
+                    _atomic.restore_all(sources, saved)
                     raise
             if not _stack.open_count():
                 _other_seeders.settle()

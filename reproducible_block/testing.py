@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from reproducible_block._blocks import atomic as _atomic
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import root as _root
@@ -66,7 +67,7 @@ def isolated_random_state() -> Iterator[None]:
         with _stack.held("isolated_random_state()"):
             registry.restore_registered(registered)
             try:  # every source is tried (restore_all), not all or nothing: a test's leftovers
-                _stack.restore_all(sources, states, _stack.install_portable)
+                _atomic.restore_all(sources, states, _atomic.install_portable)
             except BaseException as error:
                 failure = error
             _root.replace_seed(root)

@@ -12,6 +12,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from reproducible_block._blocks import atomic as _atomic
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import check_name, make_source, registry
@@ -67,7 +68,7 @@ def seed_all_sources(seed: int) -> None:
     root stays as it was. The caller holds the block lock.
     """
     sources = registry.active()
-    _stack.apply_all(sources, _stack.seed, [seed] * len(sources))
+    _atomic.apply_all(sources, _atomic.seed, [seed] * len(sources))
     _root.replace_seed(seed)
     _other_seeders.settle()
 
@@ -167,7 +168,7 @@ class _Undo:
 
     def __call__(self) -> None:
         try:
-            _stack.restore_all(self.sources, self.states)
+            _atomic.restore_all(self.sources, self.states)
         finally:
             _root.replace_seed(self.root)
             _root.torch_seed, _root.exported = self.torch_seed, self.exported

@@ -9,9 +9,8 @@ tasks interleaving ``with`` blocks across ``await``) raises :class:`BlockUsageEr
 every caller its exact state back.
 
 A switch is all or nothing: if a source fails while a block installs its states, the sources
-already switched get their state back before the error propagates. :func:`apply_all` is that
-rule for every other change of every generator (``set_seed``, worker seeding, checkpoint loads,
-the compat reset); :func:`restore_all` puts saved states back, trying every source. A switch
+already switched get their state back before the error propagates (``atomic.apply_all`` is that
+rule for every other change of every generator; block entry inlines it). A switch
 holds ``_memory.switching``, which a fork waits for: a child never starts mid-switch. A forked
 child gets a fresh lock, and the streams outside the blocks of other threads (see
 :func:`_after_fork_in_child`).
@@ -26,6 +25,7 @@ from contextlib import contextmanager, suppress
 from threading import get_ident
 from typing import Any
 
+from reproducible_block._blocks.atomic import restore_all
 from reproducible_block._fast import views as _memory
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._streams import other_seeders as _other_seeders
@@ -39,21 +39,15 @@ from reproducible_block._support.errors import (
 
 __all__ = [
     "WAIT_TIMEOUT_VARIABLE",
-    "Action",
     "Frame",
-    "apply_all",
     "enter",
     "get_block_wait_timeout",
     "held",
     "held_for_collective",
-    "install",
-    "install_portable",
     "leave",
     "open_count",
     "open_labels",
     "refuse_inside_block",
-    "restore_all",
-    "seed",
     "set_block_wait_timeout",
 ]
 
@@ -157,72 +151,6 @@ def _timed_out(owner: object) -> BlockUsageError:
 def _acquire(owner: object) -> None:
     if not lock.acquire(True, _wait):
         raise _timed_out(owner)
-
-
-#: What :func:`apply_all` does to one source with its value.
-Action = Callable[[GeneratorSource[Any], Any], object]
-
-
-def install(source: GeneratorSource[Any], state: Any) -> None:
-    """Install a state from ``save`` or ``from_bits`` (the hot-path form): an :data:`Action`."""
-    source.restore(state)
-
-
-def install_portable(source: GeneratorSource[Any], state: Any) -> None:
-    """Install a state from ``get_state`` (the portable form): an :data:`Action`."""
-    source.set_state(state)
-
-
-def seed(source: GeneratorSource[Any], value: int) -> None:
-    """Seed a source as ``set_seed(value)`` does: an :data:`Action`."""
-    source.seed(value)
-
-
-def apply_all(
-    sources: Sequence[GeneratorSource[Any]], action: Action, values: Sequence[Any]
-) -> list[Any]:
-    """For each source, save its state, then ``action(source, value)``; all or nothing.
-
-    If an action fails, every source already changed (the failing one too) gets its saved
-    state back before the error propagates. Returns the saved states (for :func:`restore_all`,
-    to undo it). Holds ``_memory.switching``: no fork mid-way. The caller holds the lock.
-
-    >>> import random
-    >>> from reproducible_block._sources.registry import registry
-    >>> python = registry.builtin()[:1]  # Python's random
-    >>> before = random.getstate()
-    >>> saved = apply_all(python, seed, [7])
-    >>> restore_all(python, saved)
-    >>> random.getstate() == before
-    True
-    """
-    saved: list[Any] = []
-    with _memory.switching:
-        try:
-            for source, value in zip(sources, values, strict=True):
-                saved.append(source.save())
-                action(source, value)
-        except BaseException:
-            restore_all(sources, saved)
-            raise
-    return saved
-
-
-def restore_all(
-    sources: Sequence[GeneratorSource[Any]], saved: Sequence[Any], action: Action = install
-) -> None:
-    """Put back every saved state (``action``: :func:`install`, or :func:`install_portable`
-    for states from ``get_state``), last first; one failure does not stop the others, and the
-    first is raised at the end."""
-    error: BaseException | None = None
-    with _memory.switching:
-        for index in range(len(saved) - 1, -1, -1):
-            try:
-                action(sources[index], saved[index])
-            except BaseException as exc:
-                error = error or exc
-    if error is not None:
-        raise error
 
 
 def enter(owner: object, sources: Sequence[GeneratorSource[Any]], states: Sequence[Any]) -> Frame:

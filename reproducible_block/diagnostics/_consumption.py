@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+from reproducible_block._blocks import atomic as _atomic
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import check_sources, registry
@@ -136,11 +137,11 @@ def run_from_same_state(calls: Sequence[Callable[[], R]]) -> list[R]:
     try:
         for index, call in enumerate(calls):
             if index:
-                _stack.restore_all(sources, saved)
+                _atomic.restore_all(sources, saved)
                 _root.replace_seed(root)
             results.append(call())
     finally:
-        _stack.restore_all(sources, saved)
+        _atomic.restore_all(sources, saved)
         _root.replace_seed(root)
     return results
 
