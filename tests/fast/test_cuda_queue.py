@@ -18,8 +18,7 @@ import torch
 from reproducible_block import ReproducibleBlock, get_rng_state, load_rng_state, set_seed
 from reproducible_block._sources.devices import CudaSource, QueuedSeeds
 from reproducible_block._sources.registry import registry
-
-from ._fast_switch import fast_paths
+from tests._fast_switch import fast_paths
 
 TRACKER: Any = torch.cuda._lazy_seed_tracker  # type: ignore[attr-defined]
 

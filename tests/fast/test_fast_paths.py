@@ -23,9 +23,8 @@ from reproducible_block._sources.numpy_random import NumpyGlobalSource
 from reproducible_block._sources.python_random import PythonRandomSource
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import derivation as _derivation
+from tests._fast_switch import fast_paths
 from tests._spawn import run_python
-
-from ._fast_switch import fast_paths
 
 FAST_SOURCES = (PythonRandomSource, NumpyGlobalSource)
 
