@@ -1,7 +1,8 @@
 """One rank of tests/features/test_stateful.py's torch.distributed.checkpoint runs: rank-N.json.
 
-``workdir/phase`` names the run: ``save`` (2 ranks: save with DCP, then the refusals), ``resume``
-(a fresh group of 2 or 3 ranks loads the checkpoint, with the default policy and with derive).
+``workdir/phase`` names the run: ``save`` (2 ranks: save with DCP, the refusals, then a resume
+from another root and other streams), ``resume`` (a fresh group of 3 ranks loads the checkpoint,
+with the default policy and with derive).
 """
 
 from __future__ import annotations
@@ -59,15 +60,17 @@ def save(rank: int, checkpoint: str) -> dict[str, Any]:
 
     damaged = {"format_version": 1, "states": b"not a checkpoint"} if rank == 1 else first
     results["damaged"] = refusal(lambda: RNGState().load_state_dict(damaged))
+
+    set_seed(SEED + 1)  # another root, and other streams, until the load
+    torch.rand(7)
+    dcp.load({"rng": RNGState()}, checkpoint_id=checkpoint)
+    results["resumed"] = draws()
     return results
 
 
 def resume(rank: int, checkpoint: str) -> dict[str, Any]:
     set_seed(SEED + 1)  # another root, and other streams, until the load
     torch.rand(7)
-    if dist.get_world_size() == 2:
-        dcp.load({"rng": RNGState()}, checkpoint_id=checkpoint)
-        return {"resumed": draws()}
     refused = refusal(lambda: dcp.load({"rng": RNGState()}, checkpoint_id=checkpoint))
     results: dict[str, Any] = {"default": refused}
     dcp.load({"rng": RNGState(on_world_size_change="derive")}, checkpoint_id=checkpoint)

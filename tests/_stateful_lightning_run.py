@@ -1,9 +1,10 @@
 """A Lightning ``Trainer.fit`` in its own process, for tests/features/test_stateful.py.
 
-``python _stateful_lightning_run.py MODE WORKDIR``: ``full`` trains 2 epochs; ``killed`` is sent
-SIGKILL at the first batch of epoch 2 (after epoch 1's checkpoint is written); ``resume`` and
-``resume-without`` run ``fit(ckpt_path=...)`` from that checkpoint, with and without the RNG
-callback. Each run that ends writes its draws (epoch, step, torch, NumPy, Python) to MODE.json.
+``python _stateful_lightning_run.py killed WORKDIR`` is sent SIGKILL at the first batch of epoch
+2 (after epoch 1's checkpoint is written); ``... rest WORKDIR`` then runs, each from
+``set_seed``: ``full`` (2 epochs whole), ``resume`` and ``resume-without`` (``fit(ckpt_path=...)``
+from the killed run's checkpoint, with and without the RNG callback). Each run that ends writes
+its draws (epoch, step, torch, NumPy, Python) to MODE.json.
 """
 
 from __future__ import annotations
@@ -81,4 +82,7 @@ def main(mode: str, workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    # After the killed run, one process (Lightning imports once) fits whole, then resumes twice.
+    modes = ["killed"] if sys.argv[1] == "killed" else ["full", "resume", "resume-without"]
+    for each in modes:
+        main(each, Path(sys.argv[2]))
