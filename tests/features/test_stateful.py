@@ -63,7 +63,7 @@ def test_a_damaged_state_is_refused_and_changes_nothing(
 
 
 def test_the_world_size_policy_is_checked_at_construction_and_shown() -> None:
-    with pytest.raises(ReproducibleBlockValueError, match="'error'.*'derive'"):
+    with pytest.raises(ReproducibleBlockValueError, match=r"'error'.*'derive'"):
         RNGState(on_world_size_change="grow")  # type: ignore[arg-type]
     assert repr(RNGState(on_world_size_change="derive")) == (
         "RNGState(on_world_size_change='derive')"
@@ -109,7 +109,7 @@ def test_accelerate_save_state_and_load_state_restore_a_registered_rng_state(
 @pytest.fixture(scope="module")
 def dcp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """2 gloo ranks save with torch.distributed.checkpoint and resume (from another root and
-other streams); a fresh group of 3 resumes."""
+    other streams); a fresh group of 3 resumes."""
     workdir = Path(tmp_path_factory.mktemp("dcp"))
     runs = {}
     for name, phase, ranks in (("two", "save", 2), ("three", "resume", 3)):
