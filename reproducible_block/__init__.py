@@ -10,7 +10,7 @@ The package in layers, each importing only from the ones below it:
 2. ``_streams``: the stream contract, pure functions of (root seed, key), versioned.
 3. ``_sources``: one class per generator kind (save, switch, seed, checkpoint).
 4. ``_blocks``: the switch, the only code that changes global generators; on it the
-   features ``_checkpoint`` and ``_data``.
+   features ``_checkpoint``, ``_stateful`` and ``_data``.
 5. Public modules: this root, ``deterministic``, ``testing``, ``compat`` and ``diagnostics``.
 """
 
@@ -26,6 +26,7 @@ from reproducible_block._blocks.stack import set_block_wait_timeout
 from reproducible_block._checkpoint import get_rng_state, load_rng_state
 from reproducible_block._data import WorkerInit, numpy_generator, seed_worker, torch_generator
 from reproducible_block._sources import GeneratorSource
+from reproducible_block._stateful import RNGState
 from reproducible_block._streams.derivation import DERIVATION_VERSION
 from reproducible_block._streams.keys import BlockKey
 from reproducible_block._streams.root import MAX_SEED, SEED_ENVIRONMENT_VARIABLE
@@ -48,6 +49,7 @@ __all__ = [
     "BlockUsageError",
     "GeneratorSource",
     "NotSeededError",
+    "RNGState",
     "ReproducibleBlock",
     "ReproducibleBlockError",
     "ReproducibleBlockTypeError",

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "_blocks": 4,
     "_checkpoint": 5,
     "_data": 5,
+    "_stateful": 5,
     "deterministic": 6,
     "testing": 6,
     "compat": 6,

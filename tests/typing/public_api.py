@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.stateful import Stateful
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import assert_type
 
@@ -114,6 +115,10 @@ states = get_rng_state()
 assert_type(states, list[dict[str, Any]])
 load_rng_state(states)
 load_rng_state(states, on_world_size_change="error")
+rng_state = rb.RNGState(on_world_size_change="derive")
+assert_type(rng_state.state_dict(), dict[str, Any])
+rng_state.load_state_dict(rng_state.state_dict())
+stateful: Stateful = rng_state  # torch.distributed.checkpoint's protocol
 
 # Data loading.
 dataset = TensorDataset(torch.arange(8))
