@@ -74,7 +74,8 @@ docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python docs/_ext/check_reference.py site/objects.inv
 
-# The suite with the lowest versions of the dependencies (no coverage gate, no -O pass).
+# The fast tests with the lowest versions of the dependencies (no coverage gate, no -O pass; the
+# slow ones, processes and workers, run in `unit` with the pinned versions).
 # The package goes in without dependencies; `pip check` then fails if pyproject.toml asks for
 # more than the pinned versions, so what runs here is what pyproject.toml declares as lowest.
 $(OLDEST_STAMP): pyproject.toml requirements-oldest.txt
@@ -89,7 +90,7 @@ test-oldest: $(OLDEST_STAMP)
 	@$(OLDEST_VENV)/bin/python -c "import sys, numpy, torch, wrapt; print('== oldest: Python', \
 		sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__, \
 		'wrapt', wrapt.__version__)"
-	$(OLDEST_VENV)/bin/python -m pytest -q
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not slow"
 
 # Build the sdist and the wheel, check their contents, install the wheel into a fresh venv.
 dist-check: $(STAMP)
