@@ -27,8 +27,12 @@ settings.register_profile("dev", max_examples=50, **_PROFILE)
 settings.register_profile("fuzz", max_examples=5000, **_PROFILE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# Read by mypy (pyproject.toml), never run: pytest's --doctest-modules would import it.
-collect_ignore = ["tests/typing"]
+# Not collected: the typing file is read by mypy (pyproject.toml), never run; the Lightning run
+# is a script started by tests/features/test_stateful.py (--doctest-modules would import both).
+collect_ignore = [
+    "tests/typing",
+    "tests/_stateful_lightning_run.py",  # imports Lightning, which .venv-oldest lacks
+]
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,6 @@ from reproducible_block import (
     set_seed,
 )
 
-from .. import _stateful_lightning_run
 from .._spawn import run_python, spawn_ranks
 from .._stateful_dcp_worker import rank_main
 
@@ -163,7 +162,7 @@ def lightning_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     the RNG callback."""
     pytest.importorskip("lightning")
     workdir = Path(tmp_path_factory.mktemp("lightning"))
-    script = _stateful_lightning_run.__file__
+    script = str(Path(__file__).parents[1] / "_stateful_lightning_run.py")  # imports Lightning
     killed = run_python(args=[script, "killed", str(workdir)], timeout=180)
     rest = run_python(args=[script, "rest", str(workdir)], timeout=300)
     assert rest.returncode == 0, rest.stderr[-3000:]
