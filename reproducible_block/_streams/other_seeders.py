@@ -8,6 +8,11 @@ blocks, ``seed_worker`` and ``WorkerInit``, the compat block: :func:`settle`), a
 outermost block entry compares it with torch's (one C call, in ``_stack.enter``). When they
 differ, :func:`noticed` warns, once per process.
 
+A backward pass is the other exception: ``torch.utils.checkpoint`` recomputes a forward that
+ran in a block with torch's generator set to that block's state, outside every block, and a
+block entered by the recompute sees the block's initial seed (the next block after
+``backward()`` still notices a seeder that ran).
+
 DataLoader workers are the exception: the DataLoader seeds torch in each worker before any
 ``worker_init_fn``, while blocks there rightly keep the parent's root.
 """
@@ -19,6 +24,7 @@ from torch.utils.data import get_worker_info
 
 from reproducible_block._streams import root as _root
 from reproducible_block._streams.root import MAX_SEED
+from reproducible_block._support.autograd import in_backward
 from reproducible_block._support.warnings import warn_at_user_line
 
 __all__ = ["initial_seed", "noticed", "settle"]
@@ -35,7 +41,13 @@ def settle() -> None:
 
 
 def noticed() -> None:
-    """torch's initial seed differs from the one the library left (the caller holds the lock)."""
+    """torch's initial seed differs from the one the library left (the caller holds the lock).
+
+    Not in a backward pass: a checkpoint recompute there runs on torch's stash of the forward's
+    state (a block's, when the forward ran in one), and puts the caller's back when it ends.
+    """
+    if in_backward():
+        return
     found = initial_seed()
     expected, _root.torch_seed = _root.torch_seed, found
     root = _root.seed

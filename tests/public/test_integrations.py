@@ -6,9 +6,12 @@ The packages come from ``requirements-integrations.txt`` (``make test`` installs
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from reproducible_block import (
     torch_generator,
 )
 from reproducible_block._streams import other_seeders as _other_seeders
+from tests._spawn import run_python
 from tests._worker_datasets import (
     LENGTH,
     AugmentedSamples,
@@ -183,3 +187,22 @@ def test_an_accelerate_prepared_loader_keeps_the_order_and_the_augmentations() -
     assert [sample["index"] for sample in got] == [sample["index"] for sample in expected]
     for mine, theirs in zip(got, expected, strict=True):
         assert torch.equal(mine["augmentation"], theirs["augmentation"])
+
+
+@pytest.mark.slow
+def test_a_trainer_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """transformers' ``Trainer`` restores the global generators from its checkpoint, not the
+    generators you registered nor the root: with the RNG callback of the integrations guide, a
+    run SIGKILLed after checkpoint-6 and resumed in a new process ends with the weights of the
+    uninterrupted run; without it, the registered generator starts afresh and they differ."""
+    script = str(Path(__file__).parents[1] / "_trainer_resume_run.py")
+    killed = run_python(args=[script, str(tmp_path), "full", "killed"], timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (tmp_path / "interrupted" / "checkpoint-6" / "rng_streams.pt").is_file()
+    run_python(args=[script, str(tmp_path), "resume", "resume-without"], timeout=240, check=True)
+    weights = {
+        mode: json.loads((tmp_path / f"{mode}.json").read_text())
+        for mode in ("full", "resume", "resume-without")
+    }
+    assert weights["resume"] == weights["full"]
+    assert weights["resume-without"] != weights["full"]  # so the test can fail
