@@ -55,7 +55,10 @@ def main(workdir: Path, kill_at: int | None, num_workers: int = 2) -> None:
             for indices, draws in loader:
                 consumed += len(indices)
                 done += 1
-                rows = [f"{epoch} {i} {d.tolist()}" for i, d in zip(indices.tolist(), draws)]
+                rows = [
+                    f"{epoch} {i} {d.tolist()}"
+                    for i, d in zip(indices.tolist(), draws, strict=True)
+                ]
                 log.write("\n".join(rows) + "\n")
                 log.flush()
                 state = {"sampler": sampler.state_dict(consumed=consumed), "batches": done}

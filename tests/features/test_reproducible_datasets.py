@@ -68,7 +68,8 @@ def test_sources_limit_the_block_to_those_generators() -> None:
 def test_the_wrapped_dataset_is_reachable_and_sets_the_length() -> None:
     inner = Augmented()
     wrapped = ReproducibleDataset(inner, key=("sample", "train"))
-    assert wrapped.dataset is inner and len(wrapped) == LENGTH
+    assert wrapped.dataset is inner
+    assert len(wrapped) == LENGTH
     assert wrapped.sample_key(SampleIndex(3, epoch=1)) == ("sample", "train", 1, 3)
 
 
@@ -107,7 +108,9 @@ def test_an_iterable_dataset_gets_a_stream_per_epoch() -> None:
     passes = [list(stream) for _ in range(3)]  # epochs 0, 1, 2 counted
     assert len({tuple(values) for values in passes}) == 3
     stream.set_epoch(1)
-    assert stream.epoch == 1 and list(stream) == passes[1] and list(stream) == passes[2]
+    assert stream.epoch == 1
+    assert list(stream) == passes[1]
+    assert list(stream) == passes[2]
     with ReproducibleBlock(("stream", 0), per_worker=True):
         assert list(Stream()) == passes[0]
 

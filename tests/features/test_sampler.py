@@ -58,7 +58,8 @@ def test_each_new_pass_takes_the_next_epoch_and_set_epoch_sets_it() -> None:
     assert orders == [sampler.order(epoch) for epoch in range(3)]
     assert len({tuple(order) for order in orders}) == 3  # a forgotten set_epoch never repeats
     sampler.set_epoch(1)
-    assert sampler.epoch == 1 and take(sampler) == orders[1]
+    assert sampler.epoch == 1
+    assert take(sampler) == orders[1]
     assert take(sampler) == orders[2]  # and counting goes on from there
 
 
@@ -187,7 +188,8 @@ def test_len_is_the_count_of_the_next_or_running_pass() -> None:
     sampler = ReproducibleSampler(10, num_replicas=3, rank=2)
     assert len(sampler) == 4
     sampler.load_state_dict({**sampler.state_dict(), "position": 6})
-    assert len(sampler) == 2 and len(take(sampler)) == 2
+    assert len(sampler) == 2
+    assert len(take(sampler)) == 2
     assert len(sampler) == 4
 
 
@@ -199,13 +201,18 @@ def test_batch_sampler_batches_the_order() -> None:
 
 def test_sample_index_is_an_int_everywhere_and_keeps_its_epoch() -> None:
     index = SampleIndex(3, epoch=4)
-    assert index == 3 and hash(index) == hash(3) and int(index) + 1 == 4
+    assert index == 3
+    assert hash(index) == hash(3)
+    assert int(index) + 1 == 4
     assert type(index + 1) is int
-    assert [0, 1, 2, 3][index] == 3 and int(np.arange(5)[index]) == 3
+    assert [0, 1, 2, 3][index] == 3
+    assert int(np.arange(5)[index]) == 3
     assert int(torch.arange(5)[index]) == 3
     assert torch.equal(default_collate([index, SampleIndex(1, epoch=4)]), torch.tensor([3, 1]))
     for again in (pickle.loads(pickle.dumps(index)), copy.deepcopy(index), copy.copy(index)):
-        assert type(again) is SampleIndex and again == 3 and again.epoch == 4
+        assert type(again) is SampleIndex
+        assert again == 3
+        assert again.epoch == 4
     assert repr(index) == "SampleIndex(3, epoch=4)"
 
 

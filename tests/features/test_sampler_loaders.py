@@ -20,8 +20,8 @@ from reproducible_block import (
     seed_worker,
     set_seed,
 )
-from tests._sampler_datasets import Augmented, Stream
 from tests import _sampler_resume_run
+from tests._sampler_datasets import Augmented, Stream
 from tests._spawn import run_python
 
 pytestmark = [
@@ -39,7 +39,8 @@ def epochs_through(loader: Any, sampler: ReproducibleSampler, epochs: int) -> li
         sampler.set_epoch(epoch)
         for indices, draws in loader:
             records += [
-                (epoch, index, tuple(row)) for index, row in zip(indices.tolist(), draws.tolist())
+                (epoch, index, tuple(row))
+                for index, row in zip(indices.tolist(), draws.tolist(), strict=True)
             ]
     return records
 
@@ -139,7 +140,10 @@ def test_a_stateful_dataloader_resumes_mid_epoch(persistent: bool) -> None:
 
 def _rows(epoch: int, batch: Any) -> list[Record]:
     indices, draws = batch
-    return [(epoch, index, tuple(row)) for index, row in zip(indices.tolist(), draws.tolist())]
+    return [
+        (epoch, index, tuple(row))
+        for index, row in zip(indices.tolist(), draws.tolist(), strict=True)
+    ]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
