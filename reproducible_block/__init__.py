@@ -24,7 +24,16 @@ from reproducible_block._blocks.seeding import (
 )
 from reproducible_block._blocks.stack import set_block_wait_timeout
 from reproducible_block._checkpoint import get_rng_state, load_rng_state
-from reproducible_block._data import WorkerInit, numpy_generator, seed_worker, torch_generator
+from reproducible_block._data import (
+    ReproducibleDataset,
+    ReproducibleIterableDataset,
+    ReproducibleSampler,
+    SampleIndex,
+    WorkerInit,
+    numpy_generator,
+    seed_worker,
+    torch_generator,
+)
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._stateful import RNGState
 from reproducible_block._streams.derivation import DERIVATION_VERSION
@@ -54,7 +63,11 @@ __all__ = [
     "ReproducibleBlockError",
     "ReproducibleBlockTypeError",
     "ReproducibleBlockValueError",
+    "ReproducibleDataset",
+    "ReproducibleIterableDataset",
+    "ReproducibleSampler",
     "Reproducible_Block",
+    "SampleIndex",
     "WorkerInit",
     "__version__",
     "configure_deterministic_mode",

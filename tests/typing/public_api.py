@@ -19,6 +19,10 @@ from typing_extensions import assert_type
 import reproducible_block as rb
 from reproducible_block import (
     ReproducibleBlock,
+    ReproducibleDataset,
+    ReproducibleIterableDataset,
+    ReproducibleSampler,
+    SampleIndex,
     WorkerInit,
     configure_deterministic_mode,
     deterministic_mode,
@@ -132,6 +136,24 @@ loader = DataLoader(
 )
 loader = DataLoader(dataset, num_workers=2, worker_init_fn=WorkerInit())
 seed_worker(0)
+
+# The sampler and the dataset wrappers.
+sampler = ReproducibleSampler(dataset, "order", shuffle=True, num_replicas=2, rank=1)
+sampler.set_epoch(3)
+assert_type(sampler.epoch, int)
+assert_type(len(sampler), int)
+assert_type(sampler.order(3), list[int])
+assert_type(sampler.state_dict(), dict[str, Any])
+assert_type(sampler.state_dict(consumed=4), dict[str, Any])
+sampler.load_state_dict(sampler.state_dict())
+assert_type(SampleIndex(3, epoch=1).epoch, int)
+wrapped = ReproducibleDataset(dataset, "sample", sources=("torch",))
+assert_type(wrapped[SampleIndex(3, epoch=1)], tuple[torch.Tensor, ...])
+assert_type(wrapped.sample_key(3), rb.BlockKey)
+loader = DataLoader(wrapped, sampler=sampler, batch_size=4)
+iterable = ReproducibleIterableDataset([1, 2, 3], "stream")
+iterable.set_epoch(0)
+assert_type(next(iter(iterable)), int)
 assert_type(torch_generator(("order", 1), device="cpu", per_rank=True), torch.Generator)
 assert_type(numpy_generator("augment", per_worker=False), np.random.Generator)
 
