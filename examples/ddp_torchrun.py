@@ -13,8 +13,9 @@
     python examples/ddp_torchrun.py     # without torchrun: one process trains, then resumes
 
 Under ``torchrun`` (``python -m torch.distributed.run``) each rank trains a tiny model with
-dropout under ``DistributedDataParallel`` for ``--steps`` steps on data sharded by a
-``DistributedSampler``, saving model, optimizer, step and ``get_rng_state()`` every
+dropout under ``DistributedDataParallel`` for ``--steps`` steps on its share of one global
+order (a ``ReproducibleSampler``), saving model, optimizer, step, the sampler's position and
+``get_rng_state()`` every
 ``--checkpoint-every`` steps (``DIR/checkpoint.pt``). ``--preempt-at STEP`` kills every rank
 with SIGKILL when it reaches that step, as a preempted job dies; ``--resume-from`` continues
 from a checkpoint. Every rank writes ``DIR/report.rank{N}.json``: its losses, and a fingerprint
@@ -26,17 +27,18 @@ The recipe:
   exports it, else rank 0 draws one and shares it (``set_seed`` is a collective under a process
   group). A resume passes the checkpoint's seed.
 * The data and the model are built in blocks: the same on every rank.
-* Each sample's augmentation is drawn in ``ReproducibleBlock(("augment", epoch, index))``: the
-  same whichever rank loads it, for any number of ranks.
+* The dataset is wrapped in ``ReproducibleDataset``: each sample's augmentation is drawn in the
+  block ``("sample", epoch, index)``, the same whichever rank loads it, for any number of ranks.
 * The training function runs in ``ReproducibleBlock("train", per_rank=True)``: dropout differs
   per rank. It saves ``get_rng_state()`` (a collective) inside the block and loads it inside
   the block, with ``on_world_size_change="derive"`` on another number of ranks: ranks the
   checkpoint has continue their own streams, new ranks get streams derived from the seed.
-* The order of an epoch depends only on (seed, epoch) (``DistributedSampler.set_epoch``), and
-  the loader has its own generator (``iter(loader)`` would otherwise draw from torch's global
-  one), so a resume in the middle of an epoch skips the batches already trained on. On another
-  number of ranks the sampler shards the epoch differently: the data after the resume differ,
-  the dropout streams of ranks 0 and 1 do not.
+* The order of an epoch depends only on (seed, "order", epoch) (``ReproducibleSampler``),
+  and each rank takes every ``W``-th sample of it. The checkpoint holds the sampler's global
+  position, so a resume in the middle of an epoch starts at the first sample not trained on,
+  without replaying the epoch; on 3 ranks it continues the same global sequence of samples,
+  shared among 3 (so each rank's batches differ from the 2-rank run's), and the dropout
+  streams of ranks 0 and 1 continue as saved.
 
 Without ``torchrun`` one process trains and then resumes from its last checkpoint (exit status
 1 if the losses differ). tests/public/test_torchrun.py runs the commands above and compares
@@ -48,7 +50,6 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import itertools
 import json
 import os
 import random
@@ -64,28 +65,34 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from reproducible_block import ReproducibleBlock, get_rng_state, load_rng_state, set_seed
+from reproducible_block import (
+    ReproducibleBlock,
+    ReproducibleDataset,
+    ReproducibleSampler,
+    get_rng_state,
+    load_rng_state,
+    set_seed,
+)
 
 SAMPLES, FEATURES, BATCH = 24, 8, 4  # 3 batches per epoch on 2 ranks, 2 on 3 ranks
 
 
 class NoisyRegression(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """A fixed data set (built in a block); each sample gets noise, drawn per (epoch, index)."""
+    """A fixed data set (built in a block); each sample gets noise, drawn from the global
+    generator: ``ReproducibleDataset`` draws it in the sample's block."""
 
     def __init__(self) -> None:
         with ReproducibleBlock("dataset"):
             self.inputs = torch.randn(SAMPLES, FEATURES)
             self.targets = self.inputs.sum(dim=1, keepdim=True) + 0.1 * torch.randn(SAMPLES, 1)
-        self.epoch = 0
 
     def __len__(self) -> int:
         return SAMPLES
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with ReproducibleBlock(("augment", self.epoch, index)):  # the same on every rank
-            noisy = self.inputs[index] + 0.1 * torch.randn(FEATURES)
+        noisy = self.inputs[index] + 0.1 * torch.randn(FEATURES)
         return noisy, self.targets[index]
 
 
@@ -115,14 +122,15 @@ class Run:
             self.saved = torch.load(arguments.resume_from, weights_only=True)
         # No seed: the launcher's REPRODUCIBLE_BLOCK_SEED, else rank 0's (a collective).
         self.seed = set_seed(None if self.saved is None else self.saved["seed"])
-        self.dataset = NoisyRegression()
+        self.dataset = ReproducibleDataset(NoisyRegression())  # ("sample", epoch, index)
         with ReproducibleBlock("model-init"):
             model = nn.Sequential(
                 nn.Linear(FEATURES, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1)
             )
         self.model = DistributedDataParallel(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        self.sampler = DistributedSampler(self.dataset, shuffle=True, seed=self.seed)
+        # One global order per epoch, from (seed, "order", epoch); this rank takes its share.
+        self.sampler = ReproducibleSampler(self.dataset)
         # Its own generator: iter(loader) draws a seed from it, not from the dropout stream.
         self.loader = DataLoader(
             self.dataset, batch_size=BATCH, sampler=self.sampler, generator=torch.Generator()
@@ -132,6 +140,7 @@ class Run:
             model.load_state_dict(self.saved["model"])
             self.optimizer.load_state_dict(self.saved["optimizer"])
             self.start = self.saved["step"]
+            self.sampler.load_state_dict(self.saved["sampler"])  # the next sample to train on
         self.report: dict[str, Any] = {
             "rank": self.rank,
             "world_size": self.world_size,
@@ -140,21 +149,22 @@ class Run:
             "start": self.start,
             "losses": {},
             "streams": {},
+            "batch_sizes": {},
             "at_checkpoint": {},
             "after_load": None,
         }
 
-    def batches_from(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every batch from global step ``step`` on: a resume skips what was trained on."""
-        epoch, skip = divmod(step, len(self.loader))
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every batch from the sampler's position on, epoch after epoch (each pass of the
+        sampler takes the next epoch; a loaded state starts in the saved epoch, at the saved
+        sample)."""
         while True:
-            self.sampler.set_epoch(epoch)  # one permutation on every rank, each takes its shard
-            self.dataset.epoch = epoch
-            yield from itertools.islice(self.loader, skip, None)
-            epoch, skip = epoch + 1, 0
+            yield from self.loader
 
     def save(self, step: int) -> None:
         rng = get_rng_state()  # a collective: every rank's streams, inside the "train" block
+        # Where the data stands: the next batch is not fetched yet (no workers prefetch).
+        sampler = self.sampler.state_dict()
         self.report["at_checkpoint"][step] = fingerprints()
         if self.rank == 0:
             path = Path(self.arguments.workdir) / "checkpoint.pt"
@@ -165,6 +175,7 @@ class Run:
                     "model": self.model.module.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "rng": rng,
+                    "sampler": sampler,
                 },
                 path.with_suffix(".tmp"),
             )
@@ -177,12 +188,14 @@ class Run:
             load_rng_state(self.saved["rng"], on_world_size_change=arguments.on_world_size_change)
             self.report["after_load"] = fingerprints()
         self.model.train()
-        steps = zip(range(self.start, arguments.steps), self.batches_from(self.start), strict=False)
-        for step, (inputs, targets) in steps:
+        batches = self.batches()
+        for step in range(self.start, arguments.steps):
             if step == arguments.preempt_at:
                 os.kill(os.getpid(), signal.SIGKILL)  # preempted: no clean-up, no last words
             if step != self.start and step % arguments.checkpoint_every == 0:
-                self.save(step)
+                self.save(step)  # before this step's batch is fetched
+            inputs, targets = next(batches)
+            self.report["batch_sizes"][step] = len(inputs)
             self.report["streams"][step] = stream_fingerprint()
             loss = nn.functional.mse_loss(self.model(inputs), targets)
             self.optimizer.zero_grad()

@@ -59,24 +59,27 @@ def torch_generator(
     per_rank: bool | ProcessGroup = False,
     per_worker: bool = False,
 ) -> torch.Generator:
-    """A new ``torch.Generator`` seeded from (root seed, key): a data order of its own.
+    """A new ``torch.Generator`` seeded from (root seed, key): a stream of its own.
 
-    Pass it to ``DataLoader(..., shuffle=True, generator=...)`` or a sampler: the shuffle and
-    the workers' base seed then come from it instead of torch's global generator, so a
-    validation pass, an extra dropout layer or a changed model no longer changes the data
-    order. Its stream is independent of every block's streams and of every other key; each
-    call returns a fresh generator in the same state, and no global generator changes.
+    For a DataLoader's order use :class:`~reproducible_block.ReproducibleSampler`, whose
+    epoch ``e`` is ``torch.randperm(n, generator=torch_generator((key, e)))`` and which stays
+    right with persistent workers and on any number of ranks. Passed to ``DataLoader(...,
+    shuffle=True, generator=...)``, a generator from here gives the shuffle and the workers'
+    base seed a stream of their own too, but persistent workers keep the iterator it seeded,
+    so from the second epoch on the order depends on ``num_workers``. Its stream is
+    independent of every block's streams and of every other key; each call returns a fresh
+    generator in the same state, and no global generator changes.
     ``per_rank`` and ``per_worker`` fold the rank and the DataLoader worker id into the key,
     as they do for :class:`~reproducible_block.ReproducibleBlock`. Use a key per epoch,
-    ``torch_generator(("data", epoch))``, so that a resumed run gets the same order from its
+    ``torch_generator(("order", epoch))``, so that a resumed run gets the same stream from its
     first epoch. Samplers need ``device="cpu"``.
 
     >>> import torch
     >>> from reproducible_block import set_seed, torch_generator
     >>> _ = set_seed(0)
-    >>> first = torch.randperm(10, generator=torch_generator(("data", 0)))
+    >>> first = torch.randperm(10, generator=torch_generator(("order", 0)))
     >>> _ = torch.rand(100)  # a validation pass, dropout... draws from the global generator
-    >>> torch.equal(first, torch.randperm(10, generator=torch_generator(("data", 0))))
+    >>> torch.equal(first, torch.randperm(10, generator=torch_generator(("order", 0))))
     True
     """
     if not isinstance(device, (str, torch.device)):
@@ -118,8 +121,8 @@ def numpy_generator(
 
     >>> from reproducible_block import numpy_generator, set_seed
     >>> _ = set_seed(0)
-    >>> order = numpy_generator(("data", 0)).permutation(10)
-    >>> bool((order == numpy_generator(("data", 0)).permutation(10)).all())
+    >>> order = numpy_generator(("order", 0)).permutation(10)
+    >>> bool((order == numpy_generator(("order", 0)).permutation(10)).all())
     True
     """
     bits = _loader_bits(key, "numpy", per_rank, per_worker)

@@ -150,9 +150,17 @@ def test_on_three_ranks_ranks_0_and_1_continue_their_own_streams(runs: dict[str,
         full = runs["full"][rank]
         # Right after the load: every generator as this rank saved it.
         assert wider[rank]["after_load"] == full["at_checkpoint"][str(SAVED_AT)]
-        # Then step after step, dropout draws what it drew in the uninterrupted run...
-        assert wider[rank]["streams"] == from_step(full["streams"], SAVED_AT)
-        # ...on other data: the sampler shards each epoch over 3 ranks now.
+        # Then step after step, dropout draws what it drew in the uninterrupted run, as long
+        # as every batch holds as many samples (the 16 samples left in the epoch make batches
+        # of 4 and 2 on each of 3 ranks: after the short one, dropout has drawn less)...
+        sizes = wider[rank]["batch_sizes"]
+        short = min(int(step) for step, size in sizes.items() if size < 4)
+        same_draws = {s: f for s, f in wider[rank]["streams"].items() if int(s) <= short}
+        assert same_draws == {s: full["streams"][s] for s in same_draws}
+        assert len(same_draws) >= 2
+        after = str(short + 1)
+        assert wider[rank]["streams"][after] != full["streams"][after]
+        # ...on other data: each rank takes every third sample of the global order now.
         assert wider[rank]["losses"] != from_step(full["losses"], SAVED_AT)
 
 
