@@ -84,6 +84,12 @@ class ReproducibleBlock:
             ``("step", step)``; a tuple key gets the part appended), or a callable that takes
             the call's arguments (without a method's ``self``) and returns a key part or a
             tuple of parts. Entering such a block with ``with`` raises ``BlockUsageError``.
+        replay: ``True`` says that entering the block again replays its stream on purpose (an
+            evaluation with a fixed mask, re-running a section to reproduce a result): such a
+            block is never warned about. By default, a block entered again with a key it
+            already used under the current root, that draws, warns once per key with a
+            :class:`~reproducible_block.RepetitionWarning` (a decorated per-step function, a
+            ``with`` block in a loop whose key lacks the epoch, one key at two places).
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -111,12 +117,15 @@ class ReproducibleBlock:
     block with ``per_rank=<group>`` shares the group; pickling one raises ``TypeError`` (a
     process group lives in the process that made it: build the block where it is used).
 
+    The same key in another run gives the same numbers, whatever ran before the block:
+
     >>> import torch
     >>> from reproducible_block import ReproducibleBlock, set_seed
     >>> _ = set_seed(0)
     >>> with ReproducibleBlock("classifier"):
     ...     first = torch.nn.Linear(4, 2).weight
-    >>> _ = torch.rand(100)  # other code draws in between
+    >>> _ = set_seed(0)  # another run (a fresh record of keys: not a repetition)
+    >>> _ = torch.rand(100)  # in which other code draws first
     >>> with ReproducibleBlock("classifier"):
     ...     second = torch.nn.Linear(4, 2).weight
     >>> torch.equal(first, second)
@@ -368,7 +377,7 @@ class ReproducibleBlock:
         >>> with ReproducibleBlock(("sample", 2)):
         ...     prepared = torch.rand(2)
         >>> ReproducibleBlock.clear_prepared()
-        >>> with ReproducibleBlock(("sample", 2)):
+        >>> with ReproducibleBlock(("sample", 2), replay=True):  # again, on purpose
         ...     derived = torch.rand(2)
         >>> torch.equal(prepared, derived)
         True

@@ -114,7 +114,9 @@ def leave(frame: _stack.Frame) -> None:
         _stack.leave(frame)
     if drew:
         block, tail, _, first, again = found
-        warn_at_user_line(_message(block, first, again), RepetitionWarning, once=tail.hex(), seen=_warned)
+        warn_at_user_line(
+            _message(block, first, again), RepetitionWarning, once=tail.hex(), seen=_warned
+        )
 
 
 def _message(block: Any, first: tuple[str, int], again: tuple[str, int]) -> str:

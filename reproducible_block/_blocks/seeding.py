@@ -304,7 +304,7 @@ def register_generator(
     >>> _ = set_seed(0)
     >>> with ReproducibleBlock("aug"):
     ...     first = torch.rand(2, generator=g)
-    >>> with ReproducibleBlock("aug"):
+    >>> with ReproducibleBlock("aug", replay=True):  # again, on purpose
     ...     again = torch.rand(2, generator=g)
     >>> torch.equal(first, again)
     True
