@@ -47,6 +47,7 @@ from reproducible_block._support.errors import (
     ReproducibleBlockValueError,
 )
 from reproducible_block._support.version import __version__
+from reproducible_block._support.warnings import RepetitionWarning
 from reproducible_block.compat import Reproducible_Block
 from reproducible_block.deterministic import configure_deterministic_mode, deterministic_mode
 
@@ -59,6 +60,7 @@ __all__ = [
     "GeneratorSource",
     "NotSeededError",
     "RNGState",
+    "RepetitionWarning",
     "ReproducibleBlock",
     "ReproducibleBlockError",
     "ReproducibleBlockTypeError",

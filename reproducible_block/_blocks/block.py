@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reproducible_block._blocks import repetition as _repetition
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.decorator import decorate
 from reproducible_block._blocks.key_from import check_key_from
+from reproducible_block._blocks.repetition import SETTLED as _SETTLED  # read on the hot path
+from reproducible_block._blocks.repetition import checking as _checking  # hot path too
+from reproducible_block._blocks.repetition import record as _record  # hot path too
 from reproducible_block._blocks.states import (
     block_states,
     checked_source_names,
@@ -80,6 +84,12 @@ class ReproducibleBlock:
             ``("step", step)``; a tuple key gets the part appended), or a callable that takes
             the call's arguments (without a method's ``self``) and returns a key part or a
             tuple of parts. Entering such a block with ``with`` raises ``BlockUsageError``.
+        replay: ``True`` says that entering the block again replays its stream on purpose (an
+            evaluation with a fixed mask, re-running a section to reproduce a result): such a
+            block is never warned about. By default, a block entered again with a key it
+            already used under the current root, that draws, warns once per key with a
+            :class:`~reproducible_block.RepetitionWarning` (a decorated per-step function, a
+            ``with`` block in a loop whose key lacks the epoch, one key at two places).
 
     Nesting: an inner block's stream equals the same key at top level, and after it exits the
     outer block continues where it was.
@@ -107,12 +117,15 @@ class ReproducibleBlock:
     block with ``per_rank=<group>`` shares the group; pickling one raises ``TypeError`` (a
     process group lives in the process that made it: build the block where it is used).
 
+    The same key in another run gives the same numbers, whatever ran before the block:
+
     >>> import torch
     >>> from reproducible_block import ReproducibleBlock, set_seed
     >>> _ = set_seed(0)
     >>> with ReproducibleBlock("classifier"):
     ...     first = torch.nn.Linear(4, 2).weight
-    >>> _ = torch.rand(100)  # other code draws in between
+    >>> _ = set_seed(0)  # another run (a fresh record of keys: not a repetition)
+    >>> _ = torch.rand(100)  # in which other code draws first
     >>> with ReproducibleBlock("classifier"):
     ...     second = torch.nn.Linear(4, 2).weight
     >>> torch.equal(first, second)
@@ -128,6 +141,7 @@ class ReproducibleBlock:
         "_key_from",
         "_per_rank",
         "_per_worker",
+        "_replay",
         "_source_names",
     )
 
@@ -140,6 +154,7 @@ class ReproducibleBlock:
         per_rank: bool | ProcessGroup = False,
         per_worker: bool = False,
         key_from: str | Callable[..., Any] | None = None,
+        replay: bool = False,
     ) -> None:
         found_key = _plain_keys.get(block_seed) if type(block_seed) is str else None
         if found_key is None:
@@ -160,6 +175,9 @@ class ReproducibleBlock:
                 per_worker, "per_worker", "True gives every DataLoader worker its own stream."
             )
         self._key_from = key_from if key_from is None else check_key_from(key_from)
+        if replay is not False:
+            check_bool(replay, "replay", "True marks a block that replays its stream on purpose.")
+        self._replay = replay
         self._enabled = enabled
         self._per_rank = per_rank
         self._per_worker = per_worker
@@ -184,6 +202,7 @@ class ReproducibleBlock:
             self._per_rank,
             self._per_worker,
             self._key_from,
+            self._replay,
         )
 
     def __copy__(self) -> ReproducibleBlock:
@@ -214,6 +233,11 @@ class ReproducibleBlock:
         return self._per_worker
 
     @property
+    def replay(self) -> bool:
+        """Whether entering the block again replays its stream on purpose (never warned about)."""
+        return self._replay
+
+    @property
     def key_from(self) -> str | Callable[..., Any] | None:
         """Where a decorated call takes a part of its key from (None: the key is whole)."""
         return self._key_from
@@ -225,12 +249,17 @@ class ReproducibleBlock:
             extra += ", per_rank=True" if self._per_rank is True else ", per_rank=<process group>"
         extra += ", per_worker=True" if self._per_worker else ""
         extra += "" if self._key_from is None else f", key_from={self._key_from!r}"
+        extra += ", replay=True" if self._replay else ""
         return f"ReproducibleBlock({self._key!r}{extra})"
 
     def _for_call(self, key: BlockKey) -> ReproducibleBlock:
         """A block with this one's options and ``key`` (a call's key, see ``key_from``)."""
         return ReproducibleBlock(
-            key, sources=self._source_names, per_rank=self._per_rank, per_worker=self._per_worker
+            key,
+            sources=self._source_names,
+            per_rank=self._per_rank,
+            per_worker=self._per_worker,
+            replay=self._replay,
         )
 
     def _refuse_key_from(self, use: str) -> BlockUsageError:
@@ -247,10 +276,19 @@ class ReproducibleBlock:
             raise self._refuse_key_from("entered with `with`")
         return block_states(self._key_bytes, self._source_names, self._per_rank, self._per_worker)
 
-    def _open(self) -> _stack.Frame:
-        """Switch to the block's stream; :func:`_stack.leave` switches back."""
-        selection, states = self._states()
-        return _stack.enter(self, selection.sources, states)
+    def _open(self, depth: int = 1) -> _stack.Frame:
+        """Switch to the block's stream; :func:`_repetition.leave` switches back. The user's
+        code is ``depth`` frames above the caller (a repeated key's place; a guess)."""
+        if self._key_from is not None:
+            raise self._refuse_key_from("entered with `with`")
+        tail = self._key_bytes
+        if self._per_rank or self._per_worker:
+            tail = derivation_tail(tail, self._per_rank, self._per_worker)
+        selection, states = block_states(tail, self._source_names, False, False)
+        frame = _stack.enter(self, selection.sources, states)
+        if _record.get(tail) is not _SETTLED and not self._replay:
+            _repetition.entered(self, tail, frame, depth + 1)
+        return frame
 
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
@@ -275,7 +313,10 @@ class ReproducibleBlock:
             states = _cache.get((seed, tail, selection))
             if states is None:
                 states = derive_states(seed, tail, selection)
-            self._frames.append(_stack.enter(self, selection.sources, states))
+            frame = _stack.enter(self, selection.sources, states)
+            self._frames.append(frame)
+            if _record.get(tail) is not _SETTLED and not self._replay:  # see _repetition
+                _repetition.entered(self, tail, frame, 1)
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
@@ -289,7 +330,10 @@ class ReproducibleBlock:
             frames = self._frames
             if not frames:
                 raise self._not_open()
-            _stack.leave(frames.pop())
+            if _checking:  # a repeated key's first repetition is open: _repetition.leave
+                _repetition.leave(frames.pop())
+            else:
+                _stack.leave(frames.pop())
 
     def _enter_eagerly(self) -> None:
         """``__enter__``, without the check for torch.compile."""
@@ -299,7 +343,7 @@ class ReproducibleBlock:
         """Close the frame the last entry opened."""
         if not self._frames:
             raise self._not_open()
-        _stack.leave(self._frames.pop())
+        _repetition.leave(self._frames.pop())
 
     def _not_open(self) -> BlockUsageError:
         return BlockUsageError(
@@ -333,7 +377,7 @@ class ReproducibleBlock:
         >>> with ReproducibleBlock(("sample", 2)):
         ...     prepared = torch.rand(2)
         >>> ReproducibleBlock.clear_prepared()
-        >>> with ReproducibleBlock(("sample", 2)):
+        >>> with ReproducibleBlock(("sample", 2), replay=True):  # again, on purpose
         ...     derived = torch.rand(2)
         >>> torch.equal(prepared, derived)
         True
@@ -360,6 +404,7 @@ def _rebuild(
     per_rank: bool | ProcessGroup,
     per_worker: bool,
     key_from: str | Callable[..., Any] | None = None,
+    replay: bool = False,
 ) -> ReproducibleBlock:
     return ReproducibleBlock(
         key,
@@ -368,4 +413,5 @@ def _rebuild(
         per_rank=per_rank,
         per_worker=per_worker,
         key_from=key_from,
+        replay=replay,
     )

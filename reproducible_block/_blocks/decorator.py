@@ -18,8 +18,10 @@ from typing import Any, TypeVar, cast
 
 import wrapt
 
+from reproducible_block._blocks import repetition as _repetition
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._blocks.key_from import KeyFrom
+from reproducible_block._blocks.repetition import checking as _checking  # read on the hot path
 from reproducible_block._blocks.resumable import (
     Stream,
     run_async_generator,
@@ -134,7 +136,8 @@ def _block_for(block: Any, keyed: KeyFrom | None, instance: Any, args: Any, kwar
 def _open_call(
     block: Any, keyed: KeyFrom | None, instance: Any, args: Any, kwargs: Any
 ) -> _stack.Frame:
-    return _block_for(block, keyed, instance, args, kwargs)._open()  # type: ignore[no-any-return]
+    # The user's call is 2 frames above: call(), then the caller (wrapt's wrapper is C code).
+    return _block_for(block, keyed, instance, args, kwargs)._open(2)  # type: ignore[no-any-return]
 
 
 def _call(block: Any, keyed: KeyFrom | None) -> Callable[..., Any]:
@@ -148,12 +151,15 @@ def _call(block: Any, keyed: KeyFrom | None) -> Callable[..., Any]:
             try:
                 return wrapped(*args, **kwargs)
             finally:
-                hidden_call(_stack.leave, frame)
+                hidden_call(_repetition.leave, frame)
         frame = _open_call(block, keyed, instance, args, kwargs)
         try:
             return wrapped(*args, **kwargs)
         finally:
-            _stack.leave(frame)
+            if _checking:  # a repeated key's first repetition is open: _repetition.leave
+                _repetition.leave(frame)
+            else:
+                _stack.leave(frame)
 
     return call
 

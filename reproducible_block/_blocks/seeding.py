@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from reproducible_block._blocks import atomic as _atomic
+from reproducible_block._blocks import repetition as _repetition
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import check_name, make_source, registry
@@ -180,8 +181,12 @@ class _Undo:
 
 
 def _install(value: int, deterministic: bool) -> None:
-    """Seed every source, make ``value`` the root and export it (the caller holds the lock)."""
+    """Seed every source, make ``value`` the root and export it (the caller holds the lock).
+
+    A new run starts: the record of repeated keys starts afresh (see ``repetition``).
+    """
     seed_all_sources(value)
+    _repetition.forget()
     if deterministic:
         configure_deterministic_mode()
     _root.export_seed(value)
@@ -299,7 +304,7 @@ def register_generator(
     >>> _ = set_seed(0)
     >>> with ReproducibleBlock("aug"):
     ...     first = torch.rand(2, generator=g)
-    >>> with ReproducibleBlock("aug"):
+    >>> with ReproducibleBlock("aug", replay=True):  # again, on purpose
     ...     again = torch.rand(2, generator=g)
     >>> torch.equal(first, again)
     True

@@ -83,7 +83,7 @@ class GeneratorSource(ABC, Generic[StateT]):
     >>> _ = set_seed(0)
     >>> with ReproducibleBlock("augment"):
     ...     first = mine.random()
-    >>> with ReproducibleBlock("augment"):
+    >>> with ReproducibleBlock("augment", replay=True):  # again, on purpose
     ...     again = mine.random()
     >>> first == again
     True

@@ -16,7 +16,29 @@ import warnings
 import torch
 import wrapt
 
-__all__ = ["PACKAGE_DIRECTORY", "first_time", "user_frame", "warn_at_user_line"]
+__all__ = [
+    "PACKAGE_DIRECTORY",
+    "RepetitionWarning",
+    "first_time",
+    "user_frame",
+    "user_place",
+    "warn_at_user_line",
+]
+
+
+class RepetitionWarning(UserWarning):
+    """A block entered again with a key it already used drew the same numbers again.
+
+    A key names one stream (per root seed, and rank or worker with ``per_rank``/``per_worker``):
+    a function decorated with ``@ReproducibleBlock(key)`` and called every step, or a ``with``
+    block in an epoch loop whose key lacks the epoch, replays one stream at every entry. Give
+    each call or epoch its own key (``key_from=``, ``("train", epoch)``), or pass
+    ``replay=True`` where the replay is deliberate. Silence it with the ``warnings`` filters:
+    ``warnings.filterwarnings("ignore", category=RepetitionWarning)``.
+    """
+
+
+RepetitionWarning.__module__ = "reproducible_block"
 
 #: The folder of the package, with a trailing separator (every module of the library is in it).
 PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -46,6 +68,15 @@ def user_frame() -> tuple[str, int, dict[str, object]]:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_SKIPPED):
         frame = frame.f_back
     return frame.f_code.co_filename, frame.f_lineno, frame.f_globals
+
+
+def user_place(depth: int = 1) -> tuple[str, int]:
+    """The file and line of the innermost frame outside the skipped code, looking first
+    ``depth`` frames above the caller: a guess that is right costs no walk."""
+    frame = sys._getframe(depth)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_SKIPPED):
+        frame = frame.f_back
+    return frame.f_code.co_filename, frame.f_lineno
 
 
 def warn_at_user_line(

@@ -145,5 +145,7 @@ def test_page_code_runs(page: str, tmp_path: Path) -> None:
         pytest.importorskip(module)
     script = tmp_path / "page_script.py"
     script.write_text(page_script(page))
-    result = run_python(args=[script.name], cwd=tmp_path, timeout=300)
+    # A repeated key is an error: the docs replay keys only where they say so (replay=True).
+    flags = ["-W", "error::reproducible_block.RepetitionWarning"]
+    result = run_python(args=[script.name], flags=flags, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, f"{page}'s code failed:\n{result.stderr[-4000:]}"

@@ -44,6 +44,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
     pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning"),
     pytest.mark.filterwarnings("ignore:.*`training_step` returned"),
+    # Lightning, accelerate and transformers loops never replay a key by mistake.
+    pytest.mark.filterwarnings("error::reproducible_block.RepetitionWarning"),
 ]
 
 

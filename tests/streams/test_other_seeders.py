@@ -47,11 +47,11 @@ def caught() -> Iterator[list[warnings.WarningMessage]]:
 
 
 def enter(key: str = "block") -> None:
-    with ReproducibleBlock(key):
+    with ReproducibleBlock(key, replay=True):  # entered again on purpose: no RepetitionWarning
         torch.rand(1)
 
 
-@ReproducibleBlock("decorated")
+@ReproducibleBlock("decorated", replay=True)
 def decorated() -> None:
     torch.rand(1)
 

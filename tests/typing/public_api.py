@@ -66,6 +66,9 @@ with ReproducibleBlock("init") as block:
 with ReproducibleBlock(("epoch", 3), sources=["torch"], enabled=True, per_rank=True):
     pass
 assert_type(block.key, rb.BlockKey)
+with ReproducibleBlock("evaluation", replay=True) as replayed:  # re-entered on purpose
+    assert_type(replayed.replay, bool)
+repetition: type[UserWarning] = rb.RepetitionWarning
 
 
 # The block as a decorator: the decorated callables keep their signatures.
