@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from reproducible_block._blocks import atomic as _atomic
+from reproducible_block._blocks import repetition as _repetition
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources.registry import registry
 from reproducible_block._streams import root as _root
@@ -34,7 +35,8 @@ __all__ = ["isolated_random_state"]
 @contextmanager
 def isolated_random_state() -> Iterator[None]:
     """Save every managed generator, the root, the registrations, the deterministic settings,
-    the exported seed and the block wait limit; restore them all on exit.
+    the exported seed, the block wait limit and the record of keys entered (what
+    :class:`~reproducible_block.RepetitionWarning` reads); restore them all on exit.
 
     Generators are saved in their portable form (as checkpoints do). Generators registered
     inside the section are unregistered on exit; those unregistered inside come back.
@@ -56,6 +58,7 @@ def isolated_random_state() -> Iterator[None]:
         root = _root.peek_seed()
         torch_seed = _root.torch_seed
         own_export = _root.exported
+        entered = _repetition.snapshot()
     settings = DeterministicSettings.current()
     exported = os.environ.get(SEED_ENVIRONMENT_VARIABLE)
     wait = _stack.get_block_wait_timeout()
@@ -73,6 +76,7 @@ def isolated_random_state() -> Iterator[None]:
             _root.replace_seed(root)
             _root.torch_seed = torch_seed
             _root.exported = own_export
+            _repetition.restore(entered)
         settings.apply()
         if exported is None:
             os.environ.pop(SEED_ENVIRONMENT_VARIABLE, None)

@@ -33,7 +33,17 @@ from reproducible_block._streams import root as _root
 from reproducible_block._support.fingerprint import same_state
 from reproducible_block._support.warnings import RepetitionWarning, user_place, warn_at_user_line
 
-__all__ = ["LIMIT", "SETTLED", "checking", "entered", "forget", "leave", "record"]
+__all__ = [
+    "LIMIT",
+    "SETTLED",
+    "checking",
+    "entered",
+    "forget",
+    "leave",
+    "record",
+    "restore",
+    "snapshot",
+]
 
 #: A key whose repetition was checked (warned, or found not to draw): entries cost a lookup.
 SETTLED: Any = object()
@@ -58,6 +68,23 @@ def forget() -> None:
     record.clear()
     _warned.clear()
     _generation = _root.generation
+
+
+def snapshot() -> tuple[dict[bytes, Any], dict[str, object], bool]:
+    """A copy of the record, for :func:`restore` (``testing.isolated_random_state``)."""
+    return dict(record), dict(_warned), _generation == _root.generation
+
+
+def restore(saved: tuple[dict[bytes, Any], dict[str, object], bool]) -> None:
+    """Put back a record taken by :func:`snapshot`, once the root it belonged to is back (in
+    place: blocks hold the dicts)."""
+    global _generation
+    entries, warned, current = saved
+    record.clear()
+    record.update(entries)
+    _warned.clear()
+    _warned.update(warned)
+    _generation = _root.generation if current else -1
 
 
 def _make_room() -> None:

@@ -11,6 +11,8 @@ import torch
 
 from reproducible_block import (
     SEED_ENVIRONMENT_VARIABLE,
+    RepetitionWarning,
+    ReproducibleBlock,
     configure_deterministic_mode,
     register_generator,
     registered_generators,
@@ -131,3 +133,19 @@ def test_isolated_random_state_puts_each_generator_kind_back(generator_kind: Gen
         generator_kind.draw()
         assert generator_kind.state() != before
     assert generator_kind.state() == before
+
+
+def test_isolated_random_state_restores_the_record_of_keys_entered() -> None:
+    # A key entered once before the section is remembered after it, though set_seed inside
+    # started a fresh record: entering it again (and drawing) is then a repetition.
+    with isolated_random_state():
+        set_seed(0)
+        with ReproducibleBlock("entered-before"):
+            torch.rand(1)
+        with isolated_random_state():
+            set_seed(1)  # a new run inside: a fresh record
+        with (
+            pytest.warns(RepetitionWarning, match="entered-before"),
+            ReproducibleBlock("entered-before"),
+        ):
+            torch.rand(1)
