@@ -36,6 +36,7 @@ __all__ = [
     "derive_states",
     "derived",
     "plain_keys",
+    "prepare_states",
     "validate_and_encode",
 ]
 
@@ -120,6 +121,46 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
                 del derived[next(iter(derived))]
             derived[cache_key] = states
     return states
+
+
+def prepare_states(
+    keys_bytes: Iterable[bytes],
+    source_names: tuple[str, ...] | None,
+    per_rank: bool | ProcessGroup,
+    per_worker: bool,
+) -> None:
+    """Derive and cache the states of the blocks with these encoded keys and options, the
+    keys not cached yet all at once: each source derives the batch with ``from_bits_batch``
+    (a few array operations for the built-in Mersenne Twisters, whatever the batch's size).
+    ``ReproducibleBlock.prepare`` calls it; the states are those :func:`derive_states` gives.
+    """
+    if CACHE_SIZE <= 0:
+        return
+    seed = _root.seed
+    if seed is None:
+        seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+    selection = registry.selections.get(source_names)
+    if selection is None:
+        selection = registry.select(source_names)
+    folds = derivation_tail(b"", per_rank, per_worker) if per_rank or per_worker else b""
+    tails = [
+        tail
+        for tail in dict.fromkeys(folds + key for key in keys_bytes)
+        if (seed, tail, selection) not in derived
+    ][-CACHE_SIZE:]  # the cache keeps the last CACHE_SIZE: derive no more
+    if not tails:
+        return
+    bits = [source_bits(seed, tail, selection.derivation) for tail in tails]
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
+        columns = [
+            source.from_bits_batch(column)
+            for source, column in zip(selection.sources, zip(*bits, strict=True), strict=True)
+        ]
+    with _lock:
+        for tail, states in zip(tails, zip(*columns, strict=True), strict=True):
+            while len(derived) >= CACHE_SIZE:
+                del derived[next(iter(derived))]
+            derived[(seed, tail, selection)] = list(states)
 
 
 def clear_cache() -> None:

@@ -142,10 +142,11 @@ class LegacyViews:
 
     def swap(self, mt: bytes, gauss: bytes) -> tuple[bytes, bytes] | None:
         """:meth:`save` and :meth:`restore` under one check and one lock (a block's entry); None
-        (nothing done) if the views may not be used."""
+        (nothing done) if the views may not be used. The caller holds ``views.switching`` (a
+        block's entry does): one lock fewer on every entry."""
         if not self.usable():
             return None
-        with views.switching, self._lock:
+        with self._lock:
             saved = bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
             self._mt[:] = mt  # type: ignore[index]
             self._gauss[:] = gauss  # type: ignore[index]
