@@ -1,7 +1,8 @@
 """`make bench`: what a block costs, as ratios taken in one process, each against its target.
 
 Timings on a shared machine are noisy (two identical timings in one run can differ by 30%), so
-every figure is timed in rounds, the rounds of the figures being compared alternate, and ratios
+every figure is this thread's CPU time (time spent on other processes does not count), timed in
+rounds, the rounds of the figures being compared alternate, and ratios
 compare medians. The script prints a table with a met/missed column, writes it to
 ``--markdown FILE`` if asked (``docs/performance.md`` keeps a copy), and exits 1 when a target is
 missed.
@@ -140,10 +141,12 @@ def cuda_install_restore() -> None:
 
 
 def time_per_call(function: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
+    """µs of this thread's CPU time per call: time the machine spent on other processes (the
+    project's machine is shared) does not count, as wall time would."""
+    start = time.thread_time_ns()
     for _ in range(calls):
         function()
-    return (time.perf_counter() - start) / calls * 1e6
+    return (time.thread_time_ns() - start) / calls / 1e3
 
 
 def medians(figures: dict[str, Callable[[], object]], calls: int) -> dict[str, float]:
@@ -215,16 +218,16 @@ class Pipeline(Dataset[torch.Tensor]):
             return self.sample(index)
 
     def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        start = time.perf_counter()
+        start = time.thread_time()  # CPU time: other processes on the machine do not count
         keys = [("sample", self.epoch, index) for index in indices if self.in_block(index)]
         ReproducibleBlock.prepare(keys, sources=self.sources)
-        self.seconds["blocks"] += time.perf_counter() - start
+        self.seconds["blocks"] += time.thread_time() - start
         samples = []
         for index in indices:
-            start = time.perf_counter()
+            start = time.thread_time()
             samples.append(self[index])
             self.seconds["blocks" if self.in_block(index) else "plain"] += (
-                time.perf_counter() - start
+                time.thread_time() - start
             )
         return samples
 

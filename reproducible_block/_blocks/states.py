@@ -36,8 +36,10 @@ __all__ = [
     "derive_states",
     "derived",
     "plain_keys",
+    "prepared_keys",
     "prepare_states",
     "validate_and_encode",
+    "validate_and_encode_all",
 ]
 
 #: Plain str and int keys, validated and encoded (only exact types: True == 1, and a bool must
@@ -46,8 +48,16 @@ plain_keys: dict[object, tuple[BlockKey, bytes]] = {}
 _PLAIN_KEYS_SIZE = 4096
 
 
+#: Tuple keys that ``ReproducibleBlock.prepare`` validated and encoded, with the type of each
+#: part (``True == 1``: a bool must never hit the entry of 1). Bounded. The blocks a batch
+#: enters right after (one per sample) find their keys here.
+prepared_keys: dict[tuple[Any, ...], tuple[BlockKey, bytes, tuple[type, ...]]] = {}
+_PREPARED_KEYS_SIZE = 4096
+
+
 def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
-    """``validate_key`` then ``encode_key``, remembered for plain str and int keys.
+    """``validate_key`` then ``encode_key``, remembered for plain str and int keys, and for the
+    tuple keys :func:`validate_and_encode_all` saw.
 
     >>> validate_and_encode(("epoch", 3))[0]
     ('epoch', 3)
@@ -57,6 +67,13 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
         found = plain_keys.get(key if kind is str else (key,))
         if found is not None:
             return found
+    elif kind is tuple:
+        try:
+            prepared = prepared_keys.get(key)  # type: ignore[call-overload]
+        except TypeError:  # an unhashable part: validate_key says what is wrong
+            prepared = None
+        if prepared is not None and prepared[2] == tuple(map(type, key)):  # type: ignore[arg-type]
+            return prepared[0], prepared[1]
     checked = validate_key(key)
     result = (checked, encode_key(checked))
     if kind is str or kind is int:
@@ -64,6 +81,24 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
             plain_keys.clear()
         plain_keys[key if kind is str else (key,)] = result
     return result
+
+
+def validate_and_encode_all(keys: Iterable[object]) -> list[bytes]:
+    """:func:`validate_and_encode` of every key (all checked before any is remembered): the
+    encoded keys. Tuple keys of plain int and str parts are remembered for the blocks built
+    next (``ReproducibleBlock.prepare``: a block per key follows).
+
+    >>> validate_and_encode_all([("sample", 0), "train"]) == [
+    ...     validate_and_encode(("sample", 0))[1], validate_and_encode("train")[1]]
+    True
+    """
+    checked = [(key, validate_and_encode(key)) for key in keys]
+    if len(prepared_keys) + len(checked) > _PREPARED_KEYS_SIZE:
+        prepared_keys.clear()
+    for key, (valid, encoded) in checked:
+        if valid is key and type(key) is tuple:  # its parts are plain int and str
+            prepared_keys[key] = (valid, encoded, tuple(map(type, key)))
+    return [encoded for _, (_, encoded) in checked]
 
 
 #: ``sources=`` tuples already checked (a few distinct ones per program).

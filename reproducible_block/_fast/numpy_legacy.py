@@ -132,10 +132,12 @@ class LegacyViews:
             return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
 
     def restore(self, mt: bytes, gauss: bytes) -> bool:
-        """Copy in what :meth:`save` returned; False (nothing done) if the views may not be used."""
+        """Copy in what :meth:`save` returned; False (nothing done) if the views may not be used.
+        The caller holds ``views.switching`` (a block's exit, ``restore_all`` and ``apply_all``
+        do)."""
         if not self.usable():
             return False
-        with views.switching, self._lock:
+        with self._lock:
             self._mt[:] = mt  # type: ignore[index]
             self._gauss[:] = gauss  # type: ignore[index]
         return True

@@ -144,3 +144,15 @@ def test_prepare_changes_no_generator() -> None:
     assert before[0] == after[0]
     assert (before[1]["state"]["key"] == after[1]["state"]["key"]).all()
     assert torch.equal(before[2], after[2])
+
+
+def test_a_prepared_key_is_not_the_key_with_a_bool_in_its_place() -> None:
+    set_seed(0)
+    ReproducibleBlock.prepare([("sample", 1), ("sample", 0)])
+    assert ReproducibleBlock(("sample", 1)).key == ("sample", 1)
+    with pytest.raises(TypeError, match="bool"):  # True == 1, and hashes alike
+        ReproducibleBlock(("sample", True))
+    with pytest.raises(TypeError, match="bool"):
+        ReproducibleBlock(("sample", False))
+    with pytest.raises(TypeError, match="list"):  # unhashable: the usual message
+        ReproducibleBlock(("sample", [1]))  # type: ignore[arg-type]
