@@ -36,8 +36,8 @@ __all__ = [
     "derive_states",
     "derived",
     "plain_keys",
-    "prepared_keys",
     "prepare_states",
+    "prepared_keys",
     "validate_and_encode",
     "validate_and_encode_all",
 ]
@@ -72,7 +72,7 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
             prepared = prepared_keys.get(key)  # type: ignore[call-overload]
         except TypeError:  # an unhashable part: validate_key says what is wrong
             prepared = None
-        if prepared is not None and prepared[2] == tuple(map(type, key)):  # type: ignore[arg-type]
+        if prepared is not None and prepared[2] == tuple(map(type, key)):  # type: ignore[call-overload]
             return prepared[0], prepared[1]
     checked = validate_key(key)
     result = (checked, encode_key(checked))
