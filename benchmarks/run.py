@@ -332,9 +332,10 @@ def small_image_figures(dataset: SmallImages) -> dict[str, Callable[[list[int]],
         return dataset.__getitems__(indices)
 
     # --- The ReproducibleDataset row goes here (the lead adds it after the merge): -----------
-    # def wrapper(indices): return ReproducibleDataset(dataset, key="sample").__getitems__(...)
-    # It is what `prepared` measures: ReproducibleBlock.prepare for the batch, then a block per
-    # sample. Add it to the dict below and a Row in main(), target <= 1.25.
+    # wrapped = ReproducibleDataset(plain_dataset, key="sample"), built once above, its epoch
+    # advanced with dataset.epoch; def wrapper(indices): return wrapped.__getitems__(indices)
+    # It is what `prepared` measures now: ReproducibleBlock.prepare for the batch, then a block
+    # per sample. Add it to the dict below and to the rows in main() (target <= 1.25).
 
     def fork_rng_manual_seed(indices: list[int]) -> object:
         samples = []
@@ -624,6 +625,8 @@ def main() -> int:
             )
         )
         small = small_image_costs()
+        # The ReproducibleDataset row (after the merge): add ("wrapper", 1.25) to this tuple,
+        # its label to SMALL_IMAGE_LABELS and its recipe to small_image_figures().
         for name, target in (("all sources", 1.35), ("torch only", 1.2), ("prepared", 1.25)):
             rows.append(
                 Row(
