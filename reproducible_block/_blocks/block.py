@@ -18,7 +18,9 @@ from reproducible_block._blocks.states import (
     clear_cache,
     derivation_tail,
     derive_states,
+    prepare_states,
     validate_and_encode,
+    validate_and_encode_all,
 )
 from reproducible_block._blocks.states import derived as _cache  # read on the hot path
 from reproducible_block._blocks.states import plain_keys as _plain_keys  # hot path too
@@ -382,8 +384,11 @@ class ReproducibleBlock:
         >>> torch.equal(prepared, derived)
         True
         """
-        for key in keys:
-            cls(key, sources=sources, per_rank=per_rank, per_worker=per_worker)._states()
+        source_names = checked_source_names(sources)
+        checked_per_rank = check_per_rank(per_rank)
+        check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own stream.")
+        encoded = validate_and_encode_all(keys)  # every key checked before any is derived
+        prepare_states(encoded, source_names, checked_per_rank, per_worker)
 
     @staticmethod
     def clear_prepared() -> None:

@@ -36,7 +36,10 @@ __all__ = [
     "derive_states",
     "derived",
     "plain_keys",
+    "prepare_states",
+    "prepared_keys",
     "validate_and_encode",
+    "validate_and_encode_all",
 ]
 
 #: Plain str and int keys, validated and encoded (only exact types: True == 1, and a bool must
@@ -45,8 +48,16 @@ plain_keys: dict[object, tuple[BlockKey, bytes]] = {}
 _PLAIN_KEYS_SIZE = 4096
 
 
+#: Tuple keys that ``ReproducibleBlock.prepare`` validated and encoded, with the type of each
+#: part (``True == 1``: a bool must never hit the entry of 1). Bounded. The blocks a batch
+#: enters right after (one per sample) find their keys here.
+prepared_keys: dict[tuple[Any, ...], tuple[BlockKey, bytes, tuple[type, ...]]] = {}
+_PREPARED_KEYS_SIZE = 4096
+
+
 def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
-    """``validate_key`` then ``encode_key``, remembered for plain str and int keys.
+    """``validate_key`` then ``encode_key``, remembered for plain str and int keys, and for the
+    tuple keys :func:`validate_and_encode_all` saw.
 
     >>> validate_and_encode(("epoch", 3))[0]
     ('epoch', 3)
@@ -56,6 +67,13 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
         found = plain_keys.get(key if kind is str else (key,))
         if found is not None:
             return found
+    elif kind is tuple:
+        try:
+            prepared = prepared_keys.get(key)  # type: ignore[call-overload]
+        except TypeError:  # an unhashable part: validate_key says what is wrong
+            prepared = None
+        if prepared is not None and prepared[2] == tuple(map(type, key)):  # type: ignore[call-overload]
+            return prepared[0], prepared[1]
     checked = validate_key(key)
     result = (checked, encode_key(checked))
     if kind is str or kind is int:
@@ -63,6 +81,24 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
             plain_keys.clear()
         plain_keys[key if kind is str else (key,)] = result
     return result
+
+
+def validate_and_encode_all(keys: Iterable[object]) -> list[bytes]:
+    """:func:`validate_and_encode` of every key (all checked before any is remembered): the
+    encoded keys. Tuple keys of plain int and str parts are remembered for the blocks built
+    next (``ReproducibleBlock.prepare``: a block per key follows).
+
+    >>> validate_and_encode_all([("sample", 0), "train"]) == [
+    ...     validate_and_encode(("sample", 0))[1], validate_and_encode("train")[1]]
+    True
+    """
+    checked = [(key, validate_and_encode(key)) for key in keys]
+    if len(prepared_keys) + len(checked) > _PREPARED_KEYS_SIZE:
+        prepared_keys.clear()
+    for key, (valid, encoded) in checked:
+        if valid is key and type(key) is tuple:  # its parts are plain int and str
+            prepared_keys[key] = (valid, encoded, tuple(map(type, key)))
+    return [encoded for _, (_, encoded) in checked]
 
 
 #: ``sources=`` tuples already checked (a few distinct ones per program).
@@ -120,6 +156,46 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
                 del derived[next(iter(derived))]
             derived[cache_key] = states
     return states
+
+
+def prepare_states(
+    keys_bytes: Iterable[bytes],
+    source_names: tuple[str, ...] | None,
+    per_rank: bool | ProcessGroup,
+    per_worker: bool,
+) -> None:
+    """Derive and cache the states of the blocks with these encoded keys and options, the
+    keys not cached yet all at once: each source derives the batch with ``from_bits_batch``
+    (a few array operations for the built-in Mersenne Twisters, whatever the batch's size).
+    ``ReproducibleBlock.prepare`` calls it; the states are those :func:`derive_states` gives.
+    """
+    if CACHE_SIZE <= 0:
+        return
+    seed = _root.seed
+    if seed is None:
+        seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+    selection = registry.selections.get(source_names)
+    if selection is None:
+        selection = registry.select(source_names)
+    folds = derivation_tail(b"", per_rank, per_worker) if per_rank or per_worker else b""
+    tails = [
+        tail
+        for tail in dict.fromkeys(folds + key for key in keys_bytes)
+        if (seed, tail, selection) not in derived
+    ][-CACHE_SIZE:]  # the cache keeps the last CACHE_SIZE: derive no more
+    if not tails:
+        return
+    bits = [source_bits(seed, tail, selection.derivation) for tail in tails]
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
+        columns = [
+            source.from_bits_batch(column)
+            for source, column in zip(selection.sources, zip(*bits, strict=True), strict=True)
+        ]
+    with _lock:
+        for tail, states in zip(tails, zip(*columns, strict=True), strict=True):
+            while len(derived) >= CACHE_SIZE:
+                del derived[next(iter(derived))]
+            derived[(seed, tail, selection)] = list(states)
 
 
 def clear_cache() -> None:

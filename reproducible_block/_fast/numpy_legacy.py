@@ -132,20 +132,23 @@ class LegacyViews:
             return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
 
     def restore(self, mt: bytes, gauss: bytes) -> bool:
-        """Copy in what :meth:`save` returned; False (nothing done) if the views may not be used."""
+        """Copy in what :meth:`save` returned; False (nothing done) if the views may not be used.
+        The caller holds ``views.switching`` (a block's exit, ``restore_all`` and ``apply_all``
+        do)."""
         if not self.usable():
             return False
-        with views.switching, self._lock:
+        with self._lock:
             self._mt[:] = mt  # type: ignore[index]
             self._gauss[:] = gauss  # type: ignore[index]
         return True
 
     def swap(self, mt: bytes, gauss: bytes) -> tuple[bytes, bytes] | None:
         """:meth:`save` and :meth:`restore` under one check and one lock (a block's entry); None
-        (nothing done) if the views may not be used."""
+        (nothing done) if the views may not be used. The caller holds ``views.switching`` (a
+        block's entry does): one lock fewer on every entry."""
         if not self.usable():
             return None
-        with views.switching, self._lock:
+        with self._lock:
             saved = bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
             self._mt[:] = mt  # type: ignore[index]
             self._gauss[:] = gauss  # type: ignore[index]

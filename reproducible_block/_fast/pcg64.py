@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -84,6 +84,25 @@ class InPlaceExpansion:
                 return None
         self._threads.expander = expander
         return expander
+
+    def outputs_many(self, bits: Sequence[bytes], increment: int) -> np.ndarray | None:
+        """The ``count`` outputs for each item of ``bits``, one row each (``len(bits)`` by
+        ``count``, uint64, little-endian here), or None as :meth:`outputs` returns it: a batch
+        of keys expanded with one look-up of this thread's generator and one copy into the
+        result."""
+        if not views.ENABLED:
+            return None
+        expander: _Expander | None = getattr(self._threads, "expander", None)
+        if expander is None or expander.increment != increment:
+            expander = self._new_expander(increment)
+            if expander is None:
+                return None
+        state, random_raw, count = expander.state, expander.random_raw, self.count
+        rows = []
+        for item in bits:
+            state[:] = item
+            rows.append(random_raw(count))
+        return np.concatenate(rows).reshape(len(rows), count)
 
     def outputs(self, bits: bytes, increment: int) -> np.ndarray | None:
         """The ``count`` outputs (uint64, little-endian here), or None when the switch is off

@@ -17,6 +17,7 @@ and ``devices.py`` (CUDA, other accelerators); their raw-memory fast paths live 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
@@ -152,6 +153,12 @@ class GeneratorSource(ABC, Generic[StateT]):
 
         A pure function of ``bits``; the result is cached and must not be mutated.
         """
+
+    def from_bits_batch(self, bits: Sequence[bytes]) -> list[Any]:
+        """:meth:`from_bits` of each item of ``bits``, in order (``ReproducibleBlock.prepare``
+        derives a batch of keys at once). The built-in Mersenne Twisters override it to derive
+        the whole batch in a few array operations; the states are the same either way."""
+        return [self.from_bits(item) for item in bits]
 
     def seed(self, seed: int) -> None:
         """What ``set_seed(seed)`` does: by default, the state derived from (seed, name)."""

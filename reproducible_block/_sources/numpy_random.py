@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from reproducible_block._fast.numpy_legacy import LegacyViews, managed_global
 from reproducible_block._sources import GeneratorSource
-from reproducible_block._streams.derivation import MT_WORDS, mt_image, seed_sequence
+from reproducible_block._streams.derivation import MT_WORDS, mt_image, mt_keys, seed_sequence
 from reproducible_block._support.checks import (
     invalid,
     read_fields,
@@ -123,6 +123,18 @@ class NumpyGlobalSource(GeneratorSource[Any]):
         # The C images (restore() installs them either way: copied, or through set_state), and
         # the bits, for a global over another bit generator.
         return mt_image(bits, after=_POSITION_AT_END), _NO_GAUSSIAN, bits
+
+    def from_bits_batch(self, bits: Sequence[bytes]) -> list[Any]:
+        # The C images of the whole batch in one array: the key, then the position, per row.
+        images = np.empty((len(bits), MT_WORDS + 1), np.uint32)
+        images[:, :MT_WORDS] = mt_keys(bits)
+        images[:, MT_WORDS] = MT_WORDS  # the position: an int, as in _POSITION_AT_END
+        data = images.tobytes()
+        size = images.shape[1] * 4
+        return [
+            (data[at : at + size], _NO_GAUSSIAN, item)
+            for at, item in zip(range(0, len(data), size), bits, strict=True)
+        ]
 
     def to_checkpoint(self, state: Any) -> Any:
         if isinstance(state, dict):  # a global over another bit generator: its state dict

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from reproducible_block._fast.cpython_random import RandomImage
 from reproducible_block._sources import GeneratorSource
-from reproducible_block._streams.derivation import MT_WORDS, mt_image
+from reproducible_block._streams.derivation import MT_WORDS, mt_image, mt_keys
 from reproducible_block._support.checks import (
     read_fields,
     read_float,
@@ -95,6 +98,15 @@ class PythonRandomSource(GeneratorSource[PythonState]):
     def from_bits(self, bits: bytes) -> Any:
         # The C image: restore() installs it either way (copied, or through setstate).
         return mt_image(bits, before=_INDEX_AT_END), None
+
+    def from_bits_batch(self, bits: Sequence[bytes]) -> list[Any]:
+        # The C images of the whole batch in one array: the index, then the key, per row.
+        images = np.empty((len(bits), 1 + MT_WORDS), np.uint32)
+        images[:, 0] = MT_WORDS  # the index: an int, 624 has the same bytes as a uint32
+        images[:, 1:] = mt_keys(bits)
+        data = images.tobytes()
+        size = images.shape[1] * 4
+        return [(data[at : at + size], None) for at in range(0, len(data), size)]
 
     def to_checkpoint(self, state: PythonState) -> Any:
         version, internal, gauss_next = state

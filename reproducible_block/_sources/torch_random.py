@@ -6,16 +6,18 @@ The CUDA and other accelerator sources live in ``devices.py``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from reproducible_block._fast.torch_cpu import KEY_AT, cpu_layout, state_bytes
+from reproducible_block._fast.torch_cpu import KEY_AT, STATE_BYTES, cpu_layout, state_bytes
 from reproducible_block._sources import GeneratorSource
-from reproducible_block._streams.derivation import MT_WORDS, mt_words, philox_seed
+from reproducible_block._streams.derivation import MT_WORDS, mt_keys, mt_words, philox_seed
 from reproducible_block._support.checks import invalid, read_fields, read_tensor
 
-__all__ = ["TorchDefaultSource", "TorchGeneratorSource", "torch_cpu_state"]
+__all__ = ["TorchDefaultSource", "TorchGeneratorSource", "torch_cpu_state", "torch_cpu_states"]
 
 _MAX_SEED = 2**63 - 1  # torch's seeds (DataLoader workers' included) fit an int64
 _HEAD = struct.Struct("<QiiQQQQ")  # seed, left, seeded, next, then the first three key words
@@ -44,6 +46,45 @@ def torch_cpu_state(bits: bytes) -> torch.Tensor:
     words = mt_words(bits).astype("<u8").tobytes()
     state = bytearray(bits[:7] + bytes((bits[7] & 0x7F,)) + layout[0] + words + layout[1])
     return torch.frombuffer(state, dtype=torch.uint8)
+
+
+def torch_cpu_states(bits: Sequence[bytes]) -> list[torch.Tensor]:
+    """:func:`torch_cpu_state` of each item of ``bits``: the batch written into one array.
+
+    Each state is a tensor of its own over a row of that array (torch's ``set_state`` reads a
+    state from the start of its storage, so a state must never be a view at an offset).
+
+    >>> states = torch_cpu_states([bytes(16), b"1" * 16])
+    >>> [torch.equal(state, torch_cpu_state(item)) for state, item in
+    ...  zip(states, [bytes(16), b"1" * 16])]
+    [True, True]
+    """
+    template = _template()
+    if template is None:
+        return [torch_cpu_state(item) for item in bits]
+    states = np.empty((len(bits), STATE_BYTES), np.uint8)
+    states[:] = template
+    states[:, KEY_AT : KEY_AT + 8 * MT_WORDS].view("<u8")[:] = mt_keys(bits)
+    seeds = np.frombuffer(b"".join([item[:8] for item in bits]), "<u8") & _MAX_SEED
+    states[:, :8].view("<u8")[:, 0] = seeds
+    return [torch.from_numpy(row) for row in states]
+
+
+_templates: list[np.ndarray] = []
+
+
+def _template() -> np.ndarray | None:
+    """A state's bytes around its seed and key (the counters, the cached normals), as an
+    array; None if torch's layout is not the expected one."""
+    if not _templates:
+        layout = cpu_layout()
+        if layout is None:
+            return None
+        template = np.zeros(STATE_BYTES, np.uint8)
+        template[8:KEY_AT] = np.frombuffer(layout[0], np.uint8)
+        template[KEY_AT + 8 * MT_WORDS :] = np.frombuffer(layout[1], np.uint8)
+        _templates.append(template)
+    return _templates[0]
 
 
 class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
@@ -84,6 +125,11 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         scratch = torch.Generator(device=self.generator.device)  # pragma: no cover - needs a GPU
         scratch.manual_seed(philox_seed(bits))  # pragma: no cover - needs a GPU
         return scratch.get_state()  # pragma: no cover - needs a GPU
+
+    def from_bits_batch(self, bits: Sequence[bytes]) -> list[Any]:
+        if self._on_cpu:
+            return torch_cpu_states(bits)
+        return super().from_bits_batch(bits)  # pragma: no cover - needs a GPU
 
     def twister_state(self, saved: Any) -> tuple[bytes, int, bytes] | None:
         if not self._on_cpu or cpu_layout() is None:

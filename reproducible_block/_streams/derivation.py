@@ -50,6 +50,7 @@ __all__ = [
     "encode_key",
     "loader_bits",
     "mt_image",
+    "mt_keys",
     "mt_words",
     "named_bits",
     "new_rank_bits",
@@ -300,6 +301,25 @@ def mt_words(bits: bytes) -> np.ndarray:
         words = raw.view(np.uint32)  # little-endian here
     words[0] = MT_FIRST_WORD
     return words
+
+
+def mt_keys(bits: Sequence[bytes]) -> np.ndarray:
+    """:func:`mt_words` of each item of ``bits``, as the rows of one array (``len(bits)`` by
+    624, uint32): a batch of keys derived at once (``ReproducibleBlock.prepare``).
+
+    >>> keys = mt_keys([bytes(16), bytes(range(16))])
+    >>> keys.shape, bool((keys[1] == mt_words(bytes(range(16)))).all())
+    ((2, 624), True)
+    """
+    raw = _fast_expansion.outputs_many(bits, PCG_INCREMENT)
+    if raw is None:
+        keys = np.empty((len(bits), MT_WORDS), np.uint32)
+        for row, item in zip(keys, bits, strict=True):
+            row[:] = mt_words(item)
+        return keys
+    keys = raw.view(np.uint32)  # little-endian here: low then high half of each output
+    keys[:, 0] = MT_FIRST_WORD
+    return keys
 
 
 def mt_image(bits: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
