@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from reproducible_block import ReproducibleBlock, set_seed
+from reproducible_block import ReproducibleBlock, ReproducibleDataset, SampleIndex, set_seed
 from reproducible_block._blocks import states as _block
 from reproducible_block._sources.devices import CudaSource
 from reproducible_block._sources.registry import registry
@@ -319,6 +319,20 @@ class SmallImages(Dataset[torch.Tensor]):
         return [self[index] for index in indices]
 
 
+class _Unwrapped(Dataset[torch.Tensor]):
+    """The small images without blocks, as a torchvision-style dataset: ``__getitem__``
+    augments from the global generator, and never sees a seed."""
+
+    def __init__(self, images: SmallImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images.augment(index)
+
+
 def small_image_figures(dataset: SmallImages) -> dict[str, Callable[[list[int]], object]]:
     """Each recipe, run on a batch of indices; every call starts a new epoch (fresh keys)."""
 
@@ -338,11 +352,13 @@ def small_image_figures(dataset: SmallImages) -> dict[str, Callable[[list[int]],
     def prepared(indices: list[int]) -> object:
         return dataset.__getitems__(indices)
 
-    # --- The ReproducibleDataset row goes here (the lead adds it after the merge): -----------
-    # wrapped = ReproducibleDataset(plain_dataset, key="sample"), built once above, its epoch
-    # advanced with dataset.epoch; def wrapper(indices): return wrapped.__getitems__(indices)
-    # It is what `prepared` measures now: ReproducibleBlock.prepare for the batch, then a block
-    # per sample. Add it to the dict below and to the rows in main() (target <= 1.25).
+    # The library's wrapper around a plain dataset: its __getitems__ prepares the batch, then
+    # runs each sample's __getitem__ in the block ("sample", epoch, index); the epoch comes
+    # with the indices, as ReproducibleSampler yields them.
+    wrapped = ReproducibleDataset(_Unwrapped(dataset), key="sample")
+
+    def wrapper(indices: list[int]) -> object:
+        return wrapped.__getitems__([SampleIndex(index, dataset.epoch) for index in indices])
 
     def fork_rng_manual_seed(indices: list[int]) -> object:
         samples = []
@@ -366,6 +382,7 @@ def small_image_figures(dataset: SmallImages) -> dict[str, Callable[[list[int]],
         "all sources": all_sources,
         "torch only": torch_only,
         "prepared": prepared,
+        "wrapper": wrapper,
         "fork_rng + manual_seed": fork_rng_manual_seed,
         "seeded torch.Generator": seeded_generator,
     }
@@ -376,6 +393,7 @@ SMALL_IMAGE_LABELS = {
     "all sources": "all sources, fresh keys",
     "torch only": "sources=('torch',), fresh keys",
     "prepared": "all sources, prepared per batch of 64",
+    "wrapper": "ReproducibleDataset, batch of 64",
     "fork_rng + manual_seed": "fork_rng + torch.manual_seed per sample",
     "seeded torch.Generator": "a torch.Generator seeded per sample, passed to every op",
 }
@@ -642,9 +660,12 @@ def main() -> int:
             )
         )
         small = small_image_costs()
-        # The ReproducibleDataset row (after the merge): add ("wrapper", 1.25) to this tuple,
-        # its label to SMALL_IMAGE_LABELS and its recipe to small_image_figures().
-        for name, target in (("all sources", 1.35), ("torch only", 1.2), ("prepared", 1.25)):
+        for name, target in (
+            ("all sources", 1.35),
+            ("torch only", 1.2),
+            ("prepared", None),
+            ("wrapper", 1.25),
+        ):
             rows.append(
                 Row(
                     f"per-sample blocks, 3x32x32 augmentation, {SMALL_IMAGE_LABELS[name]} / none",
