@@ -698,3 +698,27 @@ def test_every_note_is_kept_and_the_first_differing_one_named(tmp_path: Path) ->
         f"note 'loss' #3 in ('train', 1) differs (A {1 / 3!r}, B {1 / 3 + 0.5!r})",
     )
     assert found.as_dict()["reasons"] == list(found.reasons)
+
+
+def test_a_stopped_ledger_is_reported_and_never_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def program() -> None:
+        per_sample(samples=3)
+        with pytest.warns(RuntimeWarning, match="stopped recording"):
+            ledger_note("unreadable", lambda: None)  # cannot be fingerprinted: the ledger stops
+        per_sample(samples=5)
+
+    a = record(tmp_path / "a.jsonl", program)
+    assert "stopped" in read_ledger(a).records[-1]
+    found = diff_runs(a, record(tmp_path / "b.jsonl", program))
+    assert not found.identical
+    assert found.agreed == 3
+    assert found.message.startswith("the recorded blocks agree: 3 blocks; not every block")
+    assert len(found.unrecorded) == 2
+    assert found.unrecorded[0].startswith(
+        "A: the main process stopped recording (ReproducibleBlockTypeError"
+    )
+    assert found.as_dict()["unrecorded"] == list(found.unrecorded)
+    assert main(["diff", str(a), str(tmp_path / "b.jsonl")]) == 1
+    capsys.readouterr()
