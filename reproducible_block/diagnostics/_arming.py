@@ -1,6 +1,9 @@
 """Starting and stopping a block ledger: :func:`record_blocks`, the environment variable
 ``REPRODUCIBLE_BLOCK_LEDGER`` (armed at import, for a whole run), :func:`ledger_note`, and what a
-forked child does with its parent's ledger.
+child process does with its parent's ledger: a DataLoader worker records in a file of its own
+(forked, it inherits the ledger; spawned, it arms from the environment at import), and an armed
+worker leaves its file even when it entered no block, so that the reader can count the workers
+that did not record.
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from multiprocessing import util
+from pathlib import Path
 
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._support.distributed import launcher_rank
@@ -72,9 +77,11 @@ def record_blocks(
     The file is created (parent folders too) or truncated on entry, with a header line (format
     version, root seed, derivation scheme, library versions). Under an initialised
     ``torch.distributed`` group (or with a launcher's ``RANK``), ``.rank{N}`` is inserted
-    before the suffix: ``ledger.jsonl`` becomes ``ledger.rank1.jsonl``. Blocks in DataLoader
-    worker processes and in forked children are not recorded: record with ``num_workers=0``
-    (per-sample blocks give the same numbers whatever ``num_workers``).
+    before the suffix: ``ledger.jsonl`` becomes ``ledger.rank1.jsonl``. Each DataLoader worker
+    records its blocks in a file of its own beside it (``ledger.worker0.pid123.jsonl``), with
+    the fork and the spawn start methods, persistent or not; the diff reads them with the run
+    and pairs records by key, so any ``num_workers`` gives the same ledger. Other child
+    processes record nothing (``REPRODUCIBLE_BLOCK_LEDGER`` records them).
 
     Every line is written whole with one ``os.write`` on an ``O_APPEND`` descriptor, unbuffered:
     a killed run keeps every record of the blocks that had exited (at most the last line is
@@ -93,6 +100,7 @@ def record_blocks(
     True
     """
     ledger = BlockLedger(path, watch)
+    saved = {name: os.environ.get(name) for name in _CHILD_VARIABLES}
     with _stack.held("record_blocks()"):
         try:
             ledger._open()
@@ -102,12 +110,24 @@ def record_blocks(
                 "writable folder, such as 'runs/a/ledger.jsonl'."
             ) from None
         previous = set_recording(ledger)
+        # Spawned (and forkserver) loader workers arm from these (see _start_from_environment).
+        os.environ[_processes.WORKERS_VARIABLE] = str(Path(path).absolute())
+        _processes.announce(ledger._file_rank, ledger.run)
     try:
         yield ledger
     finally:
         with _stack.held("record_blocks()"):
             set_recording(previous)
             ledger.close()
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+#: What record_blocks() tells the processes it starts, restored when it ends.
+_CHILD_VARIABLES = (_processes.WORKERS_VARIABLE, _processes.PARENT_VARIABLE)
 
 
 def _start_from_environment() -> None:
@@ -115,12 +135,18 @@ def _start_from_environment() -> None:
 
     The file opens at the first record, when ``torch.distributed`` is usually initialised.
     """
+    workers_path = os.environ.get(_processes.WORKERS_VARIABLE)
+    parent = _processes.parent_from_environment()
+    run = _processes.run_from_environment() if parent is not None else None
+    if workers_path and parent is not None:  # a child of record_blocks(): loader workers record
+        set_recording(BlockLedger(workers_path, parent=parent, workers_only=True, run=run))
+        return
     path = os.environ.get(LEDGER_ENVIRONMENT_VARIABLE)
     if not path:
         return
-    parent = _processes.parent_from_environment()
-    _processes.announce(launcher_rank())
-    set_recording(BlockLedger(path, from_environment=True, parent=parent))
+    ledger = BlockLedger(path, from_environment=True, parent=parent, run=run)
+    _processes.announce(launcher_rank(), ledger.run)
+    set_recording(ledger)
 
 
 def _after_fork_in_child() -> None:
@@ -136,20 +162,48 @@ def _after_fork_in_child() -> None:
     fd, recording._fd = recording._fd, None
     if fd is not None:
         os.close(fd)
-    if recording._from_environment:
-        parent_rank = recording._file_rank if recording.path is not None else launcher_rank()
-        set_recording(
-            BlockLedger(
-                recording._requested,
-                from_environment=True,
-                parent=(os.getppid(), parent_rank),
-                forked=True,
-            )
+    parent_rank = recording._file_rank if recording.path is not None else launcher_rank()
+    if recording._worker is not None:
+        parent_rank = recording._file_rank  # a worker's rank is its parent's
+    set_recording(
+        BlockLedger(
+            recording._requested,
+            from_environment=recording._from_environment,
+            parent=(os.getppid(), parent_rank),
+            forked=True,
+            workers_only=not recording._from_environment,
+            run=recording.run,
         )
-        _processes.announce(parent_rank)
-    else:
-        set_recording(None)
+    )
+    if recording._from_environment:
+        _processes.announce(parent_rank, recording.run)
+
+
+class _Anchor:
+    """What multiprocessing's after-fork registry holds (it keeps weak references)."""
+
+
+_ANCHOR = _Anchor()
+
+
+def _at_process_start(_: object) -> None:
+    """In every multiprocessing child (fork, spawn, forkserver), once its finalizers are
+    cleared: at its normal exit, an armed DataLoader worker that has no file yet writes one
+    (its header), so that a worker with no file is a worker that did not record."""
+    util.Finalize(None, _at_process_exit, exitpriority=100)
+
+
+def _at_process_exit() -> None:
+    recording = _ledger.recording
+    if recording is not None and _processes.in_loader_worker():
+        try:
+            recording._ensure_open()
+        except Exception as error:  # a ledger never breaks the program it watches
+            recording._stop(error)
+    if recording is not None:
+        recording.close()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+util.register_after_fork(_ANCHOR, _at_process_start)
 _start_from_environment()

@@ -1,10 +1,18 @@
 """What a ledger line holds, for the writer and the reader alike: the format's names and
 versions, block keys as JSON, a Mersenne Twister key's digest, and watched or noted values.
 
-A block record is ``{"key", "entry", "rank", "state", ["per_rank"], ["per_worker"], ["watch"],
-["notes"]}``; each ``state`` entry is ``[fingerprint]``, or ``[crc32, position, key digest]`` for
-a Mersenne Twister (see :func:`mt_key_digest`). A watched or noted value is ``[fingerprint]`` or
-``[fingerprint, number]`` (see :func:`noted`).
+A block record is ``{"key", "entry", "rank", "t", "state", ["per_rank"], ["per_worker"],
+["watch"], ["notes"]}``: ``entry`` counts this key's exits in the process that wrote it, ``t`` is
+when it was written (``time.monotonic_ns()``, one clock for every process of a machine: it orders
+a rank's records across its processes). Each ``state`` entry is ``[fingerprint]``, or ``[crc32,
+position, key digest]`` for a Mersenne Twister (see :func:`mt_key_digest`). A watched value is
+``[fingerprint]`` or ``[fingerprint, number]`` (see :func:`noted`); ``notes`` maps each name to
+the list of its values in the order they were noted. The other records: ``{"root", "t"}`` (a new
+root seed), ``{"notes", "rank", "t"}`` (a note outside every block) and ``{"stopped", "t"}`` (a
+failure stopped the ledger: what follows in this process was not recorded).
+
+Version 2 keeps every note of a name (version 1 kept the last) and adds ``t``, the ``stopped``
+record and the header's ``run`` and ``worker``; readers refuse other versions.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ __all__ = [
 ]
 
 LEDGER_FORMAT = "reproducible_block-ledger"
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
 #: The derivation scheme the replay (``_replay.entry_state_images``) implements; the diff replays
 #: only ledgers of it.
 DERIVATION = f"v{DERIVATION_VERSION}"

@@ -28,9 +28,11 @@ import json
 import os
 import platform
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from time import monotonic_ns
 from typing import Any, NoReturn
 from zlib import crc32
 
@@ -112,11 +114,11 @@ class BlockLedger:
     """A ledger being written: what :func:`record_blocks` yields (see there).
 
     ``path`` is the file written (the requested path, with ``.rank{N}`` inserted under
-    ``torch.distributed``, or ``.pid{PID}`` in a child of the process that records from
-    ``REPRODUCIBLE_BLOCK_LEDGER``), None until it is opened; ``records`` counts the lines
-    written after the header. :func:`ledger_note` adds a value's fingerprint to the record of
-    the innermost open block. It is a handle on a file this process writes: it cannot be copied or
-    pickled (pass ``path``).
+    ``torch.distributed``, ``.worker{ID}.pid{PID}`` in a DataLoader worker, or ``.pid{PID}`` in
+    another child of the process that records from ``REPRODUCIBLE_BLOCK_LEDGER``), None until it
+    is opened; ``records`` counts the lines written after the header. :func:`ledger_note` adds
+    a value's fingerprint to the record of the innermost open block. It is a handle on a file
+    this process writes: it cannot be copied or pickled (pass ``path``).
     """
 
     def __init__(
@@ -127,6 +129,8 @@ class BlockLedger:
         from_environment: bool = False,
         parent: tuple[int, int | None] | None = None,
         forked: bool = False,
+        workers_only: bool = False,
+        run: str | None = None,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ReproducibleBlockTypeError(
@@ -140,6 +144,11 @@ class BlockLedger:
         # of it: a child writes its own .pid{PID} file, never the file its parent owns.
         self._parent = parent
         self._forked = forked
+        # A record_blocks ledger in a child process: it records in a DataLoader worker only.
+        self._workers_only = workers_only
+        # The token every file of this recording carries (see _processes).
+        self.run = run if run is not None else _processes.new_run_token()
+        self._worker: dict[str, int] | None = None
         self.path: Path | None = None
         self.records = 0
         self._fd: int | None = None
@@ -171,8 +180,16 @@ class BlockLedger:
         return _processes.is_child(self._forked, self._parent, rank)
 
     def _target(self) -> Path | None:
-        """The file this process writes, or None when it should not record (a loader worker)."""
-        if _processes.in_loader_worker():
+        """The file this process writes, or None when it should not record (a child of a
+        record_blocks ledger that is no loader worker)."""
+        self._worker = _processes.loader_worker()
+        if self._worker is not None:  # the parent's rank: a spawned worker has no group
+            parent_rank = None if self._parent is None else self._parent[1]
+            rank = self._file_rank = (
+                parent_rank if parent_rank is not None else _processes.file_rank()
+            )
+            return _processes.worker_path(self._requested, rank, self._worker["id"])
+        if self._workers_only:
             return None
         rank = self._file_rank = _processes.file_rank()
         return _processes.ledger_path(self._requested, rank, self._is_child(rank))
@@ -184,14 +201,14 @@ class BlockLedger:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        if self._is_child(self._file_rank):  # never another process's file: a free name
+        if self._worker is not None or self._is_child(self._file_rank):  # a free name
             self._fd, target = _processes.open_new(target, flags | os.O_EXCL)
         else:
             # The process that armed the ledger owns its file: a new run replaces the last.
             self._fd = os.open(target, flags | os.O_TRUNC, 0o644)
         self.path = target
         if self._from_environment:
-            _processes.announce(self._file_rank)
+            _processes.announce(self._file_rank, self.run)
         self._write_line(json.dumps(self._header(), separators=(",", ":")))
 
     def _header(self) -> dict[str, Any]:
@@ -208,8 +225,11 @@ class BlockLedger:
             "pid": os.getpid(),
             # The recording process this one is a child of (its own .pid file), or None.
             "parent": None
-            if not self._is_child(self._file_rank) or self._parent is None
+            if (self._worker is None and not self._is_child(self._file_rank))
+            or self._parent is None
             else self._parent[0],
+            "run": self.run,
+            "worker": self._worker,
             "versions": {
                 "python": platform.python_version(),
                 "reproducible_block": __version__,
@@ -246,6 +266,9 @@ class BlockLedger:
             if self._failed:
                 return
             self._failed = self._stopped = True
+        with suppress(Exception):  # say so in the file, if it can still be written
+            stopped = json.dumps(f"{type(error).__name__}: {error}")
+            self._write_line(f'{{"stopped":{stopped},"t":{time.monotonic_ns()}}}')
         self.close()
         if recording is self:
             set_recording(None)
@@ -297,7 +320,10 @@ class BlockLedger:
                 parts.append(f'{name}["{fingerprint(source.get_state())}"]')
             else:
                 parts.append(f'{name}["{crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]')
-        line = f'{{"key":{key_text},"entry":{count},"rank":{rank},"state":{{{",".join(parts)}}}'
+        line = (
+            f'{{"key":{key_text},"entry":{count},"rank":{rank},"t":{monotonic_ns()},'
+            f'"state":{{{",".join(parts)}}}'
+        )
         per_rank = getattr(owner, "per_rank", False)
         if per_rank is not False:  # True: the global rank; a process group: the rank in it
             line += f',"per_rank":{folded_rank(per_rank)}'
@@ -314,17 +340,21 @@ class BlockLedger:
         self.records += 1
 
     def _take_notes(self, depth: int) -> str:
-        """The notes made inside the exiting block (deeper than the blocks still open)."""
-        mine = [(name, entry) for level, name, entry in self._pending if level > depth]
+        """The notes made inside the exiting block (deeper than the blocks still open): each
+        name's values in the order they were noted."""
+        mine: dict[str, list[list[object]]] = {}
+        for level, name, entry in self._pending:
+            if level > depth:
+                mine.setdefault(name, []).append(entry)
         if not mine:
             return ""
         self._pending = [item for item in self._pending if item[0] <= depth]
-        return ',"notes":' + json.dumps(dict(mine), separators=(",", ":"))
+        return ',"notes":' + json.dumps(mine, separators=(",", ":"))
 
     def _write_root(self) -> None:
         """Write a root record: set_seed installed a new root since the last record."""
         self._root = _root.generation
-        self._write_line(f'{{"root":{json.dumps(_root.peek_seed())}}}')
+        self._write_line(f'{{"root":{json.dumps(_root.peek_seed())},"t":{monotonic_ns()}}}')
 
     def _note(self, name: str, value: object) -> None:
         if self._stopped:
@@ -352,6 +382,6 @@ class BlockLedger:
                 return
             if _root.generation != self._root:
                 self._write_root()
-            notes = json.dumps({name: entry}, separators=(",", ":"))
-            self._write_line(f'{{"notes":{notes},"rank":{self._rank()}}}')
+            notes = json.dumps({name: [entry]}, separators=(",", ":"))
+            self._write_line(f'{{"notes":{notes},"rank":{self._rank()},"t":{monotonic_ns()}}}')
             self.records += 1

@@ -2,10 +2,10 @@
 
 A run is a ledger file, a folder of ledger files (one per rank), or the path given to
 ``record_blocks``/``REPRODUCIBLE_BLOCK_LEDGER`` when the ranks wrote ``.rank{N}`` files next to
-it. The ``.pid{PID}`` ledgers of child processes are numbered within their rank: ordered by their
-first record (then by their number of records, then by file name), so that the n-th child of one
-run stands against the n-th child of another. Every field is checked here: the diff trusts what
-passes.
+it. A run's ledgers are grouped by rank: the rank's own, its DataLoader workers' and its other
+child processes' (``.pid{PID}``); the diff pairs their records by key. Child and worker files
+that carry another recording's token than the run's own ledgers (an earlier run's, left in the
+same folder) are left out. Every field is checked here: the diff trusts what passes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from reproducible_block._streams.root import MAX_SEED
 from reproducible_block._support.errors import ReproducibleBlockValueError
 from reproducible_block.diagnostics._format import LEDGER_FORMAT, LEDGER_VERSION, key_from_json
 
-__all__ = ["LedgerFile", "Slot", "read_ledger", "read_run"]
+__all__ = ["LedgerFile", "Run", "read_ledger", "read_run"]
 
 #: A child process's ledger name (``ledger.pid123.jsonl``, ``ledger.pid123-1.jsonl``), for
 #: ledgers whose header does not name the parent.
@@ -50,6 +50,29 @@ class LedgerFile:
     def is_child(self) -> bool:
         """Whether a child process wrote it (its own ``.pid{PID}`` file)."""
         return self.header.get("parent") is not None or bool(_CHILD_NAME.search(self.path.name))
+
+    @property
+    def worker(self) -> dict[str, int] | None:
+        """The DataLoader worker that wrote it (``id``, ``num_workers``, ``loader``), or None."""
+        worker = self.header.get("worker")
+        return worker if isinstance(worker, dict) else None
+
+    @property
+    def stopped(self) -> str | None:
+        """Why a failure stopped this ledger (its records end there), or None."""
+        for record in self.records:
+            if "stopped" in record:
+                return str(record["stopped"])
+        return None
+
+    @property
+    def process(self) -> str:
+        """Which process wrote it, in words: "the main process", "DataLoader worker 1 (pid
+        42)" or "child process 42"."""
+        worker, pid = self.worker, self.header.get("pid")
+        if worker is not None:
+            return f"DataLoader worker {worker['id']} (pid {pid})"
+        return f"child process {pid}" if self.is_child else "the main process"
 
 
 def _unreadable(path: Path, why: str) -> ReproducibleBlockValueError:
@@ -97,10 +120,18 @@ def read_ledger(path: str | os.PathLike[str]) -> LedgerFile:
         records.append(record)
     header = records.pop(0)
     if header.get("version") != LEDGER_VERSION:
+        older = isinstance(header.get("version"), int) and header["version"] < LEDGER_VERSION
         raise _unreadable(
             location,
             f"it has format version {header.get('version')!r} and this "
-            f"reproducible_block reads version {LEDGER_VERSION}; use the version that wrote it",
+            f"reproducible_block reads version {LEDGER_VERSION}; "
+            + (
+                "record the run again with this version (version 1 kept one note per name "
+                "and block, and no DataLoader worker's records), or diff it with the version "
+                "that wrote it"
+                if older
+                else "use the version that wrote it"
+            ),
         )
     number = 1
     try:
@@ -160,6 +191,19 @@ def _check_header(header: Mapping[str, Any]) -> None:
     _check("pid", header.get("pid"), _is_int(header.get("pid")), "a process id (an int)")
     parent = header.get("parent")
     _check("parent", parent, parent is None or _is_int(parent), "a process id, or null")
+    _check("run", header.get("run"), isinstance(header.get("run"), str), "a run token (a str)")
+    worker = header.get("worker")
+    _check(
+        "worker",
+        worker,
+        worker is None
+        or (
+            isinstance(worker, dict)
+            and set(worker) == {"id", "num_workers", "loader"}
+            and all(type(value) is int for value in worker.values())
+        ),
+        "a DataLoader worker ({id, num_workers, loader}: ints), or null",
+    )
     versions = header.get("versions", {})
     _check(
         "versions",
@@ -170,20 +214,31 @@ def _check_header(header: Mapping[str, Any]) -> None:
     )
 
 
-def _check_named(field: str, values: object) -> None:
-    """Watched values or notes: {name: [fingerprint]} or {name: [fingerprint, number]}."""
+def _is_value(entry: object) -> bool:
+    return (
+        isinstance(entry, list)
+        and 1 <= len(entry) <= 2
+        and isinstance(entry[0], str)
+        and (len(entry) == 1 or (type(entry[1]) in (int, float, str)))
+    )
+
+
+def _check_named(field: str, values: object, *, several: bool = False) -> None:
+    """Watched values, {name: [fingerprint, number?]}, or notes (``several``): {name: a list
+    of [fingerprint, number?], in the order noted}."""
     if not isinstance(values, dict):
-        raise _Invalid(field, values, "a map of names to [fingerprint, value]")
+        raise _Invalid(field, values, "a map of names to values")
+    value = "[fingerprint] or [fingerprint, number] (a str, then an int, float or str)"
     for name, entry in values.items():
-        _check(
-            f"{field}.{name}",
-            entry,
-            isinstance(entry, list)
-            and 1 <= len(entry) <= 2
-            and isinstance(entry[0], str)
-            and (len(entry) == 1 or (type(entry[1]) in (int, float, str))),
-            "[fingerprint] or [fingerprint, number] (a str, then an int, float or str)",
-        )
+        if several:
+            _check(
+                f"{field}.{name}",
+                entry,
+                isinstance(entry, list) and bool(entry) and all(map(_is_value, entry)),
+                f"a non-empty list of {value}",
+            )
+        else:
+            _check(f"{field}.{name}", entry, _is_value(entry), value)
 
 
 def _check_state(states: object) -> None:
@@ -218,15 +273,19 @@ def _check_state(states: object) -> None:
 
 def _check_record(record: Mapping[str, Any]) -> None:
     """Every field of one record after the header (a block, a root or a stand-alone note)."""
-    if "root" in record:
+    if "stopped" in record:
+        _check("stopped", record["stopped"], isinstance(record["stopped"], str), "a str")
+    elif "root" in record:
         _check_seed("root", record["root"])
+    elif "key" not in record and "notes" not in record:
+        raise _Invalid("key", None, "a block record's key (or a root, notes or stopped record)")
+    _check("t", record.get("t"), _is_int(record.get("t")), "a time (an int, in ns)")
+    if "stopped" in record or "root" in record:
         return
-    if "key" not in record and "notes" not in record:
-        raise _Invalid("key", None, "a block record's key (or a root or notes record)")
     rank = record.get("rank")
     _check("rank", rank, _is_int(rank), "a rank (an int >= 0)")
     if "notes" in record:
-        _check_named("notes", record["notes"])
+        _check_named("notes", record["notes"], several=True)
     if "key" not in record:
         return
     try:
@@ -266,8 +325,15 @@ def _is_ledger(path: Path) -> bool:
 def _run_files(run: str | os.PathLike[str]) -> list[Path]:
     """The ledger files of a run: a file, a folder's ledgers, or a base path's rank files."""
     location = Path(run)
-    if location.is_file():
-        return [location]
+    if location.is_file():  # with its children's and DataLoader workers' files beside it
+        stem, suffix = (location.stem, location.suffix) if location.suffix else (location.name, "")
+        beside = {
+            path
+            for kind in ("pid", "worker")
+            for path in location.parent.glob(f"{stem}.{kind}*{suffix}")
+            if path.is_file()
+        }
+        return [location, *sorted(beside)]
     if location.is_dir():
         found = sorted(path for path in location.iterdir() if path.is_file() and _is_ledger(path))
         where = f"the folder {str(location)!r} holds no ledger file"
@@ -278,7 +344,7 @@ def _run_files(run: str | os.PathLike[str]) -> list[Path]:
             sorted(
                 {
                     path
-                    for kind in ("rank", "pid")
+                    for kind in ("rank", "pid", "worker")
                     for path in location.parent.glob(f"{stem}.{kind}*{suffix}")
                     if path.is_file()
                 }
@@ -295,35 +361,37 @@ def _run_files(run: str | os.PathLike[str]) -> list[Path]:
     return found
 
 
-#: Where a ledger sits in its run: (rank, 0) for a rank's own ledger, (rank, n) for its n-th
-#: child process's.
-Slot = tuple[int | None, int]
+@dataclass(frozen=True)
+class Run:
+    """A run's ledgers: by rank, the rank's own first (None: it has none), then its children's
+    and DataLoader workers' in file name order; and the files left out (another recording's)."""
+
+    ranks: dict[int | None, list[LedgerFile]]
+    left_out: tuple[Path, ...] = ()
 
 
-def _child_order(ledger: LedgerFile) -> tuple[str, int, str]:
-    """What orders a rank's child ledgers in both runs alike: the first record, then the
-    number of records (a pid, or when a child started, differs from run to run)."""
-    first = json.dumps(ledger.records[0], sort_keys=True) if ledger.records else ""
-    return first, len(ledger.records), ledger.path.name
-
-
-def read_run(run: str | os.PathLike[str]) -> dict[Slot, LedgerFile]:
-    """Every ledger of a run, by its slot (see :data:`Slot`)."""
-    by_slot: dict[Slot, LedgerFile] = {}
-    children: dict[int | None, list[LedgerFile]] = {}
+def read_run(run: str | os.PathLike[str]) -> Run:
+    """Every ledger of a run, by rank (see :class:`Run`)."""
+    own: dict[int | None, LedgerFile] = {}
+    children: list[LedgerFile] = []
     for path in _run_files(run):
         ledger = read_ledger(path)
         if ledger.is_child:
-            children.setdefault(ledger.rank, []).append(ledger)
+            children.append(ledger)
             continue
-        other = by_slot.get((ledger.rank, 0))
+        other = own.get(ledger.rank)
         if other is not None:
             raise ReproducibleBlockValueError(
                 f"{str(run)!r} holds two ledgers for rank {ledger.rank}: {str(other.path)!r} and "
                 f"{str(path)!r}. Keep one run's ledgers per folder, or pass the files."
             )
-        by_slot[(ledger.rank, 0)] = ledger
-    for rank, found in children.items():
-        for number, ledger in enumerate(sorted(found, key=_child_order), start=1):
-            by_slot[(rank, number)] = ledger
-    return by_slot
+        own[ledger.rank] = ledger
+    tokens = {ledger.header.get("run") for ledger in own.values()}
+    ranks: dict[int | None, list[LedgerFile]] = {rank: [ledger] for rank, ledger in own.items()}
+    left_out = []
+    for ledger in children:
+        if own and ledger.header.get("run") not in tokens:
+            left_out.append(ledger.path)
+            continue
+        ranks.setdefault(ledger.rank, []).append(ledger)
+    return Run(ranks, tuple(left_out))

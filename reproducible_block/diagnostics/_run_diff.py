@@ -1,48 +1,34 @@
 """Finding the first record where two runs' block ledgers part, and why.
 
-Ledgers are paired by rank (a child process's by its number within its rank, see ``_read``) and
-compared record by record. When a Mersenne Twister's state differs, each run's block is replayed
-from its derived entry state to count the 32-bit numbers it drew (see ``_replay``).
+A rank's records, from every process that wrote them (the rank's own, its DataLoader workers',
+its other children's), are put in time order and paired with the other run's by (rank, block
+key and ``per_worker`` fold, n-th entry of that key in the rank): a sample's block pairs with the
+same sample's whatever worker, and however many, loaded it. A set_seed record pairs with the
+n-th set_seed record, a note outside blocks with the n-th note of its name. The first differing
+pair in the run's order leads the report. When a Mersenne Twister's state differs, each run's
+block is replayed from its derived entry state to count the 32-bit numbers it drew (see
+``_replay``). Records that were not made (a ledger stopped by a failure, a DataLoader worker
+that left no ledger) are reported too: such a run is never called identical.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from reproducible_block._support.errors import ReproducibleBlockValueError
 from reproducible_block.diagnostics._format import key_from_json
-from reproducible_block.diagnostics._read import LedgerFile, read_run
+from reproducible_block.diagnostics._read import LedgerFile, Run, read_run
 from reproducible_block.diagnostics._replay import replayed_draws
 
 __all__ = ["RunDiff", "diff_runs"]
 
 
-@dataclass
-class _Context:
-    """What a ledger's records derive from, as the walk reaches them."""
-
-    ledger: LedgerFile
-    root_seed: int | None
-
-    def drawn(self, record: Mapping[str, Any], source: str) -> int | str:
-        """How many numbers the block of ``record`` drew from ``source``, or why not counted."""
-        return replayed_draws(self.ledger.header.get("derivation"), self.root_seed, record, source)
-
-
 def _show_key(key: object) -> str:
     return repr(key_from_json(key))
-
-
-def _describe(record: Mapping[str, Any]) -> str:
-    """What a record says a run did, e.g. "exited ('sample', 5)" or "called set_seed(3)"."""
-    if "root" in record:
-        return f"called set_seed({record['root']})"
-    if "key" in record:
-        return f"exited {_show_key(record['key'])}"
-    return f"noted {', '.join(map(repr, record.get('notes', {})))} outside every block"
 
 
 def _value_text(entry: object) -> str:
@@ -51,28 +37,117 @@ def _value_text(entry: object) -> str:
     return "fingerprint " + (str(entry[0]) if isinstance(entry, list) and entry else repr(entry))
 
 
-def _named_differences(kind: str, first: object, second: object) -> list[str]:
-    """Differences between two {name: [fingerprint, number?]} maps (watched values, notes)."""
+def _watched_differences(first: object, second: object) -> list[str]:
+    """Differences between two {name: [fingerprint, number?]} maps of watched values."""
     a = first if isinstance(first, dict) else {}
     b = second if isinstance(second, dict) else {}
     reasons = []
     for name in list(a) + [name for name in b if name not in a]:
         if name not in b:
-            reasons.append(f"only A {kind} {name!r}")
+            reasons.append(f"only A watched {name!r}")
         elif name not in a:
-            reasons.append(f"only B {kind} {name!r}")
+            reasons.append(f"only B watched {name!r}")
         elif a[name] != b[name]:
-            label = "watched" if kind == "watched" else "noted"
             reasons.append(
-                f"the {label} {name} differs (A {_value_text(a[name])}, B {_value_text(b[name])})"
+                f"the watched {name} differs (A {_value_text(a[name])}, B {_value_text(b[name])})"
             )
     return reasons
 
 
-def _state_differences(
-    a: Mapping[str, Any], b: Mapping[str, Any], context_a: _Context, context_b: _Context
-) -> list[str]:
-    states_a, states_b = a.get("state", {}), b.get("state", {})
+def _note_differences(first: object, second: object, where: str) -> list[str]:
+    """Differences between two {name: [values in order]} maps of notes: for each name, the
+    first value that differs, by its position (#1, #2...), or how many each run noted."""
+    a = first if isinstance(first, dict) else {}
+    b = second if isinstance(second, dict) else {}
+    reasons = []
+    for name in list(a) + [name for name in b if name not in a]:
+        values_a, values_b = a.get(name, []), b.get(name, [])
+        for number, (value_a, value_b) in enumerate(zip(values_a, values_b), start=1):  # noqa: B905
+            if value_a != value_b:
+                reasons.append(
+                    f"note {name!r} #{number}{where} differs (A {_value_text(value_a)}, "
+                    f"B {_value_text(value_b)})"
+                )
+                break
+        else:
+            if len(values_a) != len(values_b):
+                reasons.append(
+                    f"A noted {name!r} {_times(len(values_a))}{where}, B {_times(len(values_b))}"
+                )
+    return reasons
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+@dataclass
+class _Event:
+    """One record of a run, placed in its rank: what it pairs by, and what it derives from."""
+
+    record: dict[str, Any]
+    ledger: LedgerFile
+    root_seed: int | None  # the root its block derived from
+    identity: tuple[Any, ...]  # ("block", key text, per_worker), ("root",) or ("note", names)
+    number: int = 0  # the n-th record of its identity in the rank (from 1)
+    position: int = 0  # its place in the rank's time order
+
+    def drawn(self, source: str) -> int | str:
+        """How many numbers the block drew from ``source``, or why not counted."""
+        derivation = self.ledger.header.get("derivation")
+        return replayed_draws(derivation, self.root_seed, self.record, source)
+
+    @property
+    def label(self) -> str:
+        """How the report names it: "('sample', 13), entry #1", "set_seed call #2"..."""
+        if self.identity[0] == "block":
+            return f"{_show_key(self.record['key'])}, entry #{self.number}"
+        if self.identity[0] == "root":
+            return f"set_seed call #{self.number}"
+        return f"note {', '.join(map(repr, self.identity[1]))} #{self.number} outside blocks"
+
+
+def _events(ledgers: Iterable[LedgerFile]) -> list[_Event]:
+    """A rank's records in time order, numbered within their identity."""
+    events: list[tuple[int, int, _Event]] = []
+    for order, ledger in enumerate(ledgers):
+        root = ledger.header.get("root_seed")
+        for record in ledger.records:
+            if "stopped" in record:
+                continue
+            if "root" in record:
+                root = record["root"]
+                identity: tuple[Any, ...] = ("root",)
+            elif "key" in record:
+                key_text = json.dumps(record["key"])
+                identity = ("block", key_text, record.get("per_worker"))
+            else:
+                identity = ("note", tuple(sorted(record.get("notes", {}))))
+            events.append((record["t"], order, _Event(record, ledger, root, identity)))
+    events.sort(key=lambda item: (item[0], item[1]))
+    counts: dict[tuple[Any, ...], int] = {}
+    placed = []
+    for position, (_, _, event) in enumerate(events):
+        counts[event.identity] = event.number = counts.get(event.identity, 0) + 1
+        event.position = position
+        placed.append(event)
+    return placed
+
+
+_NOT_COMPARED = frozenset({"t", "entry", "rank"})  # per process, or the pairing's own
+
+
+def _same(a: _Event, b: _Event) -> bool:
+    if a.root_seed != b.root_seed:
+        return False
+    first, second = a.record, b.record
+    return len(first) == len(second) and all(
+        name in _NOT_COMPARED or second.get(name, first) == value for name, value in first.items()
+    )
+
+
+def _state_differences(a: _Event, b: _Event) -> list[str]:
+    states_a, states_b = a.record.get("state", {}), b.record.get("state", {})
     if list(states_a) != list(states_b):
         return [f"the block managed different generators (A {list(states_a)}, B {list(states_b)})"]
     reasons = []
@@ -83,7 +158,7 @@ def _state_differences(
         if len(entry_a) == 1 or len(entry_b) == 1:
             reasons.append(f"{source} state differs at exit")
             continue
-        drawn_a, drawn_b = context_a.drawn(a, source), context_b.drawn(b, source)
+        drawn_a, drawn_b = a.drawn(source), b.drawn(source)
         if isinstance(drawn_a, int) and isinstance(drawn_b, int):
             if drawn_a == drawn_b:
                 reasons.append(
@@ -108,98 +183,121 @@ def _state_differences(
     return reasons
 
 
-def _record_differences(
-    a: Mapping[str, Any], b: Mapping[str, Any], context_a: _Context, context_b: _Context
-) -> list[str]:
-    kind_a, kind_b = _describe(a), _describe(b)
-    if ("key" in a) != ("key" in b) or ("root" in a) != ("root" in b):
-        return [f"A {kind_a} where B {kind_b}"]
-    if "root" in a:
-        return [] if a["root"] == b["root"] else [f"A {kind_a} where B {kind_b}"]
-    if "key" in a:
-        if a["key"] != b["key"]:
-            return [f"A {kind_a} where B {kind_b}"]
-        reasons = []
-        for field_name, label in (("entry", "entry"), ("rank", "rank"), ("per_rank", "per_rank")):
-            if a.get(field_name) != b.get(field_name):
-                reasons.append(
-                    f"the {label} differs (A {a.get(field_name)!r}, B {b.get(field_name)!r})"
-                )
-        reasons += _state_differences(a, b, context_a, context_b)
-        reasons += _named_differences("watched", a.get("watch"), b.get("watch"))
-        return reasons + _named_differences("noted", a.get("notes"), b.get("notes"))
-    return _named_differences("noted", a.get("notes"), b.get("notes"))
+def _pair_differences(a: _Event, b: _Event) -> list[str]:
+    """Why two paired records differ (both of one identity)."""
+    first, second = a.record, b.record
+    if "root" in first:
+        return [f"A called set_seed({first['root']}) where B called set_seed({second['root']})"]
+    if "key" not in first:
+        return _note_differences(first.get("notes"), second.get("notes"), " outside blocks")
+    reasons = []
+    if a.root_seed != b.root_seed:
+        reasons.append(
+            f"the block derived from another root seed (A {a.root_seed}, B {b.root_seed})"
+        )
+    if first.get("per_rank") != second.get("per_rank"):
+        reasons.append(
+            f"the per_rank differs (A {first.get('per_rank')!r}, B {second.get('per_rank')!r})"
+        )
+    reasons += _state_differences(a, b)
+    reasons += _watched_differences(first.get("watch"), second.get("watch"))
+    where = f" in {_show_key(first['key'])}"
+    reasons += _note_differences(first.get("notes"), second.get("notes"), where)
+    return reasons or ["the records differ"]
+
+
+def _missing(having: str, event: _Event, others: list[_Event]) -> str:
+    """Why a record has no pair: the other run made fewer of its identity."""
+    other = "B" if having == "A" else "A"
+    made = event.number - 1
+    torn = next(
+        (ledger for ledger in {e.ledger.path: e.ledger for e in others}.values() if ledger.torn),
+        None,
+    )
+    killed = (
+        f" ({other}'s ledger {torn.path.name} is torn: it was killed while writing)"
+        if torn is not None
+        else ""
+    )
+    if event.identity[0] == "block":
+        what = f"exited {_show_key(event.record['key'])}"
+    elif event.identity[0] == "root":
+        what = "called set_seed"
+    else:
+        what = f"noted {', '.join(map(repr, event.identity[1]))} outside blocks"
+    return (
+        f"only {having} has this record: {other} {what} "
+        + ("never" if made == 0 else _times(made))
+        + killed
+    )
 
 
 @dataclass(frozen=True)
 class _RankDiff:
-    """How one rank's two ledgers compare."""
+    """How one rank's records compare."""
 
     rank: int | None
-    agreed: int  # block records that agree before the first difference
-    index: int | None = None  # the first differing record (None: identical)
-    record: Mapping[str, Any] | None = None  # A's record there (B's if A has none)
+    agreed: int  # paired block records that agree
+    position: int | None = None  # the first difference's place in the rank's order (None: none)
+    event: _Event | None = None  # A's record there (B's if A has none)
     reasons: tuple[str, ...] = ()
-    child: int = 0  # 0: the rank's own ledger; n: its n-th child process's
 
     @property
     def label(self) -> str:
-        """ "rank 1", "child 2 of rank 1", "child 2", or "" (one process, no rank)."""
-        rank = "" if self.rank is None else f"rank {self.rank}"
-        if not self.child:
-            return rank
-        return f"child {self.child}" + (f" of {rank}" if rank else "")
+        """ "rank 1", or "" (no rank)."""
+        return "" if self.rank is None else f"rank {self.rank}"
 
     @property
     def identical(self) -> bool:
-        return self.index is None
+        return self.position is None
 
 
-def _diff_ledgers(a: LedgerFile, b: LedgerFile) -> _RankDiff:
-    context_a = _Context(a, a.header.get("root_seed"))
-    context_b = _Context(b, b.header.get("root_seed"))
-    if context_a.root_seed != context_b.root_seed:
+def _diff_rank(rank: int | None, a: list[LedgerFile], b: list[LedgerFile]) -> _RankDiff:
+    root_a, root_b = a[0].header.get("root_seed"), b[0].header.get("root_seed")
+    if not a[0].is_child and not b[0].is_child and root_a != root_b:
         return _RankDiff(
-            a.rank,
+            rank,
             0,
             -1,
             None,
             (
-                f"the runs start from different root seeds (A {context_a.root_seed}, "
-                f"B {context_b.root_seed}): every block's stream differs",
+                f"the runs start from different root seeds (A {root_a}, B {root_b}): every "
+                "block's stream differs",
             ),
         )
-    agreed = 0
-    for index, (record_a, record_b) in enumerate(zip(a.records, b.records)):  # noqa: B905
-        reasons = _record_differences(record_a, record_b, context_a, context_b)
-        if reasons:
-            return _RankDiff(a.rank, agreed, index, record_a, tuple(reasons))
-        if "root" in record_a:
-            context_a.root_seed = context_b.root_seed = record_a["root"]
-        agreed += "key" in record_a
-    if len(a.records) == len(b.records):
-        return _RankDiff(a.rank, agreed)
-    longer, shorter, cut = ("A", "B", b) if len(a.records) > len(b.records) else ("B", "A", a)
-    index = len(cut.records)
-    following = (a if longer == "A" else b).records[index]
-    killed = " (its last line is torn: it was killed while writing)" if cut.torn else ""
-    return _RankDiff(
-        a.rank,
-        agreed,
-        index,
-        following,
-        (f"{shorter} stops here{killed} where {longer} goes on: {longer} {_describe(following)}",),
-    )
+    events_a, events_b = _events(a), _events(b)
+    paired_b = {(event.identity, event.number): event for event in events_b}
+    agreeing: list[int] = []  # the positions of A's block records that agree
+    first: tuple[int, _Event, _Event | None, str] | None = None  # (position, A's, B's, having)
+    for event in events_a:
+        other = paired_b.pop((event.identity, event.number), None)
+        if other is not None and _same(event, other):
+            if event.identity[0] == "block":
+                agreeing.append(event.position)
+        elif first is None or event.position < first[0]:
+            first = (event.position, event, other, "A")
+    for event in paired_b.values():  # only in B
+        if first is None or event.position < first[0]:
+            first = (event.position, event, None, "B")
+    if first is None:
+        return _RankDiff(rank, len(agreeing))
+    position, event, other, having = first
+    agreed = sum(place < position for place in agreeing)  # those before the first difference
+    if other is not None:
+        reasons = _pair_differences(event, other)
+    else:
+        reasons = [_missing(having, event, events_b if having == "A" else events_a)]
+    return _RankDiff(rank, agreed, position, event, tuple(reasons))
 
 
 def _where(diff: _RankDiff, *, with_rank: bool = True) -> str:
-    record = diff.record or {}
-    if diff.index == -1:
+    if diff.event is None:
         place = "the start"
-    elif "key" in record:
-        place = f"{_show_key(record['key'])}, entry {record.get('entry')}"
     else:
-        place = f"record {diff.index}"
+        place = diff.event.label
+        process = diff.event.ledger.process
+        if process != "the main process":
+            place += f" (in {process})"
     return place + ("" if not diff.label or not with_rank else f", {diff.label}")
 
 
@@ -212,14 +310,46 @@ def _versions(a: LedgerFile, b: LedgerFile) -> list[str]:
     ]
 
 
+def _unrecorded(name: str, run: Run) -> list[str]:
+    """What a run says it did not record: ledgers a failure stopped, and the DataLoader workers
+    of a loader that left no ledger (every armed worker leaves one, see ``_arming``)."""
+    found = []
+    for rank, ledgers in run.ranks.items():
+        of_rank = "" if rank is None else f" of rank {rank}"
+        groups: dict[tuple[Any, ...], set[int]] = {}
+        for ledger in ledgers:
+            if ledger.stopped is not None:
+                found.append(
+                    f"{name}: {ledger.process}{of_rank} stopped recording ({ledger.stopped}); "
+                    "its later blocks were not recorded"
+                )
+            worker = ledger.worker
+            if worker is not None:
+                group = (ledger.header.get("parent"), worker["loader"], worker["num_workers"])
+                groups.setdefault(group, set()).add(worker["id"])
+        for (parent, _, count), ids in groups.items():
+            for missing in sorted(set(range(count)) - ids):
+                found.append(
+                    f"{name}: DataLoader worker {missing} of {count} (started by pid {parent}"
+                    f"{of_rank}) left no ledger: its blocks were not recorded (it ran with "
+                    "recording off, could not arm, or was killed)"
+                )
+    return found
+
+
 @dataclass(frozen=True)
 class RunDiff:
     """Where two runs' block ledgers part: what :func:`diff_runs` returns.
 
-    ``identical`` is True when every rank's records are the same. Otherwise ``message`` says
-    where they first part and why, and ``rank``, ``key``, ``entry`` and ``reasons`` locate it
-    (``key`` is None when the difference is not a block's: a root seed, a note outside blocks,
-    a shorter run). ``str(diff)`` is the message; :meth:`as_dict` is the same as JSON data.
+    ``identical`` is True when every rank's records pair and agree and both runs recorded
+    everything. Otherwise ``message`` says where they first part and why, and ``rank``,
+    ``key``, ``entry`` (the n-th entry of that key in the rank) and ``reasons`` locate it
+    (``key`` is None when the difference is not a block's: a root seed, a note outside blocks);
+    ``process`` names the process that wrote run A's record there when it is not the rank's
+    own (a DataLoader worker, a child process). ``unrecorded`` lists what either run did not
+    record (a ledger stopped by a failure, a DataLoader worker that left no ledger): then the
+    runs are not called identical even when every recorded block agrees. ``str(diff)`` is the
+    message; :meth:`as_dict` is the same as JSON data.
     """
 
     identical: bool
@@ -231,9 +361,8 @@ class RunDiff:
     reasons: tuple[str, ...] = ()
     ranks: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     context: tuple[str, ...] = ()
-    #: The child process ledger where they first part (n: the n-th child of ``rank``, see the
-    #: module's docstring), or None: a rank's own ledger.
-    child: int | None = None
+    process: str | None = None
+    unrecorded: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.message
@@ -251,20 +380,21 @@ class RunDiff:
             "reasons": list(self.reasons),
             "ranks": list(self.ranks),
             "context": list(self.context),
-            "child": self.child,
+            "process": self.process,
+            "unrecorded": list(self.unrecorded),
         }
 
 
 def _rank_summary(diff: _RankDiff) -> dict[str, Any]:
-    record = diff.record or {}
+    event = diff.event
+    block = event is not None and "key" in event.record
     return {
         "rank": diff.rank,
-        "child": diff.child or None,
         "identical": diff.identical,
         "agreed_blocks": diff.agreed,
-        "record": diff.index,
-        "key": record.get("key") if diff.index is not None else None,
-        "entry": record.get("entry") if diff.index is not None else None,
+        "record": diff.position,
+        "key": event.record["key"] if block and event is not None else None,
+        "entry": event.number if block and event is not None else None,
         "reasons": list(diff.reasons),
     }
 
@@ -274,14 +404,17 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
 
     Each run is a ledger file, a folder of ledgers (one per rank, paired by the rank in their
     headers), or the path given to ``record_blocks``/``REPRODUCIBLE_BLOCK_LEDGER`` (its
-    ``.rank{N}`` and ``.pid{PID}`` files are found next to it). Child processes' ``.pid{PID}``
-    ledgers are paired within their rank in the order of their first records (``child`` names
-    the n-th). Records are compared in order; the first that
-    differs is reported with the block's key, its entry (how many times that key had exited)
-    and the rank, and why: another block ran, a generator's stream was consumed differently
-    (with the count of 32-bit numbers each run drew, replayed from the block's derived entry
-    state, up to 10**7), a watched or noted value differs, or one run stops early. Under several
-    ranks the rank whose difference comes earliest in its ledger is reported first.
+    ``.rank{N}``, DataLoader workers' and children's ``.pid{PID}`` files are found next to it).
+    Block records are paired by (rank, key, n-th entry of that key in the rank), whatever
+    process wrote them and in whatever order: runs with 0, 2 or 4 DataLoader workers pair
+    sample by sample. Records of different ranks never pair. The first differing record in the
+    run's order is reported with the block's key, its entry and the rank, and why: a
+    generator's stream was consumed differently (with the count of 32-bit numbers each run
+    drew, replayed from the block's derived entry state, up to 10**7), a watched value or a
+    note differs (``note 'loss' #3 in ('train', 1)``: the third loss noted there), a block or
+    a set_seed call exists in one run only. Under several ranks the rank whose difference
+    comes earliest in its order is reported first. What a run did not record (a ledger that
+    stopped, a worker that left no ledger) is listed in ``unrecorded`` and the message.
 
     Unreadable input raises :class:`ReproducibleBlockValueError`.
 
@@ -299,47 +432,54 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
     >>> found.key == ("sample", 2) and "A drew 3 numbers, B 4" in found.message
     True
     """
-    ledgers_a, ledgers_b = read_run(run_a), read_run(run_b)
-    any_a, any_b = next(iter(ledgers_a.values())), next(iter(ledgers_b.values()))
+    read_a, read_b = read_run(run_a), read_run(run_b)
+    any_a = next(iter(read_a.ranks.values()))[0]
+    any_b = next(iter(read_b.ranks.values()))[0]
     if any_a.header.get("digest") != any_b.header.get("digest"):
         raise ReproducibleBlockValueError(
             f"the ledgers use different digests (A {any_a.header.get('digest')!r}, B "
             f"{any_b.header.get('digest')!r}): they were written by incompatible versions of "
             "reproducible_block. Record both runs with the same version."
         )
-    context = tuple(_versions(any_a, any_b))
+    context = _versions(any_a, any_b)
+    for name, read in (("A", read_a), ("B", read_b)):
+        if read.left_out:
+            context.append(
+                f"{name}: left out {len(read.left_out)} ledger file(s) of another recording in "
+                f"the same folder, e.g. {read.left_out[0].name}"
+            )
+    unrecorded = tuple(_unrecorded("A", read_a) + _unrecorded("B", read_b))
     diffs: list[_RankDiff] = []
-    for slot in sorted(
-        set(ledgers_a) | set(ledgers_b), key=lambda s: (-1 if s[0] is None else s[0], s[1])
-    ):
-        rank, child = slot
-        if slot not in ledgers_b or slot not in ledgers_a:
-            having = "A" if slot in ledgers_a else "B"
-            what = f"rank {rank}" if not child else _RankDiff(rank, 0, child=child).label
+    for rank in sorted(set(read_a.ranks) | set(read_b.ranks), key=lambda r: -1 if r is None else r):
+        if rank not in read_a.ranks or rank not in read_b.ranks:
+            having = "A" if rank in read_a.ranks else "B"
             diffs.append(
-                _RankDiff(rank, 0, -1, None, (f"only {having} has a ledger for {what}",), child)
+                _RankDiff(rank, 0, -1, None, (f"only {having} has ledgers for rank {rank}",))
             )
             continue
-        diffs.append(replace(_diff_ledgers(ledgers_a[slot], ledgers_b[slot]), child=child))
+        diffs.append(_diff_rank(rank, read_a.ranks[rank], read_b.ranks[rank]))
     summaries = tuple(_rank_summary(diff) for diff in diffs)
     suffix = f" (the runs used different versions: {'; '.join(context)})" if context else ""
+    missing = f"; not every block was recorded: {'; '.join(unrecorded)}" if unrecorded else ""
     differing = [diff for diff in diffs if not diff.identical]
     if not differing:
         blocks = sum(diff.agreed for diff in diffs)
-        count = sum(not diff.child for diff in diffs)
-        ranks = "" if count == 1 else f" on {count} ranks"
-        children = len(diffs) - count
-        ranks += f" and {children} child process ledger{'s' * (children > 1)}" if children else ""
+        ranks = "" if len(diffs) == 1 else f" on {len(diffs)} ranks"
+        if unrecorded:
+            message = f"the recorded blocks agree: {blocks:,} blocks{ranks}{missing}"
+        else:
+            message = f"the runs agree: {blocks:,} blocks{ranks}, every record the same"
         return RunDiff(
-            True,
-            f"the runs agree: {blocks:,} blocks{ranks}, every record the same" + suffix,
+            not unrecorded,
+            message + suffix,
             blocks,
             ranks=summaries,
-            context=context,
+            context=tuple(context),
+            unrecorded=unrecorded,
         )
-    first = min(differing, key=lambda diff: diff.index if diff.index is not None else 0)
-    record = first.record or {}
-    in_block = first.index is not None and first.index >= 0 and "key" in record
+    first = min(differing, key=lambda diff: diff.position if diff.position is not None else 0)
+    event = first.event
+    in_block = event is not None and "key" in event.record
     message = (
         f"both runs agree for {first.agreed:,} blocks; they first differ at "
         f"{_where(first)}: {'; '.join(first.reasons)}"
@@ -350,15 +490,17 @@ def diff_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -> R
             f"{diff.label or 'the parent'} also differs, first at {_where(diff, with_rank=False)}"
             for diff in others
         )
+    process = None if event is None else event.ledger.process
     return RunDiff(
         False,
-        message + suffix,
+        message + missing + suffix,
         first.agreed,
         first.rank,
-        key_from_json(record["key"]) if in_block else None,
-        record.get("entry") if in_block else None,
+        key_from_json(event.record["key"]) if in_block and event is not None else None,
+        event.number if in_block and event is not None else None,
         first.reasons,
         summaries,
-        context,
-        first.child or None,
+        tuple(context),
+        None if process == "the main process" else process,
+        unrecorded,
     )

@@ -56,7 +56,7 @@ def test_the_header_says_what_the_records_derive_from(tmp_path: Path) -> None:
         pass
     header = _lines(tmp_path / "ledger.jsonl")[0]
     assert header["format"] == "reproducible_block-ledger"
-    assert header["version"] == 1
+    assert header["version"] == 2
     assert header["root_seed"] == 11
     assert header["derivation"] == _format.DERIVATION
     assert header["versions"]["torch"] == torch.__version__
@@ -160,13 +160,13 @@ def test_notes_go_into_the_innermost_block_and_stand_alone_outside(tmp_path: Pat
         ledger_note("epoch", torch.ones(2))
     records = read_ledger(ledger.path).records
     assert records[0]["key"] == "eval"
-    assert records[0]["notes"] == {"accuracy": [records[0]["notes"]["accuracy"][0], 0.75]}
+    assert records[0]["notes"] == {"accuracy": [[records[0]["notes"]["accuracy"][0][0], 0.75]]}
     assert set(records[1]["notes"]) == {"loss", "step"}
-    assert records[1]["notes"]["loss"][1] == 0.5
-    assert records[1]["notes"]["step"][1] == 3
+    assert records[1]["notes"]["loss"][0][1] == 0.5
+    assert records[1]["notes"]["step"][0][1] == 3
     assert "key" not in records[2]
     assert list(records[2]["notes"]) == ["epoch"]
-    assert len(records[2]["notes"]["epoch"]) == 1  # two values: a fingerprint, no number
+    assert len(records[2]["notes"]["epoch"][0]) == 1  # two values: a fingerprint, no number
 
 
 def test_a_note_without_a_recording_ledger_does_nothing() -> None:
@@ -202,8 +202,8 @@ def test_special_numbers_are_recorded_as_words(tmp_path: Path) -> None:
         ledger_note("nan", float("nan"))
         ledger_note("flag", True)
     notes = _blocks(ledger.path)[0]["notes"]
-    assert notes["nan"][1] == "nan"
-    assert notes["flag"][1] == 1
+    assert notes["nan"][0][1] == "nan"
+    assert notes["flag"][0][1] == 1
 
 
 @pytest.mark.parametrize(
@@ -346,7 +346,7 @@ def test_the_environment_variable_records_lazily_and_children_get_their_own_file
     monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(target))
     monkeypatch.delenv(_processes.PARENT_VARIABLE, raising=False)
     _arming._start_from_environment()
-    assert os.environ[_processes.PARENT_VARIABLE] == str(os.getpid())
+    assert os.environ[_processes.PARENT_VARIABLE].startswith(f"{os.getpid()}::")
     assert not target.exists()  # opened at the first record
     set_seed(0)
     with ReproducibleBlock("x"):
@@ -393,7 +393,7 @@ class _PerSample(Dataset[torch.Tensor]):
 
 
 @pytest.mark.slow
-def test_blocks_in_forked_loader_workers_are_not_recorded(tmp_path: Path) -> None:
+def test_blocks_in_a_forked_loader_worker_are_recorded_in_its_own_file(tmp_path: Path) -> None:
     set_seed(0)
     with record_blocks(tmp_path / "ledger.jsonl") as ledger:
         loader = DataLoader(
@@ -404,7 +404,13 @@ def test_blocks_in_forked_loader_workers_are_not_recorded(tmp_path: Path) -> Non
             pass
     assert len(batches) == 2
     assert [r["key"] for r in _blocks(ledger.path)] == ["parent"]
-    assert not list(tmp_path.glob("ledger.*.jsonl"))
+    (worker,) = tmp_path.glob("ledger.worker0.pid*.jsonl")
+    assert [r["key"] for r in _blocks(worker)] == [["sample", index] for index in range(4)]
+    header = read_ledger(worker).header
+    assert header["parent"] == os.getpid()
+    assert header["run"] == ledger.run
+    assert header["worker"]["id"] == 0
+    assert header["worker"]["num_workers"] == 1
 
 
 _KILLED_RUN = """
@@ -491,17 +497,6 @@ def test_a_path_without_a_suffix_gets_the_rank_appended(
     assert ledger.path == tmp_path / "ledger.rank0"
 
 
-def test_a_loader_worker_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_processes, "in_loader_worker", lambda: True)
-    monkeypatch.setenv(LEDGER_ENVIRONMENT_VARIABLE, str(tmp_path / "ledger.jsonl"))
-    _arming._start_from_environment()
-    set_seed(0)
-    with ReproducibleBlock(("sample", 0)):
-        ledger_note("loss", 1.0)
-    ledger_note("outside", 1.0)
-    assert not list(tmp_path.iterdir())
-
-
 def test_a_note_in_an_outer_block_waits_for_that_block(tmp_path: Path) -> None:
     set_seed(0)
     with record_blocks(tmp_path / "ledger.jsonl") as ledger, ReproducibleBlock("outer"):
@@ -518,10 +513,12 @@ def test_a_note_outside_blocks_after_set_seed_comes_after_the_root(tmp_path: Pat
     with record_blocks(tmp_path / "ledger.jsonl") as ledger:
         set_seed(9)
         ledger_note("epoch", 1)
-    assert read_ledger(ledger.path).records == [
+    records = read_ledger(ledger.path).records
+    assert [{name: value for name, value in r.items() if name != "t"} for r in records] == [
         {"root": 9},
-        {"notes": {"epoch": [ledger_fp(1), 1]}, "rank": 0},
+        {"notes": {"epoch": [[ledger_fp(1), 1]]}, "rank": 0},
     ]
+    assert records[0]["t"] <= records[1]["t"]
 
 
 def ledger_fp(value: object) -> str:
@@ -633,9 +630,9 @@ def test_sparse_tensors_are_noted_by_their_values(tmp_path: Path) -> None:
     notes = read_ledger(ledger.path).records[0]["notes"]
     assert notes["grad"] == notes["same"]  # uncoalesced or not: the same values
     assert notes["csr"] == notes["coo"]  # the same entries in another layout
-    assert notes["one"][1] == 1.0
+    assert notes["one"][0][1] == 1.0
     other = gradient.coalesce() * 2
-    assert _format.noted(other)[0] != notes["grad"][0]
+    assert _format.noted(other)[0] != notes["grad"][0][0]
 
 
 def test_a_loss_noted_under_grad_and_vmap_is_recorded(tmp_path: Path) -> None:
@@ -656,8 +653,8 @@ def test_a_loss_noted_under_grad_and_vmap_is_recorded(tmp_path: Path) -> None:
     assert torch.equal(gradient, torch.full((3,), 2.0))
     assert torch.equal(batched, torch.full((2,), 3.0))
     grad_record, vmap_record = read_ledger(ledger.path).records
-    assert grad_record["notes"]["loss"] == _format.noted(torch.tensor(3.0))
-    assert vmap_record["notes"]["loss"][0] == _format.noted(torch.full((2,), 3.0))[0]
+    assert grad_record["notes"]["loss"] == [_format.noted(torch.tensor(3.0))]
+    assert vmap_record["notes"]["loss"][0][0] == _format.noted(torch.full((2,), 3.0))[0]
 
 
 @pytest.mark.slow
@@ -675,7 +672,7 @@ def test_a_note_inside_a_compiled_function_is_recorded(tmp_path: Path) -> None:
             result = compiled(torch.ones(3))
         explained = torch._dynamo.explain(step)(torch.ones(3))
     assert result.item() == 7.0
-    assert _note_of(ledger.path, "loss")[0] == _format.noted(torch.tensor(6.0))  # type: ignore[arg-type]
+    assert _note_of(ledger.path, "loss")[0] == [_format.noted(torch.tensor(6.0))]  # type: ignore[arg-type]
     # Dynamo never traced the ledger's work: at most one graph break, at the note itself.
     traced = {
         (Path(frame.filename).name, frame.name)
@@ -699,8 +696,8 @@ def test_a_note_from_another_thread_never_waits_for_the_block(tmp_path: Path) ->
         pool.submit(ledger_note, "after", 1).result(timeout=60)
     records = read_ledger(ledger.path).records
     assert records[0]["key"] == "train"
-    assert records[0]["notes"]["loss"][1] == 0.5
-    assert records[1]["notes"]["after"][1] == 1
+    assert records[0]["notes"]["loss"][0][1] == 0.5
+    assert records[1]["notes"]["after"][0][1] == 1
 
 
 def test_a_value_that_cannot_be_fingerprinted_stops_the_ledger_once_at_the_caller(
@@ -759,7 +756,7 @@ def test_a_short_write_goes_on_until_the_line_is_whole(
     assert ledger.path is not None
     (record,) = read_ledger(ledger.path).records
     assert key_from_json(record["key"]) == ("short", 1)
-    assert record["notes"]["loss"][1] == 0.5
+    assert record["notes"]["loss"][0][1] == 0.5
 
 
 def test_a_forked_child_writes_its_own_file_or_stops(
@@ -789,8 +786,12 @@ def test_a_forked_child_writes_its_own_file_or_stops(
     child.close()
     _ledger.set_recording(None)
     with record_blocks(tmp_path / "explicit.jsonl") as explicit:
-        _arming._after_fork_in_child()  # a ledger of record_blocks stops in a child
-        assert _ledger.recording is None
+        _arming._after_fork_in_child()  # a child of record_blocks records in loader workers only
         assert explicit._fd is None
+        with ReproducibleBlock("in-a-child"):
+            pass
+        assert _ledger.recording is not None
+        assert _ledger.recording.path is None
+    assert sorted(path.name for path in tmp_path.glob("explicit*")) == ["explicit.jsonl"]
     _arming._after_fork_in_child()  # nothing records: nothing to do
     assert _ledger.recording is None

@@ -90,7 +90,7 @@ def test_one_changed_draw_is_located_to_its_block_and_counted(
     assert found.reasons == (f"{source} stream consumed differently ({counts})",)
     assert found.message == (
         f"both runs agree for 13 blocks; they first differ at "
-        f"('sample', 13), entry 1: {source} stream consumed differently "
+        f"('sample', 13), entry #1: {source} stream consumed differently "
         f"({counts})"
     )
 
@@ -146,10 +146,12 @@ def test_a_changed_note_is_located(tmp_path: Path) -> None:
         record(tmp_path / "a.jsonl", program(1.0)), record(tmp_path / "b.jsonl", program(3.0))
     )
     assert found.key == ("train", 2)
-    assert found.reasons == ("the noted loss differs (A 2.0, B 6.0)",)
+    assert found.reasons == ("note 'loss' #1 in ('train', 2) differs (A 2.0, B 6.0)",)
 
 
-def test_another_block_order_is_named(tmp_path: Path) -> None:
+def test_another_block_order_is_no_difference(tmp_path: Path) -> None:
+    # Records pair by (key, n-th entry), not by order: what each block did is compared (a data
+    # order that changes shows in the blocks whose values depend on it, e.g. a noted loss).
     def program(order: list[int]) -> Callable[[], None]:
         def run() -> None:
             for index in order:
@@ -162,9 +164,8 @@ def test_another_block_order_is_named(tmp_path: Path) -> None:
         record(tmp_path / "a.jsonl", program([1, 2, 3, 5, 6])),
         record(tmp_path / "b.jsonl", program([1, 2, 3, 6, 5])),
     )
-    assert found.agreed == 3
-    assert found.key == ("sample", 5)
-    assert found.reasons == ("A exited ('sample', 5) where B exited ('sample', 6)",)
+    assert found.identical, found.message
+    assert found.agreed == 5
 
 
 def test_a_shorter_run_is_named_and_a_torn_line_mentioned(tmp_path: Path) -> None:
@@ -176,10 +177,10 @@ def test_a_shorter_run_is_named_and_a_torn_line_mentioned(tmp_path: Path) -> Non
     assert found.agreed == 12
     assert found.key == ("sample", 12)
     assert found.reasons == (
-        "B stops here (its last line is torn: it was killed while "
-        "writing) where A goes on: A exited ('sample', 12)",
+        "only A has this record: B exited ('sample', 12) never (B's ledger b.jsonl is torn: "
+        "it was killed while writing)",
     )
-    assert "B goes on" in diff_runs(b, a).reasons[0]
+    assert diff_runs(b, a).reasons[0].startswith("only B has this record: A exited")
 
 
 def test_different_root_seeds_are_the_first_difference(tmp_path: Path) -> None:
@@ -376,7 +377,7 @@ def test_a_two_rank_run_writes_a_ledger_per_rank_and_the_diff_names_the_rank(
         found = diff_runs(run_a, run_b)
         assert (found.rank, found.key, found.entry) == (1, ("sample", CHANGED_SAMPLE), 1)
         assert found.message == (
-            "both runs agree for 2 blocks; they first differ at ('sample', 5), entry 1, "
+            "both runs agree for 2 blocks; they first differ at ('sample', 5), entry #1, "
             "rank 1: torch stream consumed differently (A drew 4 numbers, B 5)"
         )
         assert [rank["identical"] for rank in found.ranks] == [True, False]
@@ -477,13 +478,13 @@ def test_notes_and_blocks_of_other_kinds_are_named(tmp_path: Path) -> None:
     found = diff_runs(
         record(tmp_path / "a.jsonl", program(True)), record(tmp_path / "b.jsonl", program(False))
     )
-    assert found.reasons == ("A noted 'epoch' outside every block where B exited 'x'",)
+    assert found.reasons == ("only A has this record: B noted 'epoch' outside blocks once",)
     assert found.key is None
     notes = diff_runs(
         record(tmp_path / "c.jsonl", program(False, 1.0)),
         record(tmp_path / "d.jsonl", program(False, 2.0)),
     )
-    assert notes.reasons == ("the noted epoch differs (A 1.0, B 2.0)",)
+    assert notes.reasons == ("note 'epoch' #1 outside blocks differs (A 1.0, B 2.0)",)
     assert notes.agreed == 1
 
 
@@ -543,10 +544,10 @@ def test_every_differing_rank_is_listed_and_missing_ranks_named(
     found = diff_runs(a, b)
     assert found.rank == 0
     assert found.key == ("sample", 1)
-    assert found.message.endswith("; rank 1 also differs, first at ('sample', 1), entry 1")
+    assert found.message.endswith("; rank 1 also differs, first at ('sample', 1), entry #1")
     (tmp_path / "b" / "ledger.rank1.jsonl").unlink()
     missing = diff_runs(a, b)
-    assert missing.ranks[1]["reasons"] == ["only A has a ledger for rank 1"]
+    assert missing.ranks[1]["reasons"] == ["only A has ledgers for rank 1"]
 
 
 # --- Damaged ledgers: exit 2, naming the file, the line and the field ---------------------------
@@ -655,7 +656,7 @@ def _run_with_children(folder: Path, extra: int) -> Path:
 
 
 @pytest.mark.slow
-def test_a_run_folder_with_child_ledgers_is_diffed_child_by_child(tmp_path: Path) -> None:
+def test_child_ledgers_pair_by_key_with_the_run(tmp_path: Path) -> None:
     a = _run_with_children(tmp_path / "a", 0)
     b = _run_with_children(tmp_path / "b", 0)
     c = _run_with_children(tmp_path / "c", 1)
@@ -664,12 +665,60 @@ def test_a_run_folder_with_child_ledgers_is_diffed_child_by_child(tmp_path: Path
     assert same.agreed == 7
     differ = diff_runs(a, c)
     assert not differ.identical
-    assert differ.key == ("second", 1)
-    assert differ.child == 2
-    assert "child 2" in differ.message
-    assert differ.as_dict()["child"] == 2
+    assert (differ.key, differ.entry) == (("second", 1), 1)
+    assert differ.process is not None
+    assert differ.process.startswith("child process ")
+    assert f"(in {differ.process})" in differ.message
+    assert differ.as_dict()["process"] == differ.process
 
 
 def test_a_file_that_cannot_be_read_is_no_ledger(tmp_path: Path) -> None:
     assert not _read._is_ledger(tmp_path / "vanished.jsonl")  # gone between listing and reading
     assert not _read._is_ledger(tmp_path)  # a folder
+
+
+def test_every_note_is_kept_and_the_first_differing_one_named(tmp_path: Path) -> None:
+    def program(changed_step: int | None) -> Callable[[], None]:
+        def run() -> None:
+            for epoch in range(2):
+                with ReproducibleBlock(("train", epoch)):
+                    for step in range(4):
+                        changed = epoch == 1 and step == changed_step
+                        ledger_note("loss", 1.0 / (step + 1) + (0.5 if changed else 0.0))
+
+        return run
+
+    a = record(tmp_path / "a.jsonl", program(None))
+    (_first, second) = read_ledger(a).records
+    assert [value[1] for value in second["notes"]["loss"]] == [1.0, 0.5, 1 / 3, 0.25]
+    found = diff_runs(a, record(tmp_path / "b.jsonl", program(2)))
+    assert not found.identical
+    assert (found.key, found.entry) == (("train", 1), 1)
+    assert found.reasons == (
+        f"note 'loss' #3 in ('train', 1) differs (A {1 / 3!r}, B {1 / 3 + 0.5!r})",
+    )
+    assert found.as_dict()["reasons"] == list(found.reasons)
+
+
+def test_a_stopped_ledger_is_reported_and_never_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def program() -> None:
+        per_sample(samples=3)
+        with pytest.warns(RuntimeWarning, match="stopped recording"):
+            ledger_note("unreadable", lambda: None)  # cannot be fingerprinted: the ledger stops
+        per_sample(samples=5)
+
+    a = record(tmp_path / "a.jsonl", program)
+    assert "stopped" in read_ledger(a).records[-1]
+    found = diff_runs(a, record(tmp_path / "b.jsonl", program))
+    assert not found.identical
+    assert found.agreed == 3
+    assert found.message.startswith("the recorded blocks agree: 3 blocks; not every block")
+    assert len(found.unrecorded) == 2
+    assert found.unrecorded[0].startswith(
+        "A: the main process stopped recording (ReproducibleBlockTypeError"
+    )
+    assert found.as_dict()["unrecorded"] == list(found.unrecorded)
+    assert main(["diff", str(a), str(tmp_path / "b.jsonl")]) == 1
+    capsys.readouterr()
