@@ -59,10 +59,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Every example, once (examples/resume.py is the check of bit-exact resume, alone and on 2 ranks),
-# a repeated key an error in every process (no example replays a key by mistake).
+# a repeated key an error in every process (no example replays a key by mistake). Python reads
+# PYTHONWARNINGS before the library can be imported: the filter names RepetitionWarning by its
+# message ("Repeated key: ...") and its base class, UserWarning.
 examples: $(STAMP)
 	@for f in examples/*.py; do echo "== $$f"; \
-		PYTHONWARNINGS=error::reproducible_block.RepetitionWarning $(BIN)/python $$f > /dev/null || exit 1; done
+		PYTHONWARNINGS="error:Repeated key:UserWarning" $(BIN)/python $$f > /dev/null || exit 1; done
 
 # The documentation tools, only when the site is built (requirements-docs.txt, from PyPI).
 $(DOCS_STAMP): requirements-docs.txt $(STAMP)

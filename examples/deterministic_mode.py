@@ -34,7 +34,7 @@ assert_deterministic(forward)
 print("forward() is deterministic")
 
 # Which generators did it use? Inside the block: torch (dropout). Around it: nothing leaks.
-with ReproducibleBlock("forward"), track_consumption() as inside:
+with ReproducibleBlock("forward", replay=True), track_consumption() as inside:  # on purpose
     model(batch)
 with track_consumption() as around:
     forward()

@@ -153,14 +153,18 @@ def _message(block: Any, first: tuple[str, int], again: tuple[str, int]) -> str:
         else f"at {first[0]}:{first[1]} and again at {again[0]}:{again[1]}"
     )
     return (
-        f"{block!r} was entered {places}, and drew the same numbers both times: a key names one "
+        f"Repeated key: {block!r} was entered {places}, and drew the same numbers both times: "
+        "a key names one "
         "stream per root seed, and every entry starts it afresh. A function called every step "
         "needs a key per call (@ReproducibleBlock(key, key_from='step')); a block in a loop "
         "needs the epoch or step in its key (ReproducibleBlock(('train', epoch))); two places "
-        "need two keys. If the replay is deliberate (evaluation with a fixed mask, reproducing "
-        "a result), say so with ReproducibleBlock(key, replay=True). Warned once per key; "
+        "need two keys. Comparing two variants in one process? Call set_seed(seed) before "
+        "each, as a new run does. If the replay is deliberate (evaluation with a fixed mask, "
+        "reproducing a result), say so with ReproducibleBlock(key, replay=True). Warned once "
+        "per key; "
         "silence it with warnings.filterwarnings('ignore', "
-        "category=reproducible_block.RepetitionWarning)."
+        "category=reproducible_block.RepetitionWarning) (on the command line, "
+        "-W 'ignore:Repeated key:UserWarning')."
     )
 
 

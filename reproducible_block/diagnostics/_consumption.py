@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 from reproducible_block._blocks import atomic as _atomic
+from reproducible_block._blocks import repetition as _repetition
 from reproducible_block._blocks import stack as _stack
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._sources.registry import check_sources, registry
@@ -127,11 +128,14 @@ def run_from_same_state(calls: Sequence[Callable[[], R]]) -> list[R]:
 
     Every managed generator and the root are captured first and restored before each call
     after the first, and at the end (also when a call raises), so the caller continues as if
-    nothing had run.
+    nothing had run. The calls replay on purpose: each starts with an empty record of the keys
+    entered (no :class:`~reproducible_block.RepetitionWarning` for a key the caller or another
+    call entered), and the caller's record comes back at the end.
     """
     with _stack.held("running from the same random state"):
         sources = registry.active()
         saved = [source.save() for source in sources]
+        entered = _repetition.snapshot()
     root = _root.peek_seed()
     results: list[R] = []
     try:
@@ -139,10 +143,12 @@ def run_from_same_state(calls: Sequence[Callable[[], R]]) -> list[R]:
             if index:
                 _atomic.restore_all(sources, saved)
                 _root.replace_seed(root)
+            _repetition.forget()
             results.append(call())
     finally:
         _atomic.restore_all(sources, saved)
         _root.replace_seed(root)
+        _repetition.restore(entered)
     return results
 
 

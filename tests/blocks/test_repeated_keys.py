@@ -301,3 +301,22 @@ def test_the_category_is_public_and_a_user_warning() -> None:
     assert rb.RepetitionWarning is RepetitionWarning
     assert issubclass(RepetitionWarning, UserWarning)
     assert RepetitionWarning.__module__ == "reproducible_block"
+
+
+def test_the_diagnostics_that_run_a_function_twice_replay_on_purpose(
+    caught: list[warnings.WarningMessage],
+) -> None:
+    from reproducible_block.diagnostics import assert_deterministic, find_nondeterminism
+
+    def forward() -> torch.Tensor:
+        with ReproducibleBlock("checked-forward"):
+            return torch.rand(3)
+
+    set_seed(0)
+    forward()  # the program's own entry, before the checks
+    assert_deterministic(forward)
+    assert find_nondeterminism(forward) is None
+    assert _repetitions(caught) == []
+    forward()  # the program enters it again itself: that is a repetition
+    (warning,) = _repetitions(caught)
+    assert "checked-forward" in str(warning.message)
