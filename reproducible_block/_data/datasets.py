@@ -9,10 +9,13 @@ worker and epoch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
+from operator import getitem
 from typing import Any, TypeVar
 
 from torch.utils.data import Dataset, IterableDataset
 
+from reproducible_block._blocks.batch import each_in_block
 from reproducible_block._blocks.block import ReproducibleBlock
 from reproducible_block._blocks.states import validate_and_encode
 from reproducible_block._data.sampler import SampleIndex, epoch_key
@@ -126,11 +129,10 @@ class ReproducibleDataset(Dataset[T_co]):
     def __getitems__(self, indices: Sequence[int]) -> list[T_co]:
         keys = [self.sample_key(index) for index in indices]
         ReproducibleBlock.prepare(keys, sources=self._sources)
-        samples = []
-        for key, index in zip(keys, indices, strict=True):
-            with ReproducibleBlock(key, sources=self._sources):
-                samples.append(self._dataset[int(index)])
-        return samples
+        blocks = [ReproducibleBlock(key, sources=self._sources) for key in keys]
+        # As `with block: self._dataset[int(index)]` per sample, switching straight from one
+        # sample's block to the next: the caller's states come back once, after the batch.
+        return each_in_block(blocks, partial(getitem, self._dataset), [int(i) for i in indices])
 
 
 def _iterate(dataset: Iterable[Any]) -> Iterator[Any]:
