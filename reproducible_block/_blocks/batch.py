@@ -63,7 +63,7 @@ def each_in_block(
     """
     results: list[Result] = []
     frame: _stack.Frame | None = None  # the open block's frame, while one is open
-    root = (0, None)  # (root generation, torch's seed) when that block entered
+    root: tuple[int, int | None] = (0, None)  # (root generation, torch's seed) at its entry
     try:
         for block, item in zip(blocks, items, strict=True):
             target = block._target()

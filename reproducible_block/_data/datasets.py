@@ -9,8 +9,6 @@ worker and epoch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from functools import partial
-from operator import getitem
 from typing import Any, TypeVar
 
 from torch.utils.data import Dataset, IterableDataset
@@ -51,7 +49,9 @@ class ReproducibleDataset(Dataset[T_co]):
     The DataLoader calls ``__getitems__`` with a batch: the batch's block states are derived
     at once (:meth:`ReproducibleBlock.prepare`), then each sample runs in its block with the
     wrapped ``__getitem__`` (the wrapped ``__getitems__``, if any, is not used: one block per
-    sample). ``sources=("torch",)`` manages only torch's generator (cheaper, when the
+    sample), the generators switching from one sample's block straight to the next: the
+    caller's streams come back once, after the batch (a block entered in another thread
+    meanwhile waits for the whole batch). ``sources=("torch",)`` manages only torch's generator (cheaper, when the
     transform draws only from torch). The wrapped dataset is ``.dataset``; ``len()`` is its
     length.
 
@@ -88,6 +88,7 @@ class ReproducibleDataset(Dataset[T_co]):
         self._sources = _checked_sources(key, sources)
         self._dataset = dataset
         self._key = key
+        self._prefix = key if isinstance(key, tuple) else (key,)  # of every sample's key
 
     @property
     def dataset(self) -> Dataset[T_co]:
@@ -113,6 +114,12 @@ class ReproducibleDataset(Dataset[T_co]):
         >>> wrapped.sample_key(SampleIndex(2, epoch=5)), wrapped.sample_key(2)
         (('sample', 5, 2), ('sample', 2))
         """
+        if type(index) is SampleIndex:  # the sampler's: its value was checked when made
+            epoch = index.epoch
+            if type(epoch) is int and epoch >= 0:
+                return (*self._prefix, epoch, int(index))
+        elif type(index) is int and index >= 0:  # the common cases, without check_int's text
+            return (*self._prefix, index)
         number = check_int(
             index,
             "index",
@@ -132,7 +139,12 @@ class ReproducibleDataset(Dataset[T_co]):
         blocks = [ReproducibleBlock(key, sources=self._sources) for key in keys]
         # As `with block: self._dataset[int(index)]` per sample, switching straight from one
         # sample's block to the next: the caller's states come back once, after the batch.
-        return each_in_block(blocks, partial(getitem, self._dataset), [int(i) for i in indices])
+        dataset = self._dataset
+
+        def sample(index: int) -> T_co:
+            return dataset[index]
+
+        return each_in_block(blocks, sample, [int(index) for index in indices])
 
 
 def _iterate(dataset: Iterable[Any]) -> Iterator[Any]:
