@@ -51,9 +51,9 @@ class ReproducibleDataset(Dataset[T_co]):
     wrapped ``__getitem__`` (the wrapped ``__getitems__``, if any, is not used: one block per
     sample), the generators switching from one sample's block straight to the next: the
     caller's streams come back once, after the batch (a block entered in another thread
-    meanwhile waits for the whole batch). ``sources=("torch",)`` manages only torch's generator (cheaper, when the
-    transform draws only from torch). The wrapped dataset is ``.dataset``; ``len()`` is its
-    length.
+    meanwhile waits for the whole batch). ``sources=("torch",)`` manages only torch's
+    generator (cheaper, when the transform draws only from torch). The wrapped dataset is
+    ``.dataset``; ``len()`` is its length.
 
     >>> import torch
     >>> from torch.utils.data import DataLoader
