@@ -292,6 +292,31 @@ class ReproducibleBlock:
             _repetition.entered(self, tail, frame, depth + 1)
         return frame
 
+    def _target(self) -> tuple[bytes, Selection, list[Any]] | None:
+        """What an entry installs: (the derivation tail, the sources, their states), as
+        ``__enter__`` finds them; None where an entry is more than a switch (disabled, a
+        ``key_from``, compiled code). ``_blocks.batch`` switches from block to block with it."""
+        if (
+            not self._enabled
+            or self._key_from is not None
+            or is_dynamo_compiling()
+            or dynamo_callback() is not None
+        ):
+            return None
+        seed = _root.seed
+        if seed is None:
+            seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+        selection = registry.selections.get(self._source_names)
+        if selection is None:
+            selection = registry.select(self._source_names)
+        tail = self._key_bytes
+        if self._per_rank or self._per_worker:
+            tail = derivation_tail(tail, self._per_rank, self._per_worker)
+        states = _cache.get((seed, tail, selection))
+        if states is None:
+            states = derive_states(seed, tail, selection)
+        return tail, selection, states
+
     def __enter__(self) -> ReproducibleBlock:
         if self._enabled:
             if is_dynamo_compiling() or dynamo_callback() is not None:  # inline: "repeated key"

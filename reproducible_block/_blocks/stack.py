@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from threading import get_ident
-from typing import Any
+from typing import Any, NoReturn
 
 from reproducible_block._blocks.atomic import restore_all
 from reproducible_block._fast import views as _memory
@@ -49,6 +49,7 @@ __all__ = [
     "open_labels",
     "refuse_inside_block",
     "set_block_wait_timeout",
+    "switch",
 ]
 
 #: The environment variable that sets the default wait (seconds, or ``none`` for no limit).
@@ -219,7 +220,40 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     return kept
 
 
-def _leave_out_of_order(frame: Frame, keep: bool) -> list[Any] | None:
+def switch(frame: Frame, owner: object, states: Sequence[Any]) -> Frame:
+    """Close ``frame`` and open ``owner``'s block over the same sources in one step.
+
+    What :func:`leave` then :func:`enter` do, without putting the caller's states back in
+    between only to save them again: the exit hook sees ``frame`` (its block's states still
+    installed, the block no longer counted open), then each source gets ``states`` (derived,
+    installed with ``restore``); the caller's saved states carry over to the new frame, and the
+    lock stays held. ``frame`` must be the innermost open frame and the next block must manage
+    its sources, in order (``_blocks.batch`` checks both, and that no other seeder ran). All or
+    nothing: if the hook or a source fails, every source gets the caller's state back and the
+    lock is released, as :func:`leave` does, before the error propagates.
+    """
+    if not _open or _open[-1] is not frame:
+        _leave_out_of_order(frame, False)  # raises, as leave does: every caller's state back
+    sources, saved = frame[1], frame[2]
+    with _memory.switching:  # no fork between the pop and the new frame
+        _open.pop()
+        try:
+            if exit_hook is not None:
+                exit_hook(frame)
+            for source, state in zip(sources, states, strict=True):
+                source.restore(state)  # a derived state: nothing of the last block is kept
+        except BaseException:  # the caller's states come back, as in leave
+            try:
+                restore_all(sources, saved)
+            finally:
+                lock.release()
+            raise
+        opened = (owner, sources, saved)
+        _open.append(opened)
+    return opened
+
+
+def _leave_out_of_order(frame: Frame, keep: bool) -> NoReturn:
     """Close a block that blocks opened after it still cover, then raise BlockUsageError.
 
     Each source's caller state goes to the nearest newer block that manages the source (it

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from torch.utils.data import Dataset, IterableDataset
 
+from reproducible_block._blocks.batch import each_in_block
 from reproducible_block._blocks.block import ReproducibleBlock
 from reproducible_block._blocks.states import validate_and_encode
 from reproducible_block._data.sampler import SampleIndex, epoch_key
@@ -48,9 +49,11 @@ class ReproducibleDataset(Dataset[T_co]):
     The DataLoader calls ``__getitems__`` with a batch: the batch's block states are derived
     at once (:meth:`ReproducibleBlock.prepare`), then each sample runs in its block with the
     wrapped ``__getitem__`` (the wrapped ``__getitems__``, if any, is not used: one block per
-    sample). ``sources=("torch",)`` manages only torch's generator (cheaper, when the
-    transform draws only from torch). The wrapped dataset is ``.dataset``; ``len()`` is its
-    length.
+    sample), the generators switching from one sample's block straight to the next: the
+    caller's streams come back once, after the batch (a block entered in another thread
+    meanwhile waits for the whole batch). ``sources=("torch",)`` manages only torch's
+    generator (cheaper, when the transform draws only from torch). The wrapped dataset is
+    ``.dataset``; ``len()`` is its length.
 
     >>> import torch
     >>> from torch.utils.data import DataLoader
@@ -85,6 +88,7 @@ class ReproducibleDataset(Dataset[T_co]):
         self._sources = _checked_sources(key, sources)
         self._dataset = dataset
         self._key = key
+        self._prefix = key if isinstance(key, tuple) else (key,)  # of every sample's key
 
     @property
     def dataset(self) -> Dataset[T_co]:
@@ -110,6 +114,12 @@ class ReproducibleDataset(Dataset[T_co]):
         >>> wrapped.sample_key(SampleIndex(2, epoch=5)), wrapped.sample_key(2)
         (('sample', 5, 2), ('sample', 2))
         """
+        if type(index) is SampleIndex:  # the sampler's: its value was checked when made
+            epoch = index.epoch
+            if type(epoch) is int and epoch >= 0:
+                return (*self._prefix, epoch, int(index))
+        elif type(index) is int and index >= 0:  # the common cases, without check_int's text
+            return (*self._prefix, index)
         number = check_int(
             index,
             "index",
@@ -126,11 +136,15 @@ class ReproducibleDataset(Dataset[T_co]):
     def __getitems__(self, indices: Sequence[int]) -> list[T_co]:
         keys = [self.sample_key(index) for index in indices]
         ReproducibleBlock.prepare(keys, sources=self._sources)
-        samples = []
-        for key, index in zip(keys, indices, strict=True):
-            with ReproducibleBlock(key, sources=self._sources):
-                samples.append(self._dataset[int(index)])
-        return samples
+        blocks = [ReproducibleBlock(key, sources=self._sources) for key in keys]
+        # As `with block: self._dataset[int(index)]` per sample, switching straight from one
+        # sample's block to the next: the caller's states come back once, after the batch.
+        dataset = self._dataset
+
+        def sample(index: int) -> T_co:
+            return dataset[index]
+
+        return each_in_block(blocks, sample, [int(index) for index in indices])
 
 
 def _iterate(dataset: Iterable[Any]) -> Iterator[Any]:
