@@ -108,5 +108,7 @@ def warn_at_user_line(
         line,
         module=str(module_globals.get("__name__", "<unknown>")),
         registry=registry if isinstance(registry, dict) else None,
-        module_globals=module_globals,
+        # Code with no file ("<string>": python -c, exec) has no source a loader can give:
+        # the globals of python -c name a loader that raises when the line is looked up.
+        module_globals=None if filename.startswith("<") else module_globals,
     )

@@ -20,6 +20,7 @@ from reproducible_block import (
     seed_worker,
     set_seed,
 )
+from reproducible_block.testing import isolated_random_state
 from tests import _sampler_resume_run
 from tests._sampler_datasets import Augmented, Stream
 from tests._spawn import run_python
@@ -62,7 +63,9 @@ def loaded(num_workers: int, persistent: bool, context: str | None, epochs: int)
 
 @pytest.fixture(scope="module")
 def baseline() -> list[Record]:
-    return loaded(0, False, None, 2)
+    # Module-scoped: outside each test's own isolation, so it restores what set_seed changes.
+    with isolated_random_state():
+        return loaded(0, False, None, 2)
 
 
 @pytest.mark.parametrize(
