@@ -181,6 +181,11 @@ def engine_view(generator: torch.Generator) -> EngineView | None:
         return None
     if not _engine_at:
         _engine_at.append(_engine_offset())
+        if _engine_at[0] is None:
+            views.warn_fallback(
+                "the block ledger's reading of torch's CPU generator",
+                "its C++ layout is not the expected one; records read get_state()",
+            )
     offset = _engine_at[0]
     if offset is None:
         return None
