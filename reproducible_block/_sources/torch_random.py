@@ -105,7 +105,7 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         self.name = name
         self._on_cpu = generator.device.type == "cpu"  # a generator never changes device
         self.mersenne_twister = self._on_cpu  # a device generator is a Philox
-        self._engine: EngineView | None | bool = False  # False: not looked for yet
+        self._engine: EngineView | bool | None = False  # False: not looked for yet
         # The hot path is the generator's own pair of calls: no Python in between.
         self.save = generator.get_state  # type: ignore[method-assign]
         self.restore = generator.set_state  # type: ignore[method-assign,assignment]

@@ -10,10 +10,11 @@ words, so the diff can replay the block's stream and count how many 32-bit numbe
 The block machinery calls one hook, at block exit, while the block's states are still installed:
 ``_stack.exit_hook``, which :func:`set_recording` sets to the recording ledger's ``record_exit``.
 It reads the frame's owner (its ``key``, ``per_rank`` and ``per_worker``), the frame's sources
-(each source's ``name``, and its state through ``save()`` and ``twister_state()``) and
-``_stack.open_count()`` (the blocks still open around the exiting one). Off, it costs one global
-lookup. Starting and stopping a recording is ``_arming``'s; which file a process writes,
-``_processes``'.
+(each source's ``name``; a Mersenne Twister's recorded fields through ``twister_now()``, which
+the built-in ones read in place, without copying their state; any other generator's state
+through ``get_state()``) and ``_stack.open_count()`` (the blocks still open around the exiting
+one). Off, it costs one global lookup. Starting and stopping a recording is ``_arming``'s;
+which file a process writes, ``_processes``'.
 
 Writing is crash-safe: every line goes out whole with one ``os.write`` on an ``O_APPEND`` file
 descriptor, nothing is buffered in the process, so a killed run (even ``SIGKILL``) leaves every

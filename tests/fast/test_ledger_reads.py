@@ -81,7 +81,6 @@ def test_the_torch_engine_view_follows_the_generator() -> None:
         torch.randn(1, generator=generator)
         assert view.twister_fields() == torch_cpu.twister_fields_of(generator.get_state())
 
-
     class Mine(torch.Generator):
         pass
 
