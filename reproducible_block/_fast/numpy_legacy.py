@@ -25,6 +25,8 @@ __all__ = ["LegacyViews", "managed_global"]
 KEY_WORDS = 624  # MT19937's key
 #: NumPy's mt19937_state: uint32 key[624], then int pos.
 MT_IMAGE_BYTES = 4 * KEY_WORDS + 4
+_KEY_HEAD = struct.Struct("=III")  # the first three key words
+_POSITION = struct.Struct("=i")
 
 
 def managed_global() -> Any:
@@ -130,6 +132,18 @@ class LegacyViews:
             return None
         with views.switching, self._lock:
             return bytes(self._mt), bytes(self._gauss)  # type: ignore[arg-type]
+
+    def twister_fields(self) -> tuple[int, int, int, bytes] | None:
+        """The MT19937's second and third key words, its position, and the Gaussian's 16 bytes,
+        read in place (what the block ledger records: no copy of the 2.5 KB key); None if the
+        views may not be used."""
+        if not self.usable():
+            return None
+        with views.switching, self._lock:
+            mt = self._mt
+            _, first, second = _KEY_HEAD.unpack_from(mt)  # type: ignore[arg-type]
+            position = _POSITION.unpack_from(mt, 4 * KEY_WORDS)[0]  # type: ignore[arg-type]
+            return first, second, position, bytes(self._gauss)  # type: ignore[arg-type]
 
     def restore(self, mt: bytes, gauss: bytes) -> bool:
         """Copy in what :meth:`save` returned; False (nothing done) if the views may not be used.

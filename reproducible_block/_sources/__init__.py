@@ -175,6 +175,12 @@ class GeneratorSource(ABC, Generic[StateT]):
         exit, so that the run diff can count what a block drew by replaying its stream."""
         return None
 
+    def twister_now(self) -> tuple[bytes, int, bytes] | None:
+        """:meth:`twister_state` of the generator's current state (what the block ledger records
+        at a block's exit): ``twister_state(save())`` by default. The built-in Mersenne Twisters
+        override it to read only those fields, without copying the whole state first."""
+        return self.twister_state(self.save())
+
     # Checkpoints.
 
     def to_checkpoint(self, state: StateT) -> Any:

@@ -119,6 +119,15 @@ class NumpyGlobalSource(GeneratorSource[Any]):
                 cached = _NO_GAUSSIAN  # NumPy keeps the last Gaussian's value once used
         return _KEY_ID.pack(first, second), int(position), cached
 
+    def twister_now(self) -> tuple[bytes, int, bytes] | None:
+        fields = self._views.twister_fields()  # read in place, when the views may be used
+        if fields is None:
+            return self.twister_state(self.save())
+        first, second, position, cached = fields
+        if not _GAUSSIAN.unpack(cached)[0]:
+            cached = _NO_GAUSSIAN  # as twister_state: the last Gaussian's value, once used
+        return _KEY_ID.pack(first, second), position, cached
+
     def from_bits(self, bits: bytes) -> Any:
         # The C images (restore() installs them either way: copied, or through set_state), and
         # the bits, for a global over another bit generator.

@@ -95,6 +95,14 @@ class PythonRandomSource(GeneratorSource[PythonState]):
             index, first, second = saved[1][MT_WORDS], saved[1][1], saved[1][2]
         return _KEY_ID.pack(first, second), index, repr(gauss).encode()
 
+    def twister_now(self) -> tuple[bytes, int, bytes]:
+        # The index and two key words straight from the C struct: no copy of the 2.5 KB image.
+        view = self._image.view()
+        if view is None:
+            return self.twister_state(random.getstate())
+        index, _, first, second = _IMAGE_HEAD.unpack_from(view)
+        return _KEY_ID.pack(first, second), index, repr(self._image.instance.gauss_next).encode()
+
     def from_bits(self, bits: bytes) -> Any:
         # The C image: restore() installs it either way (copied, or through setstate).
         return mt_image(bits, before=_INDEX_AT_END), None

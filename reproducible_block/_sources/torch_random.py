@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from reproducible_block._fast.torch_cpu import KEY_AT, STATE_BYTES, cpu_layout, state_bytes
+from reproducible_block._fast import views as _memory
+from reproducible_block._fast.torch_cpu import (
+    KEY_AT,
+    STATE_BYTES,
+    EngineView,
+    cpu_layout,
+    engine_view,
+    state_bytes,
+)
 from reproducible_block._sources import GeneratorSource
 from reproducible_block._streams.derivation import MT_WORDS, mt_keys, mt_words, philox_seed
 from reproducible_block._support.checks import invalid, read_fields, read_tensor
@@ -97,6 +105,7 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         self.name = name
         self._on_cpu = generator.device.type == "cpu"  # a generator never changes device
         self.mersenne_twister = self._on_cpu  # a device generator is a Philox
+        self._engine: EngineView | bool | None = False  # False: not looked for yet
         # The hot path is the generator's own pair of calls: no Python in between.
         self.save = generator.get_state  # type: ignore[method-assign]
         self.restore = generator.set_state  # type: ignore[method-assign,assignment]
@@ -140,6 +149,16 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         _, left, _, _, _, first, second = _HEAD.unpack_from(data)
         extra = data[:KEY_AT] + data[KEY_AT + 8 * MT_WORDS :]
         return _KEY_ID.pack(first, second), 625 - left, extra
+
+    def twister_now(self) -> tuple[bytes, int, bytes] | None:
+        # The engine's fields read in place (checked once per generator), when the switch is
+        # on: get_state() copies 5 KB into a new tensor.
+        engine = self._engine
+        if engine is False:
+            engine = self._engine = self._on_cpu and engine_view(self.generator)
+        if engine and _memory.ENABLED:
+            return engine.twister_fields()  # type: ignore[union-attr]
+        return self.twister_state(self.generator.get_state())
 
     def to_checkpoint(self, state: torch.Tensor) -> Any:
         return {"device": str(self.generator.device), "state": state.clone()}

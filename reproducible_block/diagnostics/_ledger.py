@@ -10,10 +10,11 @@ words, so the diff can replay the block's stream and count how many 32-bit numbe
 The block machinery calls one hook, at block exit, while the block's states are still installed:
 ``_stack.exit_hook``, which :func:`set_recording` sets to the recording ledger's ``record_exit``.
 It reads the frame's owner (its ``key``, ``per_rank`` and ``per_worker``), the frame's sources
-(each source's ``name``, and its state through ``save()`` and ``twister_state()``) and
-``_stack.open_count()`` (the blocks still open around the exiting one). Off, it costs one global
-lookup. Starting and stopping a recording is ``_arming``'s; which file a process writes,
-``_processes``'.
+(each source's ``name``; a Mersenne Twister's recorded fields through ``twister_now()``, which
+the built-in ones read in place, without copying their state; any other generator's state
+through ``get_state()``) and ``_stack.open_count()`` (the blocks still open around the exiting
+one). Off, it costs one global lookup. Starting and stopping a recording is ``_arming``'s;
+which file a process writes, ``_processes``'.
 
 Writing is crash-safe: every line goes out whole with one ``os.write`` on an ``O_APPEND`` file
 descriptor, nothing is buffered in the process, so a killed run (even ``SIGKILL``) leaves every
@@ -80,7 +81,7 @@ def set_recording(ledger: BlockLedger | None) -> BlockLedger | None:
 # used from the current key (624: all of them, the next draw twists).
 
 _Readers = tuple[
-    tuple[str, Callable[[], Any], Callable[[Any], Any] | None, GeneratorSource[Any]], ...
+    tuple[str, Callable[[], tuple[bytes, int, bytes] | None] | None, GeneratorSource[Any]], ...
 ]
 #: Each block selection's readers, by the identity of its sources tuple (one per selection).
 #: Sources need not be hashable (a user's dataclass source with eq=True is not); a value holds
@@ -89,17 +90,16 @@ _reader_cache: dict[int, tuple[tuple[GeneratorSource[Any], ...], _Readers]] = {}
 
 
 def _readers(sources: tuple[GeneratorSource[Any], ...]) -> _Readers:
-    """Each source's JSON key and bound methods (a block's sources are one tuple per
+    """Each source's JSON key and bound ``twister_now`` (a block's sources are one tuple per
     selection), so that a record reads them without a call of ours per source. A kind that is
-    no Mersenne Twister gets no ``twister_state`` reader: its state is read once, whole."""
+    no Mersenne Twister gets no ``twister_now`` reader: its state is read once, whole."""
     cached = _reader_cache.get(id(sources))
     if cached is not None and cached[0] is sources:
         return cached[1]
     readers = tuple(
         (
             json.dumps(source.name) + ":",
-            source.save,
-            source.twister_state if source.mersenne_twister else None,
+            source.twister_now if source.mersenne_twister else None,
             source,
         )
         for source in sources
@@ -314,8 +314,8 @@ class BlockLedger:
         count, key_text = self._key_entry(getattr(owner, "key", None))
         rank = self._rank()
         parts = []
-        for name, save, twister_state, source in _readers(tuple(sources)):  # _entry(), inlined
-            twister = None if twister_state is None else twister_state(save())
+        for name, twister_now, source in _readers(tuple(sources)):  # _entry(), inlined
+            twister = None if twister_now is None else twister_now()
             if twister is None:
                 parts.append(f'{name}["{fingerprint(source.get_state())}"]')
             else:

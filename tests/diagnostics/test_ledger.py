@@ -463,11 +463,12 @@ def test_entries_are_the_same_without_the_fast_paths(
             with ReproducibleBlock(("sample", index)):
                 np.random.standard_normal(1 + index)  # odd counts leave a cached Gaussian
                 random.gauss(0, 1) if index % 2 else random.random()
+                torch.randn(index)  # one: torch caches a double normal
 
     fast = _blocks(_recorded(tmp_path / "fast.jsonl", program))
     monkeypatch.setattr(views, "ENABLED", False)
     public = _blocks(_recorded(tmp_path / "public.jsonl", program))
-    for name in ("numpy", "random"):
+    for name in ("numpy", "random", "torch"):
         assert [r["state"][name] for r in fast] == [r["state"][name] for r in public]
         assert fast[0]["state"][name] != fast[2]["state"][name]
 
