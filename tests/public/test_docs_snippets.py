@@ -37,7 +37,10 @@ PAGES_WITHOUT_CODE = {
 
 # Pages whose code needs packages outside the package's dependencies: their code runs where
 # those are installed (make test installs requirements-integrations.txt into .venv).
-PAGES_NEEDING = {"docs/guides/integrations.md": ("lightning", "accelerate", "transformers")}
+PAGES_NEEDING = {
+    "docs/guides/integrations.md": ("lightning", "accelerate", "transformers"),
+    "docs/guides/checkpoints.md": ("torchdata",),
+}
 
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<language>[\w-]*)")
 SKIP = re.compile(r"^<!-- skip: (?P<reason>\S.*?) -->$")
