@@ -303,18 +303,10 @@ class ReproducibleBlock:
             or dynamo_callback() is not None
         ):
             return None
-        seed = _root.seed
-        if seed is None:
-            seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
-        selection = registry.selections.get(self._source_names)
-        if selection is None:
-            selection = registry.select(self._source_names)
         tail = self._key_bytes
         if self._per_rank or self._per_worker:
             tail = derivation_tail(tail, self._per_rank, self._per_worker)
-        states = _cache.get((seed, tail, selection))
-        if states is None:
-            states = derive_states(seed, tail, selection)
+        selection, states = block_states(tail, self._source_names, False, False)
         return tail, selection, states
 
     def __enter__(self) -> ReproducibleBlock:

@@ -85,18 +85,24 @@ class InPlaceExpansion:
         self._threads.expander = expander
         return expander
 
-    def outputs_many(self, bits: Sequence[bytes], increment: int) -> np.ndarray | None:
-        """The ``count`` outputs for each item of ``bits``, one row each (``len(bits)`` by
-        ``count``, uint64, little-endian here), or None as :meth:`outputs` returns it: a batch
-        of keys expanded with one look-up of this thread's generator and one copy into the
-        result."""
+    def _expander(self, increment: int) -> _Expander | None:
+        """This thread's generator for ``increment`` (made on first use), or None when the
+        switch is off or the layout check failed."""
         if not views.ENABLED:
             return None
         expander: _Expander | None = getattr(self._threads, "expander", None)
         if expander is None or expander.increment != increment:
             expander = self._new_expander(increment)
-            if expander is None:
-                return None
+        return expander
+
+    def outputs_many(self, bits: Sequence[bytes], increment: int) -> np.ndarray | None:
+        """The ``count`` outputs for each item of ``bits``, one row each (``len(bits)`` by
+        ``count``, uint64, little-endian here), or None as :meth:`outputs` returns it: a batch
+        of keys expanded with one look-up of this thread's generator and one copy into the
+        result."""
+        expander = self._expander(increment)
+        if expander is None:
+            return None
         state, random_raw, count = expander.state, expander.random_raw, self.count
         rows = []
         for item in bits:
@@ -108,12 +114,8 @@ class InPlaceExpansion:
         """The ``count`` outputs (uint64, little-endian here), or None when the switch is off
         or the layout check failed: the caller takes the public expansion. ``increment`` is
         read at every call (a test may change the constant it comes from)."""
-        if not views.ENABLED:
+        expander = self._expander(increment)
+        if expander is None:
             return None
-        expander: _Expander | None = getattr(self._threads, "expander", None)
-        if expander is None or expander.increment != increment:
-            expander = self._new_expander(increment)
-            if expander is None:
-                return None
         expander.state[:] = bits
         return expander.random_raw(self.count)
