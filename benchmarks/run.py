@@ -198,11 +198,13 @@ class Pipeline(Dataset[torch.Tensor]):
     process's state (allocator, caches) and the comparison is fair; each kind's time is summed.
     Which indices (odd or even) get blocks swaps every epoch, so a sample's place in the batch
     favours neither kind.
-    The key is ``("sample", epoch, index)``: a fresh key every epoch, as per-sample keys that
+    The key is ``(name, epoch, index)``: a fresh key every epoch, as per-sample keys that
     change every epoch are. ``__getitems__`` (which the DataLoader calls with a batch of
     indices) derives the batch's states at once with ``ReproducibleBlock.prepare``, counted in
     the blocks' time.
     """
+
+    name = "sample"  # the first part of every key: each pipeline has its own, so no key repeats
 
     def __init__(self, size: int, sources: tuple[str, ...] | None) -> None:
         self.size, self.sources = size, sources
@@ -221,12 +223,12 @@ class Pipeline(Dataset[torch.Tensor]):
     def __getitem__(self, index: int) -> torch.Tensor:
         if not self.in_block(index):
             return self.sample(index)
-        with ReproducibleBlock(("sample", self.epoch, index), sources=self.sources):
+        with ReproducibleBlock((self.name, self.epoch, index), sources=self.sources):
             return self.sample(index)
 
     def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
         start = time.thread_time()  # CPU time: other processes on the machine do not count
-        keys = [("sample", self.epoch, index) for index in indices if self.in_block(index)]
+        keys = [(self.name, self.epoch, index) for index in indices if self.in_block(index)]
         ReproducibleBlock.prepare(keys, sources=self.sources)
         self.seconds["blocks"] += time.thread_time() - start
         samples = []
@@ -241,6 +243,8 @@ class Pipeline(Dataset[torch.Tensor]):
 
 class MatrixWork(Pipeline):
     """The README's pipeline: about 1 ms of matrix work, then a few draws."""
+
+    name = "matrix"
 
     def __init__(self, size: int, sources: tuple[str, ...] | None, work: int) -> None:
         super().__init__(size, sources)
@@ -261,6 +265,8 @@ class ImageAugmentation(Pipeline):
     ``random`` (a jitter order): every source a block manages is used. The work does not depend
     on what is drawn (the flip is a select), so samples with and without blocks do the same.
     """
+
+    name = "augment"
 
     def __init__(self, size: int, sources: tuple[str, ...] | None) -> None:
         super().__init__(size, sources)

@@ -14,12 +14,16 @@ pending on it, and the root and torch's seed are as at the first entry (another 
 would read the same). Anywhere else the block closes and the next one enters as ``with`` does.
 The lock is held from the first block to the last: a block entered in another thread meanwhile
 waits for the whole batch, not one item.
+
+:func:`each_in_block_of` is the batch of per-sample blocks: every key checked and every state
+derived before the first item (``derive_batch``: one array operation per source for the whole
+batch), nothing per item but the switch and the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from reproducible_block._blocks import repetition as _repetition
 from reproducible_block._blocks import stack as _stack
@@ -27,24 +31,63 @@ from reproducible_block._blocks.block import ReproducibleBlock
 from reproducible_block._blocks.repetition import SETTLED as _SETTLED
 from reproducible_block._blocks.repetition import checking as _checking
 from reproducible_block._blocks.repetition import record as _record
+from reproducible_block._blocks.states import batch_states
+from reproducible_block._sources.registry import Selection
 from reproducible_block._streams import root as _root
+from reproducible_block._streams.keys import BlockKey
+from reproducible_block._support.transforms import dynamo_callback, is_dynamo_compiling
+from reproducible_block._support.warnings import user_place
 
-__all__ = ["each_in_block"]
+__all__ = ["each_in_block", "each_in_block_of"]
+
+Target = tuple[bytes, Selection, Sequence[Any]]  # (derivation tail, sources, their states)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+def each_in_block_of(
+    checked: Sequence[tuple[BlockKey, bytes]],
+    sources: tuple[str, ...] | None,
+    call: Callable[[Item], Result],
+    items: Sequence[Item],
+) -> list[Result]:
+    """:func:`each_in_block` with ``ReproducibleBlock(key, sources=sources)`` for each key,
+    the keys validated and encoded (``checked``, as :func:`validate_and_encode_all` gives them)
+    and ``sources`` checked: every block's states are derived at once, before the first call.
+
+    >>> import torch
+    >>> from reproducible_block import ReproducibleBlock, set_seed
+    >>> _ = set_seed(0)
+    >>> from reproducible_block._blocks.states import validate_and_encode_all
+    >>> checked = validate_and_encode_all([("doc-of", 0), ("doc-of", 1)])
+    >>> batch = each_in_block_of(checked, None, lambda _: torch.rand(()), [None, None])
+    >>> with ReproducibleBlock(("doc-of", 1), replay=True):  # again, on purpose
+    ...     torch.equal(batch[1], torch.rand(()))
+    True
+    """
+    blocks = [ReproducibleBlock._checked(key, encoded, sources) for key, encoded in checked]
+    if is_dynamo_compiling() or dynamo_callback() is not None:
+        return each_in_block(blocks, call, items)  # each entry as `with` does
+    tails = [encoded for _, encoded in checked]  # no folds: a plain block's tail is its key
+    selection, states = batch_states(tails, sources)
+    targets = [(tail, selection, found) for tail, found in zip(tails, states, strict=True)]
+    return each_in_block(blocks, call, items, targets, user_place(2))
 
 
 def each_in_block(
     blocks: Sequence[ReproducibleBlock],
     call: Callable[[Item], Result],
     items: Sequence[Item],
+    targets: Sequence[Target] | None = None,
+    place: tuple[str, int] | None = None,
 ) -> list[Result]:
     """``call(item)`` for each item, each in its block: as ``with block: call(item)`` per item.
 
     Between two items the generators switch directly from one block's states to the next's; the
     caller's states come back once, after the last item, or when a call raises (the error
-    propagates, no block is left open).
+    propagates, no block is left open). ``targets`` are what each block's ``_target()`` would
+    give, found beforehand; ``place`` is the user's line, for the repeated-key record.
 
     >>> import torch
     >>> from reproducible_block import ReproducibleBlock, set_seed
@@ -65,8 +108,8 @@ def each_in_block(
     frame: _stack.Frame | None = None  # the open block's frame, while one is open
     root: tuple[int, int | None] = (0, None)  # (root generation, torch's seed) at its entry
     try:
-        for block, item in zip(blocks, items, strict=True):
-            target = block._target()
+        for index, (block, item) in enumerate(zip(blocks, items, strict=True)):
+            target = block._target() if targets is None else targets[index]
             if frame is not None:
                 closing, frame = frame, None  # closed below, whatever happens
                 if (
@@ -77,7 +120,7 @@ def each_in_block(
                 ):
                     frame = _stack.switch(closing, block, target[2])
                     if _record.get(target[0]) is not _SETTLED and not block.replay:
-                        _repetition.entered(block, target[0], frame, 1)
+                        _repetition.entered(block, target[0], frame, 1, place)
                     results.append(call(item))
                     continue
                 _repetition.leave(closing)  # the check of a repeated key, if one is pending
@@ -88,7 +131,7 @@ def each_in_block(
             frame = _stack.enter(block, target[1].sources, target[2])
             root = (_root.generation, _root.torch_seed)
             if _record.get(target[0]) is not _SETTLED and not block.replay:
-                _repetition.entered(block, target[0], frame, 1)
+                _repetition.entered(block, target[0], frame, 1, place)
             results.append(call(item))
     except BaseException:
         if frame is not None:

@@ -185,6 +185,19 @@ class ReproducibleBlock:
         self._per_worker = per_worker
         self._frames: list[_stack.Frame] = []
 
+    @classmethod
+    def _checked(
+        cls, key: BlockKey, key_bytes: bytes, source_names: tuple[str, ...] | None
+    ) -> ReproducibleBlock:
+        """``ReproducibleBlock(key, sources=source_names)`` for a key already validated and
+        encoded, and sources already checked (a batch's blocks: ``_blocks.batch``)."""
+        block = cls.__new__(cls)
+        block._key, block._key_bytes, block._source_names = key, key_bytes, source_names
+        block._enabled, block._per_rank, block._per_worker = True, False, False
+        block._key_from, block._replay = None, False
+        block._frames = []
+        return block
+
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy or a pickle is a new, closed block: never the open frames, nor the cached
         # sources (which hold the process's generators themselves).
@@ -404,7 +417,8 @@ class ReproducibleBlock:
         source_names = checked_source_names(sources)
         checked_per_rank = check_per_rank(per_rank)
         check_bool(per_worker, "per_worker", "True gives every DataLoader worker its own stream.")
-        encoded = validate_and_encode_all(keys)  # every key checked before any is derived
+        checked = validate_and_encode_all(keys)  # every key checked before any is derived
+        encoded = [key_bytes for _, key_bytes in checked]
         prepare_states(encoded, source_names, checked_per_rank, per_worker)
 
     @staticmethod

@@ -99,11 +99,14 @@ def _in_backward() -> bool:
     return _current_graph_task_id is not None and _current_graph_task_id() != -1
 
 
-def entered(block: Any, tail: bytes, frame: _stack.Frame, depth: int) -> None:
+def entered(
+    block: Any, tail: bytes, frame: _stack.Frame, depth: int, place: tuple[str, int] | None = None
+) -> None:
     """Note a block's entry (its stream installed, the lock held) whose key is not settled.
 
     ``depth`` is how many frames above the caller the user's code usually is (a guess: if it
-    lands in the library or ``contextlib``, the walk goes on from there). Never raises.
+    lands in the library or ``contextlib``, the walk goes on from there); ``place``, if given,
+    is the user's place already found (a batch's blocks all enter at one line). Never raises.
     """
     global _generation
     try:
@@ -114,13 +117,13 @@ def entered(block: Any, tail: bytes, frame: _stack.Frame, depth: int) -> None:
         if first is None:
             if len(record) >= LIMIT:
                 _make_room()
-            record[tail] = user_place(depth + 2)
+            record[tail] = place or user_place(depth + 2)
             return
         if first is SETTLED or _in_backward():  # a recompute in backward replays on purpose
             return
         record[tail] = SETTLED  # checked once: later entries cost a lookup
         installed = [source.get_state() for source in frame[1]]
-        checking[id(frame)] = (block, tail, installed, first, user_place(depth + 2))
+        checking[id(frame)] = (block, tail, installed, first, place or user_place(depth + 2))
     except Exception:  # a check never breaks the block it watches
         checking.pop(id(frame), None)
 

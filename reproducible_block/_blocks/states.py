@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import get_worker_info
 
 from reproducible_block._sources.registry import Selection, check_sources, registry
 from reproducible_block._streams import root as _root
-from reproducible_block._streams.derivation import block_tail, encode_key, source_bits
+from reproducible_block._streams.derivation import (
+    block_tail,
+    encode_key,
+    source_bits,
+    source_bits_batch,
+)
 from reproducible_block._streams.keys import BlockKey, validate_key
 from reproducible_block._support.distributed import folded_rank
 from reproducible_block._support.transforms import outside_functorch
@@ -28,11 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_SIZE",
+    "batch_states",
     "block_states",
     "cached_states",
     "checked_source_names",
     "clear_cache",
     "derivation_tail",
+    "derive_batch",
     "derive_states",
     "derived",
     "plain_keys",
@@ -83,13 +90,13 @@ def validate_and_encode(key: object) -> tuple[BlockKey, bytes]:
     return result
 
 
-def validate_and_encode_all(keys: Iterable[object]) -> list[bytes]:
-    """:func:`validate_and_encode` of every key (all checked before any is remembered): the
-    encoded keys. Tuple keys of plain int and str parts are remembered for the blocks built
-    next (``ReproducibleBlock.prepare``: a block per key follows).
+def validate_and_encode_all(keys: Iterable[object]) -> list[tuple[BlockKey, bytes]]:
+    """:func:`validate_and_encode` of every key (all checked before any is remembered): each
+    key as validated, and encoded. Tuple keys of plain int and str parts are remembered for the
+    blocks built next (``ReproducibleBlock.prepare``: a block per key follows).
 
     >>> validate_and_encode_all([("sample", 0), "train"]) == [
-    ...     validate_and_encode(("sample", 0))[1], validate_and_encode("train")[1]]
+    ...     validate_and_encode(("sample", 0)), validate_and_encode("train")]
     True
     """
     checked = [(key, validate_and_encode(key)) for key in keys]
@@ -98,7 +105,7 @@ def validate_and_encode_all(keys: Iterable[object]) -> list[bytes]:
     for key, (valid, encoded) in checked:
         if valid is key and type(key) is tuple:  # its parts are plain int and str
             prepared_keys[key] = (valid, encoded, tuple(map(type, key)))
-    return [encoded for _, (_, encoded) in checked]
+    return [found for _, found in checked]
 
 
 #: ``sources=`` tuples already checked (a few distinct ones per program).
@@ -158,6 +165,36 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     return states
 
 
+def derive_batch(seed: int, tails: Sequence[bytes], selection: Selection) -> list[list[Any]]:
+    """The states of each block of ``tails`` (folds and encoded keys) under ``seed``, derived at
+    once and not cached: each source derives the batch with ``from_bits_batch`` (a few array
+    operations for the built-in Mersenne Twisters, whatever the batch's size). Equal to
+    :func:`derive_states` of each tail.
+
+    >>> from reproducible_block._streams.derivation import encode_key
+    >>> selection = registry.select(("torch",))
+    >>> tails = [encode_key(("doc", index)) for index in range(2)]
+    >>> import torch
+    >>> [torch.equal(batch[0], derive_states(7, tail, selection)[0])
+    ...  for batch, tail in zip(derive_batch(7, tails, selection), tails)]
+    [True, True]
+    """
+    bits = source_bits_batch(seed, tails, selection.derivation)
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
+        columns = [
+            source.from_bits_batch(column)
+            for source, column in zip(selection.sources, bits, strict=True)
+        ]
+    return [list(states) for states in zip(*columns, strict=True)]
+
+
+def _selection(source_names: tuple[str, ...] | None) -> Selection:
+    selection = registry.selections.get(source_names)
+    if selection is None:
+        selection = registry.select(source_names)
+    return selection
+
+
 def prepare_states(
     keys_bytes: Iterable[bytes],
     source_names: tuple[str, ...] | None,
@@ -165,18 +202,15 @@ def prepare_states(
     per_worker: bool,
 ) -> None:
     """Derive and cache the states of the blocks with these encoded keys and options, the
-    keys not cached yet all at once: each source derives the batch with ``from_bits_batch``
-    (a few array operations for the built-in Mersenne Twisters, whatever the batch's size).
-    ``ReproducibleBlock.prepare`` calls it; the states are those :func:`derive_states` gives.
+    keys not cached yet all at once (:func:`derive_batch`). ``ReproducibleBlock.prepare``
+    calls it; the states are those :func:`derive_states` gives.
     """
     if CACHE_SIZE <= 0:
         return
     seed = _root.seed
     if seed is None:
         seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
-    selection = registry.selections.get(source_names)
-    if selection is None:
-        selection = registry.select(source_names)
+    selection = _selection(source_names)
     folds = derivation_tail(b"", per_rank, per_worker) if per_rank or per_worker else b""
     tails = [
         tail
@@ -185,17 +219,29 @@ def prepare_states(
     ][-CACHE_SIZE:]  # the cache keeps the last CACHE_SIZE: derive no more
     if not tails:
         return
-    bits = [source_bits(seed, tail, selection.derivation) for tail in tails]
-    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
-        columns = [
-            source.from_bits_batch(column)
-            for source, column in zip(selection.sources, zip(*bits, strict=True), strict=True)
-        ]
+    batch = derive_batch(seed, tails, selection)
     with _lock:
-        for tail, states in zip(tails, zip(*columns, strict=True), strict=True):
+        for tail, states in zip(tails, batch, strict=True):
             while len(derived) >= CACHE_SIZE:
                 del derived[next(iter(derived))]
-            derived[(seed, tail, selection)] = list(states)
+            derived[(seed, tail, selection)] = states
+
+
+def batch_states(
+    keys_bytes: Sequence[bytes], source_names: tuple[str, ...] | None
+) -> tuple[Selection, list[list[Any]]]:
+    """The sources that blocks with these encoded keys (no folds) and ``sources=`` manage, and
+    each block's states: cached ones as they are, the others derived at once and not cached
+    (a batch of per-sample keys would only push the cache's other entries out).
+    """
+    seed = _root.seed
+    if seed is None:
+        seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+    selection = _selection(source_names)
+    found = [derived.get((seed, tail, selection)) for tail in keys_bytes]
+    missing = [tail for tail, states in zip(keys_bytes, found, strict=True) if states is None]
+    fresh = iter(derive_batch(seed, missing, selection) if missing else ())
+    return selection, [next(fresh) if states is None else states for states in found]
 
 
 def clear_cache() -> None:
@@ -232,9 +278,7 @@ def block_states(
     seed = _root.seed
     if seed is None:
         seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
-    selection = registry.selections.get(source_names)
-    if selection is None:
-        selection = registry.select(source_names)
+    selection = _selection(source_names)
     tail = key_bytes
     if per_rank or per_worker:
         tail = derivation_tail(key_bytes, per_rank, per_worker)

@@ -13,25 +13,26 @@ from typing import Any, TypeVar
 
 from torch.utils.data import Dataset, IterableDataset
 
-from reproducible_block._blocks.batch import each_in_block
+from reproducible_block._blocks.batch import each_in_block_of
 from reproducible_block._blocks.block import ReproducibleBlock
 from reproducible_block._blocks.states import validate_and_encode
 from reproducible_block._data.sampler import SampleIndex, epoch_key
+from reproducible_block._streams.derivation import epoch_index_encoder
 from reproducible_block._streams.keys import BlockKey
 from reproducible_block._support.checks import check_int, describe
 from reproducible_block._support.errors import ReproducibleBlockTypeError
 
 __all__ = ["ReproducibleDataset", "ReproducibleIterableDataset"]
 
+_KEY_INTS = 1 << 64  # a key's int parts are below this
 T_co = TypeVar("T_co", covariant=True)
 
 
 def _checked_sources(key: BlockKey, sources: Iterable[str] | None) -> tuple[str, ...] | None:
-    """``sources`` as a tuple, checked now by building a block (not at the first sample)."""
-    validate_and_encode(key)
+    """``sources`` checked now by building a block (not at the first sample), as the block
+    keeps them."""
     chosen = None if sources is None else tuple(sources)
-    ReproducibleBlock(epoch_key(key, 0, 0), sources=chosen)
-    return chosen
+    return ReproducibleBlock(epoch_key(key, 0, 0), sources=chosen)._source_names
 
 
 class ReproducibleDataset(Dataset[T_co]):
@@ -46,8 +47,8 @@ class ReproducibleDataset(Dataset[T_co]):
     index (from another sampler, or ``dataset[i]`` by hand) runs in ``(key, index)`` instead:
     the same draws every epoch, as in a hand-written ``ReproducibleBlock(("sample", index))``.
 
-    The DataLoader calls ``__getitems__`` with a batch: the batch's block states are derived
-    at once (:meth:`ReproducibleBlock.prepare`), then each sample runs in its block with the
+    The DataLoader calls ``__getitems__`` with a batch: the batch's keys are checked and their
+    block states derived at once, then each sample runs in its block with the
     wrapped ``__getitem__`` (the wrapped ``__getitems__``, if any, is not used: one block per
     sample), the generators switching from one sample's block straight to the next: the
     caller's streams come back once, after the batch (a block entered in another thread
@@ -85,10 +86,14 @@ class ReproducibleDataset(Dataset[T_co]):
                 f"ReproducibleDataset wraps a map-style dataset (one with __getitem__); got "
                 f"{describe(dataset)}. Wrap an IterableDataset in ReproducibleIterableDataset."
             )
-        self._sources = _checked_sources(key, sources)
+        valid = validate_and_encode(key)[0]
+        self._sources = _checked_sources(valid, sources)
         self._dataset = dataset
         self._key = key
         self._prefix = key if isinstance(key, tuple) else (key,)  # of every sample's key
+        # The sampler's keys (key, epoch, index), validated and encoded without a check per part.
+        self._valid_prefix = valid if isinstance(valid, tuple) else (valid,)
+        self._encode = epoch_index_encoder(self._valid_prefix)
 
     @property
     def dataset(self) -> Dataset[T_co]:
@@ -133,18 +138,27 @@ class ReproducibleDataset(Dataset[T_co]):
         with ReproducibleBlock(self.sample_key(index), sources=self._sources):
             return self._dataset[int(index)]
 
+    def _checked_key(self, index: int) -> tuple[BlockKey, bytes]:
+        """The key of ``index``'s block, validated and encoded: a sampler's index (its value
+        checked when it was made) without a check per part."""
+        if type(index) is SampleIndex:
+            epoch = index.epoch
+            if type(epoch) is int and 0 <= epoch < _KEY_INTS and index < _KEY_INTS:
+                value = int(index)
+                return (*self._valid_prefix, epoch, value), self._encode(epoch, value)
+        return validate_and_encode(self.sample_key(index))
+
     def __getitems__(self, indices: Sequence[int]) -> list[T_co]:
-        keys = [self.sample_key(index) for index in indices]
-        ReproducibleBlock.prepare(keys, sources=self._sources)
-        blocks = [ReproducibleBlock(key, sources=self._sources) for key in keys]
-        # As `with block: self._dataset[int(index)]` per sample, switching straight from one
-        # sample's block to the next: the caller's states come back once, after the batch.
+        checked = [self._checked_key(index) for index in indices]
+        # As `with ReproducibleBlock(key): self._dataset[int(index)]` per sample, the batch's
+        # states derived at once, switching straight from one sample's block to the next: the
+        # caller's states come back once, after the batch.
         dataset = self._dataset
 
         def sample(index: int) -> T_co:
             return dataset[index]
 
-        return each_in_block(blocks, sample, [int(index) for index in indices])
+        return each_in_block_of(checked, self._sources, sample, [int(index) for index in indices])
 
 
 def _iterate(dataset: Iterable[Any]) -> Iterator[Any]:

@@ -59,8 +59,12 @@ class SampleIndex(int):
     epoch: int
 
     def __new__(cls, value: int, epoch: int) -> SampleIndex:
-        index = super().__new__(cls, check_int(value, "a SampleIndex's value"))
-        index.epoch = check_int(epoch, "a SampleIndex's epoch")
+        if type(value) is not int or value < 0:  # a sampler's ints need no check's text
+            value = check_int(value, "a SampleIndex's value")
+        if type(epoch) is not int or epoch < 0:
+            epoch = check_int(epoch, "a SampleIndex's epoch")
+        index = super().__new__(cls, value)
+        index.epoch = epoch
         return index
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -31,9 +31,10 @@ order; the cost depends on the key's size (a few bytes), never on its value.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -48,6 +49,7 @@ __all__ = [
     "block_message",
     "block_tail",
     "encode_key",
+    "epoch_index_encoder",
     "loader_bits",
     "mt_image",
     "mt_keys",
@@ -60,6 +62,7 @@ __all__ = [
     "seed_sequence",
     "slot",
     "source_bits",
+    "source_bits_batch",
     "worker_bits",
 ]
 
@@ -101,6 +104,7 @@ MT_FIRST_WORD = 0x80000000
 _U64 = struct.Struct("<Q")
 _TAGGED_U64 = struct.Struct("<BQ")
 _TAGGED_U32 = struct.Struct("<BI")
+_TWO_TAGGED_U64 = struct.Struct("<BQBQ")
 _BUILTIN_BYTES = SEED_BYTES * len(BUILTIN_SLOTS)
 _MASK64 = 2**64 - 1
 
@@ -135,6 +139,23 @@ def encode_key(key: BlockKey) -> bytes:
             encoded += _TAGGED_U32.pack(TAG_STR, len(data))
             encoded += data
     return bytes(encoded)
+
+
+def epoch_index_encoder(prefix: tuple[int | str, ...]) -> Callable[[int, int], bytes]:
+    """A function of (epoch, index) that encodes ``(*prefix, epoch, index)`` as
+    :func:`encode_key` does, the prefix encoded once (a dataset's per-sample keys; it pickles).
+    The prefix must be valid and the two ints in ``[0, 2**64)``: the caller checks them.
+
+    >>> encode = epoch_index_encoder(("sample",))
+    >>> encode(3, 7) == encode_key(("sample", 3, 7))
+    True
+    """
+    head = encode_key((*prefix, 0, 0))[: -2 * _TAGGED_U64.size]  # the tag, count and prefix
+    return functools.partial(_with_epoch_index, head)
+
+
+def _with_epoch_index(head: bytes, epoch: int, index: int) -> bytes:
+    return head + _TWO_TAGGED_U64.pack(TAG_INT, epoch, TAG_INT, index)
 
 
 def block_tail(key_bytes: bytes, rank: int | None = None, worker_id: int | None = None) -> bytes:
@@ -238,6 +259,30 @@ def source_bits(
         start = SEED_BYTES * BUILTIN_SLOTS[builtin]
         bits.append(pooled[start : start + SEED_BYTES])
     return bits
+
+
+def source_bits_batch(
+    root_seed: int, tails: Sequence[bytes], sources: Sequence[tuple[str | None, str]]
+) -> list[list[bytes]]:
+    """:func:`source_bits` of each tail, as columns: one list per source, one item per tail
+    (a batch of per-sample blocks: the digests taken in one loop).
+
+    >>> tails = [encode_key(("sample", index)) for index in range(3)]
+    >>> sources = [("torch", "torch"), (None, "mine")]
+    >>> columns = source_bits_batch(0, tails, sources)
+    >>> [list(row) for row in zip(*columns)] == [source_bits(0, tail, sources) for tail in tails]
+    True
+    """
+    if any(builtin is None for builtin, _ in sources):  # a registered generator: its own digest
+        rows = [source_bits(root_seed, tail, sources) for tail in tails]
+        return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in sources]
+    head = bytes((BLOCK,)) + _U64.pack(root_seed)
+    digests = [
+        hashlib.blake2b(head + tail, digest_size=_BUILTIN_BYTES, person=PERSON).digest()
+        for tail in tails
+    ]
+    starts = [SEED_BYTES * BUILTIN_SLOTS[builtin] for builtin, _ in sources]  # type: ignore[index]
+    return [[digest[start : start + SEED_BYTES] for digest in digests] for start in starts]
 
 
 def slot(bits: bytes, source: str) -> bytes:

@@ -5,6 +5,7 @@ block per sample, and failures leave every caller's state back and no block open
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from reproducible_block import (
     set_seed,
 )
 from reproducible_block._blocks import stack
+from reproducible_block._blocks import states as _block_states
 from reproducible_block._blocks.batch import each_in_block
 from reproducible_block.diagnostics import read_ledger, record_blocks
 from tests._draws import GENERATOR_KINDS, GeneratorKind
@@ -278,3 +280,33 @@ def test_each_in_block_refuses_more_items_than_blocks() -> None:
     with pytest.raises(ValueError, match="zip"):
         each_in_block([ReproducibleBlock("one")], str, [1, 2])
     assert stack.open_count() == 0
+
+
+def test_a_batch_with_keys_already_derived_gives_what_each_sample_gives_alone() -> None:
+    drawing = ReproducibleDataset(Drawing(GENERATOR_KINDS["torch"]()))
+    set_seed(5)
+    ReproducibleBlock.prepare([("sample", 2, 0), ("sample", 2, 3)])  # cached; 4 and 7 are not
+    batch = drawing.__getitems__(INDICES)
+    ReproducibleBlock.clear_prepared()
+    set_seed(5)
+    assert batch == [drawing[index] for index in INDICES]
+
+
+def test_a_batch_leaves_the_derived_state_cache_to_other_blocks() -> None:
+    drawing = ReproducibleDataset(Drawing(GENERATOR_KINDS["torch"]()))
+    set_seed(5)
+    ReproducibleBlock.clear_prepared()
+    with ReproducibleBlock("train"):  # a block the program enters again and again
+        pass
+    drawing.__getitems__([SampleIndex(index, epoch=1) for index in range(300)])
+    assert _block_states.cached_states() == 1  # "train" only: 300 fresh keys pushed nothing out
+
+
+def test_a_repeated_key_in_a_batch_is_warned_at_the_callers_line() -> None:
+    drawing = ReproducibleDataset(Drawing(GENERATOR_KINDS["torch"]()))
+    set_seed(5)
+    drawing.__getitems__([1])
+    with pytest.warns(RepetitionWarning) as caught:
+        line = sys._getframe().f_lineno + 1
+        drawing.__getitems__([1])
+    assert f"{__file__}:{line}" in str(caught[0].message)

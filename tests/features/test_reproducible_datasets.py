@@ -126,3 +126,39 @@ def test_set_epoch_reaches_the_wrapped_dataset() -> None:
     inner = _WithEpoch()
     ReproducibleIterableDataset(inner).set_epoch(4)
     assert inner.epoch == 4
+
+
+@pytest.mark.parametrize(
+    "key", ["sample", ("sample", "val"), ("run", np.int64(3)), ("é", 2**64 - 1)], ids=repr
+)
+def test_a_batch_keys_each_sample_as_getitem_does(key: Any) -> None:
+    wrapped = ReproducibleDataset(Augmented(), key=key)
+    indices = [SampleIndex(0, epoch=2**64 - 1), 3, SampleIndex(5, epoch=np.int64(1)), 5]
+    batch = wrapped.__getitems__(indices)
+    set_seed(5)
+    alone = [wrapped[index] for index in indices]
+    assert [index for index, _ in batch] == [0, 3, 5, 5]
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(batch, alone, strict=True))
+    with ReproducibleBlock(wrapped.sample_key(indices[0]), replay=True):
+        again = Augmented()[0]
+    assert torch.equal(batch[0][1], again[1])
+    assert not torch.equal(batch[2][1], batch[3][1])  # epoch 1 and a plain int: two keys
+
+
+def test_a_batch_with_a_bad_index_is_refused_before_any_sample_runs() -> None:
+    wrapped = ReproducibleDataset(Augmented())
+    state = torch.get_rng_state()
+    with pytest.raises(ReproducibleBlockValueError, match="2\\*\\*64"):
+        wrapped.__getitems__([SampleIndex(0, epoch=0), SampleIndex(1, epoch=2**64)])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(("value", "epoch"), [(-1, 0), (0, -1), (1.5, 0), (0, True)])
+def test_a_sample_index_refuses_what_is_not_a_non_negative_int(value: Any, epoch: Any) -> None:
+    with pytest.raises((ReproducibleBlockTypeError, ReproducibleBlockValueError)):
+        SampleIndex(value, epoch)
+
+
+def test_a_sample_index_keeps_numpy_integers_as_ints() -> None:
+    index = SampleIndex(np.int64(3), np.uint8(2))
+    assert (int(index), index.epoch, type(index.epoch)) == (3, 2, int)
