@@ -366,6 +366,11 @@ def small_image_figures(dataset: SmallImages) -> dict[str, Callable[[list[int]],
     def wrapper(indices: list[int]) -> object:
         return wrapped.__getitems__([SampleIndex(index, dataset.epoch) for index in indices])
 
+    wrapped_torch = ReproducibleDataset(_Unwrapped(dataset), key="sample", sources=("torch",))
+
+    def wrapper_torch_only(indices: list[int]) -> object:
+        return wrapped_torch.__getitems__([SampleIndex(index, dataset.epoch) for index in indices])
+
     def fork_rng_manual_seed(indices: list[int]) -> object:
         samples = []
         for index in indices:
@@ -389,6 +394,7 @@ def small_image_figures(dataset: SmallImages) -> dict[str, Callable[[list[int]],
         "torch only": torch_only,
         "prepared": prepared,
         "wrapper": wrapper,
+        "wrapper, torch only": wrapper_torch_only,
         "fork_rng + manual_seed": fork_rng_manual_seed,
         "seeded torch.Generator": seeded_generator,
     }
@@ -400,6 +406,7 @@ SMALL_IMAGE_LABELS = {
     "torch only": "sources=('torch',), fresh keys",
     "prepared": "all sources, prepared per batch of 64",
     "wrapper": "ReproducibleDataset, batch of 64",
+    "wrapper, torch only": "ReproducibleDataset(sources=('torch',)), batch of 64",
     "fork_rng + manual_seed": "fork_rng + torch.manual_seed per sample",
     "seeded torch.Generator": "a torch.Generator seeded per sample, passed to every op",
 }
@@ -671,6 +678,7 @@ def main() -> int:
             ("torch only", 1.2),
             ("prepared", None),
             ("wrapper", 1.25),
+            ("wrapper, torch only", None),
         ):
             rows.append(
                 Row(
