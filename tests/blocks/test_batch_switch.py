@@ -306,7 +306,7 @@ def test_a_repeated_key_in_a_batch_is_warned_at_the_callers_line() -> None:
     drawing = ReproducibleDataset(Drawing(GENERATOR_KINDS["torch"]()))
     set_seed(5)
     drawing.__getitems__([1])
+    line = sys._getframe().f_lineno + 2  # the line of the call below
     with pytest.warns(RepetitionWarning) as caught:
-        line = sys._getframe().f_lineno + 1
         drawing.__getitems__([1])
     assert f"{__file__}:{line}" in str(caught[0].message)
