@@ -106,6 +106,11 @@ _TAGGED_U64 = struct.Struct("<BQ")
 _TAGGED_U32 = struct.Struct("<BI")
 _TWO_TAGGED_U64 = struct.Struct("<BQBQ")
 _BUILTIN_BYTES = SEED_BYTES * len(BUILTIN_SLOTS)
+_DOMAIN_AND_SEED = struct.Struct("<BQ")  # a digest's domain byte, then the root seed
+_SLOT_STARTS = {source: SEED_BYTES * index for source, index in BUILTIN_SLOTS.items()}
+_UINT32 = np.dtype(np.uint32)
+# The first key word as the fast expansion's bytes hold it (it runs on little-endian machines).
+_FIRST_WORD_LITTLE = struct.pack("<I", MT_FIRST_WORD)
 _MASK64 = 2**64 - 1
 
 
@@ -247,16 +252,16 @@ def source_bits(
     ...          named_bits(block_message(0, tail), "mine")]
     True
     """
-    message = block_message(root_seed, tail)
     pooled = b""
     bits = []
     for builtin, name in sources:
         if builtin is None:
-            bits.append(named_bits(message, name))
+            bits.append(named_bits(block_message(root_seed, tail), name))
             continue
-        if not pooled:
-            pooled = _digest(BLOCK, message, _BUILTIN_BYTES)
-        start = SEED_BYTES * BUILTIN_SLOTS[builtin]
+        if not pooled:  # _digest(BLOCK, block_message(root_seed, tail), ...), in one step
+            message = _DOMAIN_AND_SEED.pack(BLOCK, root_seed) + tail
+            pooled = hashlib.blake2b(message, digest_size=_BUILTIN_BYTES, person=PERSON).digest()
+        start = _SLOT_STARTS[builtin]
         bits.append(pooled[start : start + SEED_BYTES])
     return bits
 
@@ -276,12 +281,12 @@ def source_bits_batch(
     if any(builtin is None for builtin, _ in sources):  # a registered generator: its own digest
         rows = [source_bits(root_seed, tail, sources) for tail in tails]
         return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in sources]
-    head = bytes((BLOCK,)) + _U64.pack(root_seed)
+    head = _DOMAIN_AND_SEED.pack(BLOCK, root_seed)
     digests = [
         hashlib.blake2b(head + tail, digest_size=_BUILTIN_BYTES, person=PERSON).digest()
         for tail in tails
     ]
-    starts = [SEED_BYTES * BUILTIN_SLOTS[builtin] for builtin, _ in sources]  # type: ignore[index]
+    starts = [_SLOT_STARTS[builtin] for builtin, _ in sources]  # type: ignore[index]
     return [[digest[start : start + SEED_BYTES] for digest in digests] for start in starts]
 
 
@@ -337,13 +342,13 @@ def mt_words(bits: bytes) -> np.ndarray:
     >>> bool((key == mt_words(bytes(range(16)))).all())
     True
     """
-    raw = _raw(bits)
+    raw = _fast_expansion.outputs(bits, PCG_INCREMENT)
     if raw is None:
         # Low then high half of each output, whatever the byte order of this machine.
         raw = _public_expansion(bits).astype("<u8", copy=False)
         words = raw.view("<u4").astype(np.uint32, copy=False)
     else:
-        words = raw.view(np.uint32)  # little-endian here
+        words = raw.view(_UINT32)  # little-endian here
     words[0] = MT_FIRST_WORD
     return words
 
@@ -374,9 +379,8 @@ def mt_image(bits: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
     >>> mt_image(bytes(16), b"<", b">") == b"<" + mt_words(bytes(16)).tobytes() + b">"
     True
     """
-    raw = _raw(bits)
+    raw = _fast_expansion.outputs(bits, PCG_INCREMENT)
     if raw is None:
         return before + mt_words(bits).tobytes() + after
-    words = raw.view(np.uint32)
-    words[0] = MT_FIRST_WORD
-    return before + words.tobytes() + after
+    # Little-endian here: the first word, then the rest of the outputs' bytes as they are.
+    return before + _FIRST_WORD_LITTLE + raw.tobytes()[4:] + after
