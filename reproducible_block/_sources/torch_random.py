@@ -106,7 +106,7 @@ def _template() -> np.ndarray | None:
 def _template_of(layout: tuple[bytes, bytes]) -> np.ndarray:
     """:func:`_template` made from ``layout`` (what :func:`cpu_layout` found), and kept."""
     data = bytes(8) + layout[0] + bytes(8 * MT_WORDS) + layout[1]
-    template = np.frombuffer(data, "<u8").copy()
+    template: np.ndarray = np.frombuffer(data, "<u8").copy()
     template.flags.writeable = False  # states are copies of it
     _templates[:] = [(layout, template)]
     return template
@@ -127,7 +127,7 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         self.save = generator.get_state  # type: ignore[method-assign]
         self.restore = generator.set_state  # type: ignore[method-assign,assignment]
         if self._on_cpu:  # a fresh block's derivation calls the function itself
-            self.from_bits = torch_cpu_state  # type: ignore[method-assign,assignment]
+            self.from_bits = torch_cpu_state  # type: ignore[method-assign]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # save and restore are the generator's own bound methods: a copy binds them to its own
