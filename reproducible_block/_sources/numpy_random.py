@@ -131,7 +131,7 @@ class NumpyGlobalSource(GeneratorSource[Any]):
     def from_bits(self, bits: bytes) -> Any:
         # The C images (restore() installs them either way: copied, or through set_state), and
         # the bits, for a global over another bit generator.
-        return mt_image(bits, after=_POSITION_AT_END), _NO_GAUSSIAN, bits
+        return mt_image(bits, b"", _POSITION_AT_END), _NO_GAUSSIAN, bits
 
     def from_bits_batch(self, bits: Sequence[bytes]) -> list[Any]:
         # The C images of the whole batch in one array: the key, then the position, per row.

@@ -105,7 +105,7 @@ class PythonRandomSource(GeneratorSource[PythonState]):
 
     def from_bits(self, bits: bytes) -> Any:
         # The C image: restore() installs it either way (copied, or through setstate).
-        return mt_image(bits, before=_INDEX_AT_END), None
+        return mt_image(bits, _INDEX_AT_END), None
 
     def from_bits_batch(self, bits: Sequence[bytes]) -> list[Any]:
         # The C images of the whole batch in one array: the index, then the key, per row.

@@ -50,9 +50,14 @@ def torch_cpu_state(bits: bytes) -> torch.Tensor:
         fallback = torch.Generator()
         fallback.manual_seed(philox_seed(bits) & _MAX_SEED)
         return fallback.get_state()
-    # The seed (little-endian, as the probe showed), the counters, each word as a u64, the rest.
-    words = mt_words(bits).astype("<u8").tobytes()
-    state = bytearray(bits[:7] + bytes((bits[7] & 0x7F,)) + layout[0] + words + layout[1])
+    made = _templates[0] if _templates else None
+    template = made[1] if made is not None and made[0] is layout else _template_of(layout)
+    # The layout was checked (little-endian): the template's counters and the rest, the seed,
+    # each key word widened to a u64 in one copy. torch.frombuffer reads the u64 array's bytes
+    # (and keeps it alive): fewer steps than from_numpy of a uint8 view.
+    state = template.copy()
+    state[0] = _SEED.unpack_from(bits)[0] & _MAX_SEED
+    state[_KEY_AT_U64 : _KEY_AT_U64 + MT_WORDS] = mt_words(bits)
     return torch.frombuffer(state, dtype=torch.uint8)
 
 
@@ -71,28 +76,40 @@ def torch_cpu_states(bits: Sequence[bytes]) -> list[torch.Tensor]:
     if template is None:
         return [torch_cpu_state(item) for item in bits]
     states = np.empty((len(bits), STATE_BYTES), np.uint8)
-    states[:] = template
+    states[:] = template.view(_UINT8)
     states[:, KEY_AT : KEY_AT + 8 * MT_WORDS].view("<u8")[:] = mt_keys(bits)
     seeds = np.frombuffer(b"".join([item[:8] for item in bits]), "<u8") & _MAX_SEED
     states[:, :8].view("<u8")[:, 0] = seeds
     return [torch.from_numpy(row) for row in states]
 
 
-_templates: list[np.ndarray] = []
+# A state as u64s (its fields are 8-byte aligned: STATE_BYTES and KEY_AT are multiples of 8).
+_KEY_AT_U64 = KEY_AT // 8
+_UINT8 = np.dtype(np.uint8)
+_SEED = struct.Struct("<Q")
+#: (torch's layout, the template made from it): made again if a test probes the layout anew.
+_templates: list[tuple[tuple[bytes, bytes], np.ndarray]] = []
 
 
 def _template() -> np.ndarray | None:
-    """A state's bytes around its seed and key (the counters, the cached normals), as an
-    array; None if torch's layout is not the expected one."""
-    if not _templates:
-        layout = cpu_layout()
-        if layout is None:
-            return None
-        template = np.zeros(STATE_BYTES, np.uint8)
-        template[8:KEY_AT] = np.frombuffer(layout[0], np.uint8)
-        template[KEY_AT + 8 * MT_WORDS :] = np.frombuffer(layout[1], np.uint8)
-        _templates.append(template)
-    return _templates[0]
+    """A state with a zero seed and key and torch's bytes around them (the counters, the
+    cached normals), as STATE_BYTES // 8 little-endian u64s; None if torch's layout is not the
+    expected one."""
+    layout = cpu_layout()
+    if layout is None:
+        return None
+    if _templates and _templates[0][0] is layout:
+        return _templates[0][1]
+    return _template_of(layout)
+
+
+def _template_of(layout: tuple[bytes, bytes]) -> np.ndarray:
+    """:func:`_template` made from ``layout`` (what :func:`cpu_layout` found), and kept."""
+    data = bytes(8) + layout[0] + bytes(8 * MT_WORDS) + layout[1]
+    template: np.ndarray = np.frombuffer(data, "<u8").copy()
+    template.flags.writeable = False  # states are copies of it
+    _templates[:] = [(layout, template)]
+    return template
 
 
 class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
@@ -109,6 +126,8 @@ class TorchGeneratorSource(GeneratorSource[torch.Tensor]):
         # The hot path is the generator's own pair of calls: no Python in between.
         self.save = generator.get_state  # type: ignore[method-assign]
         self.restore = generator.set_state  # type: ignore[method-assign,assignment]
+        if self._on_cpu:  # a fresh block's derivation calls the function itself
+            self.from_bits = torch_cpu_state  # type: ignore[method-assign]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # save and restore are the generator's own bound methods: a copy binds them to its own

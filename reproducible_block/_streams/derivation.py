@@ -106,6 +106,8 @@ _TAGGED_U64 = struct.Struct("<BQ")
 _TAGGED_U32 = struct.Struct("<BI")
 _TWO_TAGGED_U64 = struct.Struct("<BQBQ")
 _BUILTIN_BYTES = SEED_BYTES * len(BUILTIN_SLOTS)
+_DOMAIN_AND_SEED = struct.Struct("<BQ")  # a digest's domain byte, then the root seed
+_UINT32 = np.dtype(np.uint32)
 _MASK64 = 2**64 - 1
 
 
@@ -235,6 +237,27 @@ def worker_bits(base_seed: int, worker_id: int, rank: int) -> bytes:
     return _digest(WORKER, message, _BUILTIN_BYTES)
 
 
+#: By root seed (a few per process): a BLAKE2b that has read a block digest's domain byte and
+#: the root seed, with the domain and personalisation it was made with. A block's digest is a
+#: copy of it fed the tail: no parameters to parse.
+_block_hashers: dict[int, tuple[hashlib.blake2b, int, bytes]] = {}
+
+
+def _block_hasher(root_seed: int) -> hashlib.blake2b:
+    """The BLAKE2b of :data:`_block_hashers` for ``root_seed`` (made again when :data:`BLOCK`
+    or :data:`PERSON` changed: the golden tests change them)."""
+    found = _block_hashers.get(root_seed)
+    if found is not None and found[1] == BLOCK and found[2] is PERSON:
+        return found[0]
+    hasher = hashlib.blake2b(
+        _DOMAIN_AND_SEED.pack(BLOCK, root_seed), digest_size=_BUILTIN_BYTES, person=PERSON
+    )
+    if len(_block_hashers) >= 64:
+        _block_hashers.clear()
+    _block_hashers[root_seed] = (hasher, BLOCK, PERSON)
+    return hasher
+
+
 def source_bits(
     root_seed: int, tail: bytes, sources: Sequence[tuple[str | None, str]]
 ) -> list[bytes]:
@@ -247,15 +270,16 @@ def source_bits(
     ...          named_bits(block_message(0, tail), "mine")]
     True
     """
-    message = block_message(root_seed, tail)
     pooled = b""
     bits = []
     for builtin, name in sources:
         if builtin is None:
-            bits.append(named_bits(message, name))
+            bits.append(named_bits(block_message(root_seed, tail), name))
             continue
-        if not pooled:
-            pooled = _digest(BLOCK, message, _BUILTIN_BYTES)
+        if not pooled:  # _digest(BLOCK, block_message(root_seed, tail), _BUILTIN_BYTES)
+            hasher = _block_hasher(root_seed).copy()
+            hasher.update(tail)
+            pooled = hasher.digest()
         start = SEED_BYTES * BUILTIN_SLOTS[builtin]
         bits.append(pooled[start : start + SEED_BYTES])
     return bits
@@ -276,11 +300,12 @@ def source_bits_batch(
     if any(builtin is None for builtin, _ in sources):  # a registered generator: its own digest
         rows = [source_bits(root_seed, tail, sources) for tail in tails]
         return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in sources]
-    head = bytes((BLOCK,)) + _U64.pack(root_seed)
-    digests = [
-        hashlib.blake2b(head + tail, digest_size=_BUILTIN_BYTES, person=PERSON).digest()
-        for tail in tails
-    ]
+    copy = _block_hasher(root_seed).copy
+    digests = []
+    for tail in tails:
+        hasher = copy()
+        hasher.update(tail)
+        digests.append(hasher.digest())
     starts = [SEED_BYTES * BUILTIN_SLOTS[builtin] for builtin, _ in sources]  # type: ignore[index]
     return [[digest[start : start + SEED_BYTES] for digest in digests] for start in starts]
 
@@ -337,13 +362,13 @@ def mt_words(bits: bytes) -> np.ndarray:
     >>> bool((key == mt_words(bytes(range(16)))).all())
     True
     """
-    raw = _raw(bits)
+    raw = _fast_expansion.outputs(bits, PCG_INCREMENT)
     if raw is None:
         # Low then high half of each output, whatever the byte order of this machine.
         raw = _public_expansion(bits).astype("<u8", copy=False)
         words = raw.view("<u4").astype(np.uint32, copy=False)
     else:
-        words = raw.view(np.uint32)  # little-endian here
+        words = raw.view(_UINT32)  # little-endian here
     words[0] = MT_FIRST_WORD
     return words
 
@@ -374,9 +399,8 @@ def mt_image(bits: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
     >>> mt_image(bytes(16), b"<", b">") == b"<" + mt_words(bytes(16)).tobytes() + b">"
     True
     """
-    raw = _raw(bits)
+    raw = _fast_expansion.outputs(bits, PCG_INCREMENT)
     if raw is None:
         return before + mt_words(bits).tobytes() + after
-    words = raw.view(np.uint32)
-    words[0] = MT_FIRST_WORD
-    return before + words.tobytes() + after
+    # Little-endian here: the first word, then the rest of the outputs' bytes as they are.
+    return before + MT_FIRST_WORD.to_bytes(4, "little") + raw.tobytes()[4:] + after
