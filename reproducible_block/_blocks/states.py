@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import get_worker_info
@@ -156,12 +155,8 @@ def derive_states(seed: int, tail: bytes, selection: Selection) -> list[Any]:
     if states is not None:
         return states
     bits = source_bits(seed, tail, selection.derivation)
-    context = outside_functorch()  # a state is plain data, even when built under torch.func.grad
-    if type(context) is nullcontext:  # outside every transform (the usual case): no context
+    with outside_functorch():  # a state is plain data, even when built under torch.func.grad
         states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
-    else:
-        with context:
-            states = [f(item) for f, item in zip(selection.from_bits, bits, strict=True)]
     if CACHE_SIZE > 0:
         with _lock:
             while len(derived) >= CACHE_SIZE:

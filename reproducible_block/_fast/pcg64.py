@@ -114,12 +114,8 @@ class InPlaceExpansion:
         """The ``count`` outputs (uint64, little-endian here), or None when the switch is off
         or the layout check failed: the caller takes the public expansion. ``increment`` is
         read at every call (a test may change the constant it comes from)."""
-        # This thread's expander looked up inline: a block's derivation comes here once per
-        # Mersenne Twister source, and each call it saves counts (about 0.1 µs).
-        expander: _Expander | None = getattr(self._threads, "expander", None)
-        if expander is None or expander.increment != increment or not views.ENABLED:
-            expander = self._expander(increment)
-            if expander is None:
-                return None
+        expander = self._expander(increment)
+        if expander is None:
+            return None
         expander.state[:] = bits
         return expander.random_raw(self.count)
