@@ -30,6 +30,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from time import monotonic_ns
@@ -38,6 +39,7 @@ from zlib import crc32
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import get_worker_info
 
 from reproducible_block._blocks import stack as _stack
@@ -127,6 +129,14 @@ class _StateReader:
 def _no_twister() -> None:
     """The ``twister_now`` of a source that is no Mersenne Twister: its state is read whole."""
 
+
+def _no_group() -> bool:
+    return False
+
+
+#: Whether a default process group is initialised: ``global_rank()``'s first question, bound
+#: once (a record outside a rank's file asks it at every block exit).
+_group_initialized: Callable[[], bool] = dist.is_initialized if dist.is_available() else _no_group
 
 #: Each block selection's reader, by the identity of its sources tuple. Sources need not be
 #: hashable (a user's dataclass source with eq=True is not); a reader holds its tuple, so the id
@@ -354,8 +364,8 @@ class BlockLedger:
                 entry = self._key_entry(key)
             entry[0] += 1
             rank = self._file_rank  # the file is this rank's
-            if rank is None:
-                rank = global_rank()  # the group's, else the launcher's, else 0
+            if rank is None:  # global_rank(), inlined: the group's, else 0
+                rank = dist.get_rank() if _group_initialized() else 0
             reader = _reader_cache.get(id(sources))
             if reader is None or reader.sources is not sources:
                 reader = _reader(tuple(sources))
