@@ -207,6 +207,10 @@ class BlockLedger:
         self._pending: list[tuple[int, str, list[object]]] = []
         self._root = -1  # the root generation last written (none yet)
         self._file_rank: int | None = None
+        # The last record's key and its entry, and its sources' reader: a loop's blocks often
+        # repeat both (the same objects), which then costs two identity checks.
+        self._last_key: tuple[object, list[Any]] = (object(), [])
+        self._reader = _reader(())
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else self._requested
@@ -359,16 +363,19 @@ class BlockLedger:
             if _root.generation != self._root:
                 self._write_root()
             key = getattr(owner, "key", None)
-            entry = self._counts.get((type(key), key))
-            if entry is None:
-                entry = self._key_entry(key)
+            last = self._last_key
+            if key is last[0]:  # the same object: the same type and value
+                entry = last[1]
+            else:
+                entry = self._counts.get((type(key), key)) or self._key_entry(key)
+                self._last_key = (key, entry)
             entry[0] += 1
             rank = self._file_rank  # the file is this rank's
             if rank is None:  # global_rank(), inlined: the group's, else 0
                 rank = dist.get_rank() if _group_initialized() else 0
-            reader = _reader_cache.get(id(sources))
-            if reader is None or reader.sources is not sources:
-                reader = _reader(tuple(sources))
+            reader = self._reader
+            if reader.sources is not sources:
+                reader = self._reader = _reader(tuple(sources))
             line = (
                 f'{entry[1]}{entry[0]},"rank":{rank},"t":{monotonic_ns()},'
                 f'"state":{{{reader.text()}}}'
@@ -379,7 +386,7 @@ class BlockLedger:
             if getattr(owner, "per_worker", False):
                 info = get_worker_info()
                 line += f',"per_worker":{0 if info is None else info.id}'
-            if self._watch:
+            if self._watch:  # read after the generators: a watched value may draw
                 watched = {name: noted(get()) for name, get in self._watch}
                 line += ',"watch":' + json.dumps(watched, separators=(",", ":"))
             if self._pending:
