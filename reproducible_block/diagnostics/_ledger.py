@@ -392,7 +392,11 @@ class BlockLedger:
             if self._pending:
                 with self._lock:
                     line += self._take_notes(_stack.open_count())
-            self._write((line + "}\n").encode())
+            data = (line + "}\n").encode()
+            fd = self._fd  # _write(data), inlined
+            written = os.write(-1 if fd is None else fd, data)  # -1: os.write raises EBADF
+            if written < len(data):
+                self._write(data[written:])  # a pipe, or a disk that fills, took part of it
             self.records += 1
         except Exception as error:  # a ledger never breaks the program it watches
             self._stop(error)
