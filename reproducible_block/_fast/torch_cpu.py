@@ -91,7 +91,9 @@ _ENGINE_BYTES = _NORMALS_AT + _NORMALS.size
 _EXTRA = struct.Struct("<QiiQdddi4xf?3x")
 _KEY_ID = struct.Struct("<II")
 #: The engine's head and its normals as bytes, in one read (the key words between are skipped).
-_RECORDED = struct.Struct(f"={_ENGINE_HEAD.size}s{_NORMALS_AT - _ENGINE_HEAD.size}x{_NORMALS.size}s")
+_RECORDED = struct.Struct(
+    f"={_ENGINE_HEAD.size}s{_NORMALS_AT - _ENGINE_HEAD.size}x{_NORMALS.size}s"
+)
 _engine_at: list[int | None] = []  # where the engine sits in the generator's impl (found once)
 
 
@@ -107,6 +109,8 @@ class EngineView:
     >>> generator = torch.Generator()
     >>> view = engine_view(generator)
     >>> view is None or view.twister_fields() == twister_fields_of(generator.get_state())
+    True
+    >>> view is None or view.twister_fields() is view.twister_fields()  # the same bytes: kept
     True
     """
 
