@@ -90,6 +90,10 @@ _ENGINE_BYTES = _NORMALS_AT + _NORMALS.size
 #: normal_rho, normal_is_valid, the float normal and whether it is valid.
 _EXTRA = struct.Struct("<QiiQdddi4xf?3x")
 _KEY_ID = struct.Struct("<II")
+#: The engine's head and its normals as bytes, in one read (the key words between are skipped).
+_RECORDED = struct.Struct(
+    f"={_ENGINE_HEAD.size}s{_NORMALS_AT - _ENGINE_HEAD.size}x{_NORMALS.size}s"
+)
 _engine_at: list[int | None] = []  # where the engine sits in the generator's impl (found once)
 
 
@@ -106,18 +110,31 @@ class EngineView:
     >>> view = engine_view(generator)
     >>> view is None or view.twister_fields() == twister_fields_of(generator.get_state())
     True
+    >>> view is None or view.twister_fields() is view.twister_fields()  # the same bytes: kept
+    True
     """
 
     def __init__(self, generator: torch.Generator, offset: int) -> None:
         self.generator = generator  # keeps the C++ object alive while the view is used
         self._view = views.memory_view(_impl_address(generator) + offset, _ENGINE_BYTES)
+        # The last read's bytes and fields: the fields are a function of those bytes.
+        self._last: tuple[tuple[bytes, bytes], tuple[bytes, int, bytes] | None] = ((b"", b""), None)
 
     def twister_fields(self) -> tuple[bytes, int, bytes]:
         """(The second and third key words as 8 bytes, the position in the key, the bytes of
-        ``get_state()`` around the key words), as :func:`twister_fields_of` reads them."""
-        view = self._view
-        seed, left, seeded, following, _, first, second = _ENGINE_HEAD.unpack_from(view)
-        single, has_single, double, has_double = _NORMALS.unpack_from(view, _NORMALS_AT)
+        ``get_state()`` around the key words), as :func:`twister_fields_of` reads them.
+
+        The block ledger reads them at every block exit: the engine's bytes that hold them are
+        read in one piece and, when they are those of the last read (a block that drew what
+        the last one drew), the last fields are returned (the same tuple).
+        """
+        recorded = _RECORDED.unpack_from(self._view)
+        last = self._last
+        if recorded == last[0] and last[1] is not None:
+            return last[1]
+        head, normals = recorded
+        seed, left, seeded, following, _, first, second = _ENGINE_HEAD.unpack(head)
+        single, has_single, double, has_double = _NORMALS.unpack(normals)
         extra = _EXTRA.pack(
             seed,
             left,
@@ -130,7 +147,9 @@ class EngineView:
             single if has_single else 0.0,
             has_single,
         )
-        return _KEY_ID.pack(first, second), 625 - left, extra
+        fields = _KEY_ID.pack(first, second), 625 - left, extra
+        self._last = (recorded, fields)  # one assignment: never half of a pair
+        return fields
 
 
 def twister_fields_of(state: torch.Tensor) -> tuple[bytes, int, bytes]:

@@ -13,8 +13,12 @@ It reads the frame's owner (its ``key``, ``per_rank`` and ``per_worker``), the f
 (each source's ``name``; a Mersenne Twister's recorded fields through ``twister_now()``, which
 the built-in ones read in place, without copying their state; any other generator's state
 through ``get_state()``) and ``_stack.open_count()`` (the blocks still open around the exiting
-one). Off, it costs one global lookup. Starting and stopping a recording is ``_arming``'s;
-which file a process writes, ``_processes``'.
+one). Off, it costs one global lookup. On, a record costs the reads and one write (a few
+microseconds each, as much again as the block it records, ``make bench``'s "block ledger on /
+off"): what does not change between records is made once (a key's text, each selection's
+reader, the text of the state entries for the same reading as the last record's).
+Starting and stopping a recording is ``_arming``'s; which file a process writes,
+``_processes``'.
 
 Writing is crash-safe: every line goes out whole with one ``os.write`` on an ``O_APPEND`` file
 descriptor, nothing is buffered in the process, so a killed run (even ``SIGKILL``) leaves every
@@ -39,6 +43,7 @@ from zlib import crc32
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import get_worker_info
 
 from reproducible_block._blocks import stack as _stack
@@ -76,38 +81,90 @@ def set_recording(ledger: BlockLedger | None) -> BlockLedger | None:
 
 
 # --- Reading a generator's state at block exit -------------------------------------------------
-# A reader returns the JSON text of one source's entry: ["fp"] for any source, or
+# The "state" object of a record holds one entry per source: ["fp"] for any source, or
 # ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
 # used from the current key (624: all of them, the next draw twists).
 
-_Readers = tuple[
-    tuple[str, Callable[[], tuple[bytes, int, bytes] | None] | None, GeneratorSource[Any]], ...
-]
-#: Each block selection's readers, by the identity of its sources tuple (one per selection).
-#: Sources need not be hashable (a user's dataclass source with eq=True is not); a value holds
-#: its tuple, so the id is not reused while it is cached.
-_reader_cache: dict[int, tuple[tuple[GeneratorSource[Any], ...], _Readers]] = {}
 
+class _StateReader:
+    """The text of a record's ``"state"`` object for one selection of sources (a block's sources
+    are one tuple per selection), read at a block's exit.
 
-def _readers(sources: tuple[GeneratorSource[Any], ...]) -> _Readers:
-    """Each source's JSON key and bound ``twister_now`` (a block's sources are one tuple per
-    selection), so that a record reads them without a call of ours per source. A kind that is
-    no Mersenne Twister gets no ``twister_now`` reader: its state is read once, whole."""
-    cached = _reader_cache.get(id(sources))
-    if cached is not None and cached[0] is sources:
-        return cached[1]
-    readers = tuple(
-        (
-            json.dumps(source.name) + ":",
-            source.twister_now if source.mersenne_twister else None,
-            source,
+    Each Mersenne Twister gives its recorded fields through its bound ``twister_now`` (read in
+    place by the built-in ones); any other kind of generator, the fingerprint of its state, read
+    whole. The text is a function of what was read, so the reader keeps the last reading and its
+    text: a block that leaves its generators where the last one did (a repeated key that drew as
+    much) costs the reads and one comparison, not the formatting.
+
+    >>> from reproducible_block._sources.registry import registry
+    >>> reader = _StateReader(tuple(registry.active()))
+    >>> reader.text() is reader.text()  # nothing drew in between: the same text, made once
+    True
+    >>> reader.text().startswith('"random":["')
+    True
+    """
+
+    __slots__ = ("_last", "_names", "_reads", "sources")
+
+    def __init__(self, sources: tuple[GeneratorSource[Any], ...]) -> None:
+        self.sources = sources  # held, so that its id is not reused while this is cached
+        self._names = tuple(json.dumps(source.name) + ":" for source in sources)
+        self._reads = tuple(
+            (source.twister_now if source.mersenne_twister else _no_twister, source)
+            for source in sources
         )
-        for source in sources
-    )
+        self._last: tuple[list[tuple[bytes, int, bytes] | str], str] = ([], "")
+
+    def text(self) -> str:
+        """The entries, comma-separated (without the braces)."""
+        now: list[tuple[bytes, int, bytes] | str] = []
+        for read, source in self._reads:  # a loop: no comprehension's frame on this hot path
+            twister = read()
+            # Not a Mersenne Twister now (or none): the fingerprint of its state, as text.
+            now.append(fingerprint(source.get_state()) if twister is None else twister)
+        last = self._last
+        if now == last[0]:
+            return last[1]
+        parts = []
+        for name, item in zip(self._names, now, strict=True):
+            if isinstance(item, str):
+                parts.append(f'{name}["{item}"]')
+            else:
+                key_id, position, rest = item
+                parts.append(f'{name}["{crc32(rest):08x}",{position},"{key_id.hex()}"]')
+        text = ",".join(parts)
+        self._last = (now, text)  # one assignment: a reader never sees half of a pair
+        return text
+
+
+def _no_twister() -> None:
+    """The ``twister_now`` of a source that is no Mersenne Twister: its state is read whole."""
+
+
+def _no_group() -> bool:
+    return False
+
+
+#: Whether a default process group is initialised: ``global_rank()``'s first question, bound
+#: once (a record outside a rank's file asks it at every block exit).
+_group_initialized: Callable[[], bool] = dist.is_initialized if dist.is_available() else _no_group
+
+#: Each block selection's reader, by the identity of its sources tuple. Sources need not be
+#: hashable (a user's dataclass source with eq=True is not); a reader holds its tuple, so the id
+#: is not reused while it is cached.
+_reader_cache: dict[int, _StateReader] = {}
+
+
+def _reader(sources: tuple[GeneratorSource[Any], ...]) -> _StateReader:
+    """The :class:`_StateReader` of a selection of sources (made once per selection)."""
+    reader = _reader_cache.get(id(sources))
+    if reader is not None and reader.sources is sources:
+        return reader
+    reader = _StateReader(sources)
     if len(_reader_cache) >= 64:
         _reader_cache.clear()
-    _reader_cache[id(sources)] = (sources, readers)
-    return readers
+    _reader_cache[id(sources)] = reader
+    return reader
 
 
 class BlockLedger:
@@ -161,6 +218,10 @@ class BlockLedger:
         self._pending: list[tuple[int, str, list[object]]] = []
         self._root = -1  # the root generation last written (none yet)
         self._file_rank: int | None = None
+        # The last record's key and its entry, and its sources' reader: a loop's blocks often
+        # repeat both (the same objects), which then costs two identity checks.
+        self._last_key: tuple[object, list[Any]] = (object(), [])
+        self._reader = _reader(())
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else self._requested
@@ -240,7 +301,10 @@ class BlockLedger:
 
     def _write_line(self, line: str) -> None:
         """Write one line whole (callers have the file open)."""
-        data = (line + "\n").encode()
+        self._write((line + "\n").encode())
+
+    def _write(self, data: bytes) -> None:
+        """Write ``data`` (whole lines) with one ``os.write``, unless the file takes only part."""
         fd = self._fd if self._fd is not None else -1  # -1: os.write raises EBADF
         written = os.write(fd, data)
         while written < len(data):  # a pipe, or a disk that fills, may take part of it
@@ -290,54 +354,63 @@ class BlockLedger:
     # Records.
 
     def _key_entry(self, key: object) -> list[Any]:
-        """[exits so far, the key's JSON text] for ``key`` (1 and 1.0 never share a counter)."""
-        slot = (type(key), key)
-        entry = self._counts.get(slot)
-        if entry is None:
-            entry = self._counts[slot] = [0, json.dumps(key_to_json(key), separators=(",", ":"))]
-        entry[0] += 1
+        """[exits so far, the record's text up to the count] for ``key`` (1 and 1.0 never share
+        a counter): the key's text is made once per key."""
+        key_text = json.dumps(key_to_json(key), separators=(",", ":"))
+        entry = self._counts[type(key), key] = [0, f'{{"key":{key_text},"entry":']
         return entry
 
     def record_exit(self, frame: _stack.Frame) -> None:
-        """Append the exiting block's record (called by the block machinery, under its lock)."""
+        """Append the exiting block's record (called by the block machinery, under its lock).
+
+        One function on this hot path (every block exit while recording): what does not change
+        between records is made once (a key's text, each selection's reader, the rank when the
+        file is a rank's) and the line is encoded and written in one piece.
+        """
         try:
-            self._record_exit(frame)
+            if self._fd is None and not self._ensure_open():
+                return
+            owner, sources = frame[0], frame[1]
+            if _root.generation != self._root:
+                self._write_root()
+            key = getattr(owner, "key", None)
+            last = self._last_key
+            if key is last[0]:  # the same object: the same type and value
+                entry = last[1]
+            else:
+                entry = self._counts.get((type(key), key)) or self._key_entry(key)
+                self._last_key = (key, entry)
+            entry[0] += 1
+            rank = self._file_rank  # the file is this rank's
+            if rank is None:  # global_rank(), inlined: the group's, else 0
+                rank = dist.get_rank() if _group_initialized() else 0
+            reader = self._reader
+            if reader.sources is not sources:
+                reader = self._reader = _reader(tuple(sources))
+            line = (
+                f'{entry[1]}{entry[0]},"rank":{rank},"t":{monotonic_ns()},'
+                f'"state":{{{reader.text()}}}'
+            )
+            per_rank = getattr(owner, "per_rank", False)
+            if per_rank is not False:  # True: the global rank; a process group: the rank in it
+                line += f',"per_rank":{folded_rank(per_rank)}'
+            if getattr(owner, "per_worker", False):
+                info = get_worker_info()
+                line += f',"per_worker":{0 if info is None else info.id}'
+            if self._watch:  # read after the generators: a watched value may draw
+                watched = {name: noted(get()) for name, get in self._watch}
+                line += ',"watch":' + json.dumps(watched, separators=(",", ":"))
+            if self._pending:
+                with self._lock:
+                    line += self._take_notes(_stack.open_count())
+            data = (line + "}\n").encode()
+            fd = self._fd  # _write(data), inlined
+            written = os.write(-1 if fd is None else fd, data)  # -1: os.write raises EBADF
+            if written < len(data):
+                self._write(data[written:])  # a pipe, or a disk that fills, took part of it
+            self.records += 1
         except Exception as error:  # a ledger never breaks the program it watches
             self._stop(error)
-
-    def _record_exit(self, frame: _stack.Frame) -> None:
-        if self._fd is None and not self._ensure_open():
-            return
-        owner, sources = frame[0], frame[1]
-        if _root.generation != self._root:
-            self._write_root()
-        count, key_text = self._key_entry(getattr(owner, "key", None))
-        rank = self._rank()
-        parts = []
-        for name, twister_now, source in _readers(tuple(sources)):  # _entry(), inlined
-            twister = None if twister_now is None else twister_now()
-            if twister is None:
-                parts.append(f'{name}["{fingerprint(source.get_state())}"]')
-            else:
-                parts.append(f'{name}["{crc32(twister[2]):08x}",{twister[1]},"{twister[0].hex()}"]')
-        line = (
-            f'{{"key":{key_text},"entry":{count},"rank":{rank},"t":{monotonic_ns()},'
-            f'"state":{{{",".join(parts)}}}'
-        )
-        per_rank = getattr(owner, "per_rank", False)
-        if per_rank is not False:  # True: the global rank; a process group: the rank in it
-            line += f',"per_rank":{folded_rank(per_rank)}'
-        if getattr(owner, "per_worker", False):
-            info = get_worker_info()
-            line += f',"per_worker":{0 if info is None else info.id}'
-        if self._watch:
-            watched = {name: noted(get()) for name, get in self._watch}
-            line += ',"watch":' + json.dumps(watched, separators=(",", ":"))
-        if self._pending:
-            with self._lock:
-                line += self._take_notes(_stack.open_count())
-        self._write_line(line + "}")
-        self.records += 1
 
     def _take_notes(self, depth: int) -> str:
         """The notes made inside the exiting block (deeper than the blocks still open): each
