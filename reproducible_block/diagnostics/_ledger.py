@@ -39,7 +39,6 @@ from contextlib import suppress
 from pathlib import Path
 from time import monotonic_ns
 from typing import Any, NoReturn
-from zlib import crc32
 
 import numpy as np
 import torch
@@ -47,11 +46,9 @@ import torch.distributed as dist
 from torch.utils.data import get_worker_info
 
 from reproducible_block._blocks import stack as _stack
-from reproducible_block._sources import GeneratorSource
 from reproducible_block._streams import root as _root
 from reproducible_block._support.distributed import folded_rank, global_rank, world_size
 from reproducible_block._support.errors import ReproducibleBlockTypeError
-from reproducible_block._support.fingerprint import fingerprint
 from reproducible_block._support.version import __version__
 from reproducible_block._support.warnings import warn_at_user_line
 from reproducible_block.diagnostics import _processes
@@ -64,6 +61,7 @@ from reproducible_block.diagnostics._format import (
     noted,
     watched,
 )
+from reproducible_block.diagnostics._state_text import reader_for
 
 __all__ = ["BlockLedger", "recording", "set_recording"]
 
@@ -80,67 +78,6 @@ def set_recording(ledger: BlockLedger | None) -> BlockLedger | None:
     return previous
 
 
-# --- Reading a generator's state at block exit -------------------------------------------------
-# The "state" object of a record holds one entry per source: ["fp"] for any source, or
-# ["fp",position,"key digest"] for a Mersenne Twister, whose position counts the 32-bit words
-# used from the current key (624: all of them, the next draw twists).
-
-
-class _StateReader:
-    """The text of a record's ``"state"`` object for one selection of sources (a block's sources
-    are one tuple per selection), read at a block's exit.
-
-    Each Mersenne Twister gives its recorded fields through its bound ``twister_now`` (read in
-    place by the built-in ones); any other kind of generator, the fingerprint of its state, read
-    whole. The text is a function of what was read, so the reader keeps the last reading and its
-    text: a block that leaves its generators where the last one did (a repeated key that drew as
-    much) costs the reads and one comparison, not the formatting.
-
-    >>> from reproducible_block._sources.registry import registry
-    >>> reader = _StateReader(tuple(registry.active()))
-    >>> reader.text() is reader.text()  # nothing drew in between: the same text, made once
-    True
-    >>> reader.text().startswith('"random":["')
-    True
-    """
-
-    __slots__ = ("_last", "_names", "_reads", "sources")
-
-    def __init__(self, sources: tuple[GeneratorSource[Any], ...]) -> None:
-        self.sources = sources  # held, so that its id is not reused while this is cached
-        self._names = tuple(json.dumps(source.name) + ":" for source in sources)
-        self._reads = tuple(
-            (source.twister_now if source.mersenne_twister else _no_twister, source)
-            for source in sources
-        )
-        self._last: tuple[list[tuple[bytes, int, bytes] | str], str] = ([], "")
-
-    def text(self) -> str:
-        """The entries, comma-separated (without the braces)."""
-        now: list[tuple[bytes, int, bytes] | str] = []
-        for read, source in self._reads:  # a loop: no comprehension's frame on this hot path
-            twister = read()
-            # Not a Mersenne Twister now (or none): the fingerprint of its state, as text.
-            now.append(fingerprint(source.get_state()) if twister is None else twister)
-        last = self._last
-        if now == last[0]:
-            return last[1]
-        parts = []
-        for name, item in zip(self._names, now, strict=True):
-            if isinstance(item, str):
-                parts.append(f'{name}["{item}"]')
-            else:
-                key_id, position, rest = item
-                parts.append(f'{name}["{crc32(rest):08x}",{position},"{key_id.hex()}"]')
-        text = ",".join(parts)
-        self._last = (now, text)  # one assignment: a reader never sees half of a pair
-        return text
-
-
-def _no_twister() -> None:
-    """The ``twister_now`` of a source that is no Mersenne Twister: its state is read whole."""
-
-
 def _no_group() -> bool:
     return False
 
@@ -148,23 +85,6 @@ def _no_group() -> bool:
 #: Whether a default process group is initialised: ``global_rank()``'s first question, bound
 #: once (a record outside a rank's file asks it at every block exit).
 _group_initialized: Callable[[], bool] = dist.is_initialized if dist.is_available() else _no_group
-
-#: Each block selection's reader, by the identity of its sources tuple. Sources need not be
-#: hashable (a user's dataclass source with eq=True is not); a reader holds its tuple, so the id
-#: is not reused while it is cached.
-_reader_cache: dict[int, _StateReader] = {}
-
-
-def _reader(sources: tuple[GeneratorSource[Any], ...]) -> _StateReader:
-    """The :class:`_StateReader` of a selection of sources (made once per selection)."""
-    reader = _reader_cache.get(id(sources))
-    if reader is not None and reader.sources is sources:
-        return reader
-    reader = _StateReader(sources)
-    if len(_reader_cache) >= 64:
-        _reader_cache.clear()
-    _reader_cache[id(sources)] = reader
-    return reader
 
 
 class BlockLedger:
@@ -221,7 +141,7 @@ class BlockLedger:
         # The last record's key and its entry, and its sources' reader: a loop's blocks often
         # repeat both (the same objects), which then costs two identity checks.
         self._last_key: tuple[object, list[Any]] = (object(), [])
-        self._reader = _reader(())
+        self._reader = reader_for(())
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else self._requested
@@ -386,7 +306,7 @@ class BlockLedger:
                 rank = dist.get_rank() if _group_initialized() else 0
             reader = self._reader
             if reader.sources is not sources:
-                reader = self._reader = _reader(tuple(sources))
+                reader = self._reader = reader_for(tuple(sources))
             line = (
                 f'{entry[1]}{entry[0]},"rank":{rank},"t":{monotonic_ns()},'
                 f'"state":{{{reader.text()}}}'
