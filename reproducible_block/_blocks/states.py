@@ -207,9 +207,7 @@ def prepare_states(
     """
     if CACHE_SIZE <= 0:
         return
-    seed = _root.seed
-    if seed is None:
-        seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+    seed = _root.current_seed()  # or the parent's, or NotSeededError
     selection = _selection(source_names)
     folds = derivation_tail(b"", per_rank, per_worker) if per_rank or per_worker else b""
     tails = [
@@ -234,9 +232,7 @@ def batch_states(
     each block's states: cached ones as they are, the others derived at once and not cached
     (a batch of per-sample keys would only push the cache's other entries out).
     """
-    seed = _root.seed
-    if seed is None:
-        seed = _root.current_seed()  # from the parent's set_seed, or NotSeededError
+    seed = _root.current_seed()  # or the parent's, or NotSeededError
     selection = _selection(source_names)
     found = [derived.get((seed, tail, selection)) for tail in keys_bytes]
     missing = [tail for tail, states in zip(keys_bytes, found, strict=True) if states is None]

@@ -45,13 +45,11 @@ def torch_cpu_state(bits: bytes) -> torch.Tensor:
     >>> torch.equal(generator.get_state(), state), torch.equal(torch_cpu_state(b"1" * 16), state)
     (True, False)
     """
-    layout = cpu_layout()
-    if layout is None:
+    template = _template()
+    if template is None:
         fallback = torch.Generator()
         fallback.manual_seed(philox_seed(bits) & _MAX_SEED)
         return fallback.get_state()
-    made = _templates[0] if _templates else None
-    template = made[1] if made is not None and made[0] is layout else _template_of(layout)
     # The layout was checked (little-endian): the template's counters and the rest, the seed,
     # each key word widened to a u64 in one copy. torch.frombuffer reads the u64 array's bytes
     # (and keeps it alive): fewer steps than from_numpy of a uint8 view.

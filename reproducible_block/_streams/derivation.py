@@ -237,24 +237,24 @@ def worker_bits(base_seed: int, worker_id: int, rank: int) -> bytes:
     return _digest(WORKER, message, _BUILTIN_BYTES)
 
 
-#: By root seed (a few per process): a BLAKE2b that has read a block digest's domain byte and
-#: the root seed, with the domain and personalisation it was made with. A block's digest is a
-#: copy of it fed the tail: no parameters to parse.
-_block_hashers: dict[int, tuple[hashlib.blake2b, int, bytes]] = {}
+#: By (domain, personalisation, root seed): a BLAKE2b that has read a block digest's domain byte
+#: and the root seed (a few per process). A block's digest is a copy of it fed the tail: no
+#: parameters to parse. The domain and personalisation are part of the key because the golden
+#: tests change them.
+_block_hashers: dict[tuple[int, bytes, int], hashlib.blake2b] = {}
 
 
 def _block_hasher(root_seed: int) -> hashlib.blake2b:
-    """The BLAKE2b of :data:`_block_hashers` for ``root_seed`` (made again when :data:`BLOCK`
-    or :data:`PERSON` changed: the golden tests change them)."""
-    found = _block_hashers.get(root_seed)
-    if found is not None and found[1] == BLOCK and found[2] is PERSON:
-        return found[0]
+    """The BLAKE2b of :data:`_block_hashers` for ``root_seed`` (made on first use)."""
+    found = _block_hashers.get((BLOCK, PERSON, root_seed))
+    if found is not None:
+        return found
     hasher = hashlib.blake2b(
         _DOMAIN_AND_SEED.pack(BLOCK, root_seed), digest_size=_BUILTIN_BYTES, person=PERSON
     )
     if len(_block_hashers) >= 64:
         _block_hashers.clear()
-    _block_hashers[root_seed] = (hasher, BLOCK, PERSON)
+    _block_hashers[(BLOCK, PERSON, root_seed)] = hasher
     return hasher
 
 
@@ -346,11 +346,6 @@ def _public_expansion(bits: bytes) -> np.ndarray:
 #: The in-place PCG64 of ``_fast`` (a thread-local generator each); checked against the public
 #: expansion, and used only while the switch is on.
 _fast_expansion = InPlaceExpansion(MT_WORDS // 2, _public_expansion)
-
-
-def _raw(bits: bytes) -> np.ndarray | None:
-    """The 312 outputs of the fast expansion (little-endian machines only), or None."""
-    return _fast_expansion.outputs(bits, PCG_INCREMENT)
 
 
 def mt_words(bits: bytes) -> np.ndarray:

@@ -79,7 +79,8 @@ def test_streams_are_the_same_without_the_fast_paths() -> None:
     for enabled in (True, False):
         with fast_paths(enabled):
             clear_cache()
-            assert (_derivation._raw(bytes(16)) is None) is not enabled
+            expanded = _derivation._fast_expansion.outputs(bytes(16), _derivation.PCG_INCREMENT)
+            assert (expanded is None) is not enabled
             set_seed(0)
             with ReproducibleBlock(("x", 1)):
                 draws.append((random.random(), np.random.rand(), torch.rand(2)))
