@@ -107,6 +107,8 @@ def each_in_block(
     results: list[Result] = []
     frame: _stack.Frame | None = None  # the open block's frame, while one is open
     root: tuple[int, int | None] = (0, None)  # (root generation, torch's seed) at its entry
+    installs: list[Callable[[Any], None]] = []  # each source's installer(), for a switch
+    installs_for: object = None  # the sources they install
     try:
         for index, (block, item) in enumerate(zip(blocks, items, strict=True)):
             target = block._target() if targets is None else targets[index]
@@ -118,7 +120,7 @@ def each_in_block(
                     and root == (_root.generation, _root.torch_seed)
                     and not (_checking and id(closing) in _checking)
                 ):
-                    frame = _stack.switch(closing, block, target[2])
+                    frame = _stack.switch(closing, block, target[2], installs)
                     if _record.get(target[0]) is not _SETTLED and not block.replay:
                         _repetition.entered(block, target[0], frame, 1, place)
                     results.append(call(item))
@@ -130,6 +132,8 @@ def each_in_block(
                 continue
             frame = _stack.enter(block, target[1].sources, target[2])
             root = (_root.generation, _root.torch_seed)
+            if installs_for is not frame[1]:  # made once per batch (per run of the same sources)
+                installs_for, installs = frame[1], [source.installer() for source in frame[1]]
             if _record.get(target[0]) is not _SETTLED and not block.replay:
                 _repetition.entered(block, target[0], frame, 1, place)
             results.append(call(item))

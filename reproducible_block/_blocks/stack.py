@@ -220,13 +220,19 @@ def leave(frame: Frame, *, keep: bool = False) -> list[Any] | None:
     return kept
 
 
-def switch(frame: Frame, owner: object, states: Sequence[Any]) -> Frame:
+def switch(
+    frame: Frame,
+    owner: object,
+    states: Sequence[Any],
+    installs: Sequence[Callable[[Any], None]],
+) -> Frame:
     """Close ``frame`` and open ``owner``'s block over the same sources in one step.
 
     What :func:`leave` then :func:`enter` do, without putting the caller's states back in
     between only to save them again: the exit hook sees ``frame`` (its block's states still
     installed, the block no longer counted open), then each source gets ``states`` (derived,
-    installed with ``restore``); the caller's saved states carry over to the new frame, and the
+    installed with ``installs``: each source's ``installer()``, or ``restore``, in the order of
+    the sources); the caller's saved states carry over to the new frame, and the
     lock stays held. ``frame`` must be the innermost open frame and the next block must manage
     its sources, in order (``_blocks.batch`` checks both, and that no other seeder ran). All or
     nothing: if the hook or a source fails, every source gets the caller's state back and the
@@ -240,8 +246,8 @@ def switch(frame: Frame, owner: object, states: Sequence[Any]) -> Frame:
         try:
             if exit_hook is not None:
                 exit_hook(frame)
-            for source, state in zip(sources, states, strict=True):
-                source.restore(state)  # a derived state: nothing of the last block is kept
+            for install, state in zip(installs, states, strict=True):
+                install(state)  # a derived state: nothing of the last block is kept
         except BaseException:  # the caller's states come back, as in leave
             try:
                 restore_all(sources, saved)

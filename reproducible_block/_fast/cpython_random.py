@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from reproducible_block._fast import views
@@ -96,3 +97,30 @@ class RandomImage:
         ):
             self._attach()
         return self._view
+
+    def installer(self, fallback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A function that copies a C image (``(image bytes, gauss_next)``) in through the view
+        as it is now, with :meth:`view`'s checks inline; anything else, or any state once those
+        checks fail, goes to ``fallback``. ``fallback`` itself if the view may not be used now.
+        Made once per batch of per-sample blocks: one call per install, no lookups."""
+        view = self.view()
+        if view is None:
+            return fallback
+        instance, random_now, getstate = self.instance, self._random, self._getstate
+        module, plain = random, random.Random
+
+        def install(state: Any) -> None:
+            image = state[0]
+            if (
+                type(image) is bytes
+                and views.ENABLED
+                and module.random is random_now
+                and module.getstate is getstate
+                and type(instance) is plain
+            ):
+                view[:] = image
+                instance.gauss_next = state[1]  # type: ignore[attr-defined]
+            else:
+                fallback(state)
+
+        return install

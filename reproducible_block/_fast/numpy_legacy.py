@@ -14,6 +14,7 @@ for and that one still holds the same MT19937 (checked at every use).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,40 @@ class LegacyViews:
             self._mt[:] = mt  # type: ignore[index]
             self._gauss[:] = gauss  # type: ignore[index]
         return True
+
+    def installer(self, fallback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A function that copies C images (``(MT19937 image, Gaussian bytes, ...)``) in through
+        the views as they are now, under the bit generator's lock, with :meth:`usable`'s checks
+        inline; anything else, or any state once those checks fail, goes to ``fallback``.
+        ``fallback`` itself if the views may not be used now. Made once per batch of per-sample
+        blocks: one call per install, no lookups. The caller holds ``views.switching``."""
+        if not self.usable():
+            return fallback
+        mt, gauss, lock = self._mt, self._gauss, self._lock
+        set_state, rand, managed, bit_generator = (
+            self._set_state,
+            self._rand,
+            self._global,
+            self._bit_generator,
+        )
+        module = np.random
+
+        def install(state: Any) -> None:
+            image = state[0] if type(state) is tuple else None  # else a public state dict
+            if (
+                type(image) is bytes
+                and views.ENABLED
+                and module.set_state is set_state
+                and module.rand is rand
+                and managed._bit_generator is bit_generator
+            ):
+                with lock:
+                    mt[:] = image  # type: ignore[index]
+                    gauss[:] = state[1]  # type: ignore[index]
+            else:
+                fallback(state)
+
+        return install
 
     def swap(self, mt: bytes, gauss: bytes) -> tuple[bytes, bytes] | None:
         """:meth:`save` and :meth:`restore` under one check and one lock (a block's entry); None

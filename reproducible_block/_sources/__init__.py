@@ -17,7 +17,7 @@ and ``devices.py`` (CUDA, other accelerators); their raw-memory fast paths live 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
@@ -130,6 +130,14 @@ class GeneratorSource(ABC, Generic[StateT]):
     def restore(self, saved: Any) -> None:
         """Put back what :meth:`save` returned, or install what :meth:`from_bits` returned."""
         self.set_state(saved)
+
+    def installer(self) -> Callable[[Any], None]:
+        """A function that does what :meth:`restore` does, made for a run of installs (a batch
+        of per-sample blocks switching from one to the next): :meth:`restore` itself by
+        default. The built-in ``random`` and NumPy sources return one with their checks inline,
+        bound to what they checked when it was made; it takes :meth:`restore` whenever those
+        checks fail, so it stays right if the program rebinds the generators meanwhile."""
+        return self.restore
 
     def swap(self, state: Any) -> Any:
         """:meth:`save`, then :meth:`restore` ``state``; return what was saved (a block's entry).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,9 @@ class NumpyGlobalSource(GeneratorSource[Any]):
             np.random.set_state(saved)
         elif not self._views.restore(image, saved[1]):
             np.random.set_state(self._public(saved))
+
+    def installer(self) -> Callable[[Any], None]:
+        return self._views.installer(self.restore)
 
     def swap(self, state: Any) -> Any:
         # save() and restore(state) under one check and one lock: every block entry comes here.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,9 @@ class PythonRandomSource(GeneratorSource[PythonState]):
         else:
             view[:] = image
             self._image.instance.gauss_next = saved[1]
+
+    def installer(self) -> Callable[[Any], None]:
+        return self._image.installer(self.restore)
 
     def swap(self, state: Any) -> Any:
         image = state[0]

@@ -375,6 +375,67 @@ def test_blocks_manage_the_random_state_numpys_functions_were_rebound_to(
     assert np.random.rand() == expected_outside.rand()  # the caller's stream did not move
 
 
+def _builtin(name: str) -> Any:
+    """The live built-in source ``name`` (the one blocks use)."""
+    return next(source for source in registry.select(None).sources if source.name == name)
+
+
+@pytest.mark.parametrize("name", ["random", "numpy"])
+def test_an_installer_puts_in_what_restore_puts_in(name: str, fast_path: bool) -> None:
+    # A batch of per-sample blocks installs each sample's states with the sources' installers.
+    source = _builtin(name)
+    set_seed(0)
+    np.random.randn()  # Gaussians cached by the caller, which a derived state drops
+    random.gauss(0, 1)
+    derived = source.from_bits(bytes(range(16)))
+    saved = source.save()
+    source.restore(derived)
+    expected = _full_state()
+    source.restore(saved)
+    install = source.installer()
+    install(derived)
+    assert _full_state() == expected
+    install(saved)  # a caller's saved state goes back in the same way
+    source.restore(derived)
+    source.restore(saved)
+    after_restore = _full_state()
+    install(derived)
+    install(saved)
+    assert _full_state() == after_restore
+
+
+def test_an_installer_follows_random_functions_rebound_after_it_was_made(
+    monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    source = _builtin("random")
+    set_seed(0)
+    install = source.installer()  # made for the instance behind the functions now
+    _rebind_random_module(monkeypatch, random.Random(5))
+    derived = source.from_bits(bytes(range(16)))
+    install(derived)  # must reach the instance the functions draw from now
+    first = [random.random() for _ in range(3)]
+    source.restore(derived)
+    assert [random.random() for _ in range(3)] == first
+
+
+def test_an_installer_follows_numpys_bit_generator_swapped_after_it_was_made(
+    fast_path: bool,
+) -> None:
+    source = _builtin("numpy")
+    set_seed(0)
+    install = source.installer()  # made for the MT19937 behind the global now
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64(7))
+    try:
+        derived = source.from_bits(bytes(range(16)))
+        install(derived)  # must reach the PCG64 the global draws from now
+        first = np.random.rand(3).tolist()
+        source.restore(derived)
+        assert np.random.rand(3).tolist() == first
+    finally:
+        np.random.set_bit_generator(original)
+
+
 # Each fast path checks its layout against the public API and steps aside, warning once, when
 # the check fails (a CPython, NumPy or torch laid out otherwise): simulated here by a view of
 # zeros where the C state should be.
