@@ -3,7 +3,7 @@
 The ``"state"`` object of a record holds one entry per source: ``["fp"]`` for any source, or
 ``["fp",position,"key digest"]`` for a Mersenne Twister, whose position counts the 32-bit words
 used from the current key (624: all of them, the next draw twists). ``_ledger`` writes it at
-every block exit; ``_read`` and ``_run_diff`` read it back.
+every block exit; ``_read`` reads it back and ``_pairing`` compares it.
 """
 
 from __future__ import annotations
