@@ -107,8 +107,7 @@ def each_in_block(
     results: list[Result] = []
     frame: _stack.Frame | None = None  # the open block's frame, while one is open
     root: tuple[int, int | None] = (0, None)  # (root generation, torch's seed) at its entry
-    installs: list[Callable[[Any], None]] = []  # each source's installer(), for a switch
-    installs_for: object = None  # the sources they install
+    installs: list[Callable[[Any], None]] = []  # the open frame's sources' installer()s
     try:
         for index, (block, item) in enumerate(zip(blocks, items, strict=True)):
             target = block._target() if targets is None else targets[index]
@@ -132,8 +131,7 @@ def each_in_block(
                 continue
             frame = _stack.enter(block, target[1].sources, target[2])
             root = (_root.generation, _root.torch_seed)
-            if installs_for is not frame[1]:  # made once per batch (per run of the same sources)
-                installs_for, installs = frame[1], [source.installer() for source in frame[1]]
+            installs = [source.installer() for source in frame[1]]  # for the switches after
             if _record.get(target[0]) is not _SETTLED and not block.replay:
                 _repetition.entered(block, target[0], frame, 1, place)
             results.append(call(item))
